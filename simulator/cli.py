@@ -1,0 +1,89 @@
+"""The `ehrsim` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+
+from simulator import __version__
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve a scenario (FHIR R4 API, admin API, MLLP)")
+    p.add_argument("--scenario", default="default", help="scenario name (see scenarios/) or YAML path")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 for all interfaces)")
+    p.add_argument("--port", type=int, default=8080, help="HTTP port for FHIR and admin (default 8080)")
+    p.add_argument("--mllp-port", type=int, default=2575, help="MLLP port of the first site (default 2575)")
+    p.add_argument("--seed", help="override the scenario's seed")
+    p.add_argument("--store", default="memory", help="memory (default) or sqlite:PATH")
+    p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ehrsim", description="EHR sandbox simulator")
+    parser.add_argument("--version", action="version", version=f"ehrsim {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args)
+    parser.error(f"unknown command {args.command}")
+    return 2
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from simulator.app import create_app
+    from simulator.sandbox import Sandbox
+    from simulator.scenario import ScenarioError, load_scenario
+
+    started = time.monotonic()
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        scenario = load_scenario(args.scenario)
+        if args.seed is not None:
+            scenario.seed = int(args.seed) if args.seed.isdigit() else args.seed
+        sandbox = Sandbox(scenario, store=args.store)
+    except (ScenarioError, ValueError, OSError) as exc:
+        print(f"ehrsim: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(sandbox)
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        lifespan="on",
+        server_header=False,
+    )
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+            await super().startup(sockets)
+            if self.should_exit:
+                return
+            host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+            origin = f"http://{host}:{args.port}"
+            print(
+                f"ehrsim {__version__}: scenario '{scenario.name}' ready in {time.monotonic() - started:.2f}s"
+            )
+            for runtime in sandbox.sites.values():
+                site = runtime.site
+                print(f"  site {site.id}: FHIR {origin}{site.base_path}  ({site.store.count()} resources)")
+            print(f"  admin: {origin}/_admin/health")
+            sys.stdout.flush()
+
+    server = Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,54 @@
+"""Simulated time: what "now" means to the sites, the faults and the tokens.
+
+The clock starts at the scenario's start instant and runs at the scenario's speed (1.0 = real time,
+0 = frozen). Tests and the admin API move it forward with `advance`; nothing ever moves it back, so
+versions, journals and token expiry stay monotonic.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+
+class Clock:
+    def __init__(self, start: datetime | None = None, speed: float = 1.0) -> None:
+        self._start = (start or datetime.now(UTC)).astimezone(UTC)
+        self.speed = speed
+        self._wall_anchor = time.monotonic()
+        self._offset = 0.0  # seconds added by advance()
+
+    @property
+    def start(self) -> datetime:
+        return self._start
+
+    def elapsed(self) -> float:
+        """Simulated seconds since the scenario started."""
+        return (time.monotonic() - self._wall_anchor) * self.speed + self._offset
+
+    def now(self) -> datetime:
+        return self._start + timedelta(seconds=self.elapsed())
+
+    def timestamp(self) -> float:
+        """Simulated now as a POSIX timestamp."""
+        return self._start.timestamp() + self.elapsed()
+
+    def advance(self, seconds: float) -> datetime:
+        if seconds < 0:
+            raise ValueError("the simulated clock only moves forward")
+        self._offset += seconds
+        return self.now()
+
+    def reset(self) -> None:
+        self._wall_anchor = time.monotonic()
+        self._offset = 0.0
+
+
+def fhir_instant(moment: datetime) -> str:
+    """An R4 `instant` with millisecond precision and an explicit UTC offset."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def http_date(moment: datetime) -> str:
+    """RFC 9110 IMF-fixdate, for Last-Modified."""
+    return moment.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")

@@ -1,0 +1,313 @@
+"""The FHIR REST API of one site, as an ASGI app mounted at the site's base path.
+
+Routing is by path segments (`[type]`, `[type]/[id]`, `[type]/[id]/_history/[vid]`, ...), so every
+miss is answered with an OperationOutcome (404 unknown type, 405 wrong method) instead of a framework
+page. Content negotiation: JSON only; XML asked for in Accept or _format gets 406, an XML body 415.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from simulator.clock import http_date
+from simulator.fhir.capability import capability_statement
+from simulator.fhir.errors import FHIRError
+from simulator.fhir.jsonbody import dumps, parse_json
+from simulator.fhir.service import FhirService, Result
+from simulator.fhir.transaction import process_bundle
+from simulator.site import Site
+from simulator.store.base import StoredVersion
+
+log = logging.getLogger("ehrsim.fhir")
+
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+_JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir", "text/json")
+_XML_TYPES = ("application/fhir+xml", "application/xml", "text/xml", "application/xml+fhir")
+_FORM = "application/x-www-form-urlencoded"
+
+
+def fhir_response(status: int, body: Any = None, headers: dict[str, str] | None = None) -> Response:
+    content = b"" if body is None else dumps(body)
+    return Response(
+        content, status_code=status, headers=headers, media_type=FHIR_JSON if body is not None else None
+    )
+
+
+def error_response(error: FHIRError) -> Response:
+    return fhir_response(error.status, error.outcome(), error.headers)
+
+
+class FhirApi:
+    """ASGI app: `scope["path"]` relative to the site's base path is dispatched to `FhirService`."""
+
+    def __init__(self, site: Site, service: FhirService | None = None) -> None:
+        self.site = site
+        self.service = service or FhirService(site)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        try:
+            response = await self.handle(request)
+        except FHIRError as error:
+            response = error_response(error)
+        except Exception:  # a bug, not bad input: still answer in FHIR, and log it loudly
+            log.exception("unhandled error for %s %s", request.method, request.url.path)
+            response = error_response(
+                FHIRError.of(500, "exception", "Internal error in ehrsim; see the server log")
+            )
+        await response(scope, receive, send)
+
+    def base_url(self, request: Request) -> str:
+        if self.site.settings.public_base:
+            return self.site.settings.public_base.rstrip("/")
+        scheme = request.url.scheme
+        host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+        return f"{scheme}://{host}{self.site.base_path}"
+
+    async def handle(self, request: Request) -> Response:
+        _negotiate(request)
+        path = request.scope.get("ehrsim.subpath")
+        if path is None:
+            path = request.url.path[len(self.site.base_path) :]
+        parts = [p for p in path.split("/") if p]
+        method = request.method
+        items = [
+            (k, v)
+            for k, v in parse_qsl(request.url.query, keep_blank_values=True)
+            if k not in ("_format", "_pretty")
+        ]
+        base = self.base_url(request)
+        svc = self.service
+        n = len(parts)
+
+        if n == 0:
+            if method == "GET" and any(k == "_getpages" for k, _ in items):
+                return self._page(items, base)
+            if method == "POST":
+                bundle = await self._body(request)
+                return fhir_response(200, process_bundle(svc, bundle, base))
+            if method == "GET":
+                raise FHIRError.of(
+                    400,
+                    "not-supported",
+                    "Search across all resource types is not supported; search a type, e.g. GET [base]/Patient",
+                )
+            raise _method_not_allowed(method, "[base]", ("GET", "POST"))
+        head = parts[0]
+        if n == 1 and head == "metadata":
+            _only(method, ("GET",), "metadata")
+            return fhir_response(200, capability_statement(self.site, base))
+        if n == 1 and head == "_history":
+            _only(method, ("GET",), "_history")
+            return fhir_response(200, svc.history(base, items=items))
+        if not head[:1].isupper():
+            raise FHIRError.of(
+                404, "not-found", f"'{head}' is not a resource type or endpoint of this server"
+            )
+        svc.check_type(head)
+        if n == 1:
+            if method == "GET":
+                return fhir_response(200, svc.search(head, items, base, lenient=_lenient(request)))
+            if method == "POST":
+                resource = await self._body(request)
+                result = svc.create(head, resource, request.headers.get("if-none-exist"), base)
+                return self._write_response(request, result, base)
+            if method == "PUT" and items:
+                resource = await self._body(request)
+                return self._write_response(
+                    request, svc.conditional_update(head, request.url.query, resource, base), base
+                )
+            if method == "DELETE" and items:
+                return self._delete_response(svc.conditional_delete(head, request.url.query, base))
+            raise _method_not_allowed(method, head, ("GET", "POST", "PUT", "DELETE"))
+        second = parts[1]
+        if n == 2 and second == "_search":
+            _only(method, ("POST",), f"{head}/_search")
+            form = await self._form(request)
+            return fhir_response(200, svc.search(head, items + form, base, lenient=_lenient(request)))
+        if n == 2 and second == "_history":
+            _only(method, ("GET",), f"{head}/_history")
+            return fhir_response(200, svc.history(base, head, items=items))
+        if n == 2 and second.startswith("$"):
+            raise FHIRError.of(400, "not-supported", f"Operation {second} is not supported on {head}")
+        if n == 2:
+            if method in ("GET", "HEAD"):
+                version = svc.read(head, second)
+                if _not_modified(request, version):
+                    return Response(status_code=304, headers=_version_headers(version))
+                return fhir_response(200, version.resource, _version_headers(version))
+            if method == "PUT":
+                resource = await self._body(request)
+                return self._write_response(
+                    request, svc.update(head, second, resource, request.headers.get("if-match")), base
+                )
+            if method == "DELETE":
+                return self._delete_response(svc.delete(head, second))
+            raise _method_not_allowed(method, f"{head}/[id]", ("GET", "PUT", "DELETE"))
+        third = parts[2]
+        if n == 3 and third == "_history":
+            _only(method, ("GET",), f"{head}/[id]/_history")
+            return fhir_response(200, svc.history(base, head, second, items=items))
+        if n == 3 and third == "$everything" and head == "Patient":
+            _only(method, ("GET", "POST"), "Patient/[id]/$everything")
+            return fhir_response(200, svc.everything(second, base, items))
+        if n == 3 and third.startswith("$"):
+            raise FHIRError.of(400, "not-supported", f"Operation {third} is not supported on {head}")
+        if n == 4 and third == "_history":
+            _only(method, ("GET",), f"{head}/[id]/_history/[vid]")
+            version = svc.vread(head, second, parts[3])
+            return fhir_response(200, version.resource, _version_headers(version))
+        raise FHIRError.of(404, "not-found", f"No FHIR endpoint at '{path}'")
+
+    def _page(self, items: list[tuple[str, str]], base: str) -> Response:
+        params = dict(items)
+        offset = params.get("_getpagesoffset", "0")
+        count = params.get("_count")
+        if not offset.isdigit() or (count is not None and not count.isdigit()):
+            raise FHIRError.of(400, "invalid", "_getpagesoffset and _count must be non-negative integers")
+        return fhir_response(
+            200, self.service.page(params["_getpages"], int(offset), int(count) if count else None, base)
+        )
+
+    async def _body(self, request: Request) -> Any:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type in _XML_TYPES:
+            raise FHIRError.of(
+                415, "not-supported", "XML is not supported by ehrsim; send application/fhir+json"
+            )
+        if content_type and content_type not in _JSON_TYPES:
+            raise FHIRError.of(
+                415,
+                "not-supported",
+                f"Content-Type '{content_type}' is not supported; send application/fhir+json",
+            )
+        return parse_json(await self._read_limited(request))
+
+    async def _form(self, request: Request) -> list[tuple[str, str]]:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        body = await self._read_limited(request)
+        if not body:
+            return []
+        if content_type != _FORM:
+            raise FHIRError.of(
+                415, "not-supported", f"POST _search takes {_FORM}, not '{content_type or 'no type'}'"
+            )
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise FHIRError.of(400, "structure", "The form body is not valid UTF-8") from None
+        return parse_qsl(text, keep_blank_values=True)
+
+    async def _read_limited(self, request: Request) -> bytes:
+        limit = self.site.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise FHIRError.of(413, "too-costly", f"The request body is over the {limit}-byte limit")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise FHIRError.of(413, "too-costly", f"The request body is over the {limit}-byte limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _write_response(self, request: Request, result: Result, base: str) -> Response:
+        version = result.version
+        assert version is not None
+        headers = _version_headers(version)
+        if result.status == 201:
+            headers["Location"] = f"{base}/{version.type}/{version.id}/_history/{version.version}"
+        prefer = _prefer(request, "return")
+        if prefer == "minimal":
+            return Response(status_code=result.status, headers=headers)
+        if prefer == "OperationOutcome":
+            verb = "Created" if result.status == 201 else "Updated" if result.status == 200 else "Found"
+            outcome = {
+                "resourceType": "OperationOutcome",
+                "issue": [
+                    {
+                        "severity": "information",
+                        "code": "informational",
+                        "diagnostics": f"{verb} {version.type}/{version.id} version {version.version}",
+                    }
+                ],
+            }
+            return fhir_response(result.status, outcome, headers)
+        return fhir_response(result.status, version.resource, headers)
+
+    @staticmethod
+    def _delete_response(result: Result) -> Response:
+        if result.outcome is None:
+            return Response(status_code=204)
+        return fhir_response(result.status, result.outcome)
+
+
+def _version_headers(version: StoredVersion) -> dict[str, str]:
+    return {
+        "ETag": f'W/"{version.version}"',
+        "Last-Modified": http_date(datetime.fromtimestamp(version.timestamp, UTC)),
+    }
+
+
+def _not_modified(request: Request, version: StoredVersion) -> bool:
+    tag = request.headers.get("if-none-match")
+    return tag is not None and tag.strip() in (f'W/"{version.version}"', f'"{version.version}"')
+
+
+def _negotiate(request: Request) -> None:
+    fmt = request.query_params.get("_format")
+    if fmt is not None:
+        wanted = fmt.lower()
+        if "xml" in wanted:
+            raise FHIRError.of(406, "not-supported", "XML is not supported by ehrsim; use _format=json")
+        if wanted not in ("json", *_JSON_TYPES):
+            raise FHIRError.of(406, "not-supported", f"_format '{fmt}' is not supported; use _format=json")
+        return
+    accept = request.headers.get("accept", "")
+    if not accept:
+        return
+    kinds = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    if any(k in _JSON_TYPES or k in ("*/*", "application/*") for k in kinds):
+        return
+    if any(k in _XML_TYPES for k in kinds):
+        raise FHIRError.of(
+            406, "not-supported", "XML is not supported by ehrsim; accept application/fhir+json"
+        )
+    if all(k.startswith("text/html") or k.startswith("text/") for k in kinds):
+        return  # a browser: JSON is the best we have
+    raise FHIRError.of(
+        406, "not-supported", f"Cannot produce '{accept}'; ehrsim answers application/fhir+json"
+    )
+
+
+def _prefer(request: Request, key: str) -> str | None:
+    for part in request.headers.get("prefer", "").replace(",", ";").split(";"):
+        name, _, value = part.strip().partition("=")
+        if name.strip() == key:
+            return value.strip().strip('"')
+    return None
+
+
+def _lenient(request: Request) -> bool:
+    return _prefer(request, "handling") == "lenient"
+
+
+def _only(method: str, allowed: tuple[str, ...], where: str) -> None:
+    if method not in allowed:
+        raise _method_not_allowed(method, where, allowed)
+
+
+def _method_not_allowed(method: str, where: str, allowed: tuple[str, ...]) -> FHIRError:
+    return FHIRError.of(
+        405,
+        "not-supported",
+        f"{method} is not allowed on {where}; allowed: {', '.join(allowed)}",
+        headers={"Allow": ", ".join(allowed)},
+    )

@@ -1,0 +1,111 @@
+"""The CapabilityStatement, generated from what a site really serves.
+
+Resource types come from `Site.resource_types()` (the types the search table knows, the R4B models
+can validate and the site's settings allow); search parameters from the compiled search table; the
+interactions and operations from `INTERACTIONS` and `OPERATIONS`, the same lists the REST router
+dispatches on. Nothing here is written by hand per resource, so it cannot drift from behaviour.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simulator import FHIR_VERSION, __version__
+from simulator.clock import fhir_instant
+from simulator.fhir.searchparams import RESULT_PARAMETERS
+from simulator.site import Site
+
+# Type-level interactions every served resource type supports (see fhir.api.FhirApi).
+INTERACTIONS = (
+    "read",
+    "vread",
+    "update",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+)
+SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
+OPERATIONS = {"Patient": [("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything")]}
+
+_DOCS = {
+    "_count": "Page size (default and maximum are site settings)",
+    "_sort": "Sort by one or more search parameters; prefix '-' for descending",
+    "_include": "Include referenced resources (Type:param[:Target])",
+    "_revinclude": "Include resources that reference the matches (Type:param)",
+    "_summary": "true | text | data | count | false",
+    "_elements": "Return only these top-level elements",
+    "_total": "none | estimate | accurate",
+}
+
+
+def capability_statement(site: Site, base_url: str) -> dict[str, Any]:
+    resources = []
+    reverse: dict[str, list[str]] = {}
+    types = site.resource_types()
+    for rtype in types:
+        for param in site.registry.for_type(rtype).values():
+            if param.type == "reference":
+                for target in param.targets or ():
+                    reverse.setdefault(target, []).append(f"{rtype}:{param.code}")
+    for rtype in types:
+        params = site.registry.for_type(rtype)
+        entry: dict[str, Any] = {
+            "type": rtype,
+            "interaction": [{"code": code} for code in INTERACTIONS],
+            "versioning": "versioned-update",
+            "readHistory": True,
+            "updateCreate": True,
+            "conditionalCreate": True,
+            "conditionalRead": "not-supported",
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
+            "referencePolicy": ["literal", "logical", "local"],
+            "searchInclude": sorted(f"{rtype}:{p.code}" for p in params.values() if p.type == "reference"),
+            "searchRevInclude": sorted(reverse.get(rtype, [])),
+            "searchParam": [
+                _param_entry(p)
+                for code, p in sorted(params.items())
+                if not code.startswith("_")
+                or code in ("_id", "_lastUpdated", "_tag", "_profile", "_security", "_source")
+            ],
+        }
+        if rtype in OPERATIONS:
+            entry["operation"] = [{"name": name, "definition": url} for name, url in OPERATIONS[rtype]]
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "id": f"ehrsim-{site.id}",
+        "url": f"{base_url}/metadata",
+        "name": "EhrsimCapabilityStatement",
+        "title": f"ehrsim site {site.id}",
+        "status": "active",
+        "experimental": True,
+        "date": fhir_instant(site.clock.start),
+        "publisher": "ehrsim",
+        "kind": "instance",
+        "software": {"name": site.settings.software_name, "version": __version__},
+        "implementation": {"description": site.description or f"ehrsim site {site.id}", "url": base_url},
+        "fhirVersion": FHIR_VERSION,
+        "format": ["application/fhir+json", "json"],
+        "rest": [
+            {
+                "mode": "server",
+                "resource": resources,
+                "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+                "searchParam": [
+                    {"name": name, "type": "special" if name != "_count" else "number", "documentation": doc}
+                    for name, doc in _DOCS.items()
+                    if name in RESULT_PARAMETERS
+                ],
+            }
+        ],
+    }
+
+
+def _param_entry(param: Any) -> dict[str, Any]:
+    entry = {"name": param.code, "type": param.type}
+    if param.url:
+        entry["definition"] = param.url
+    return entry

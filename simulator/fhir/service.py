@@ -1,0 +1,492 @@
+"""The FHIR interactions of one site, independent of HTTP.
+
+The REST API, batch/transaction bundles, HL7 v2 ingest and the population loader all change data
+through `FhirService`, so a rule (id assignment, versioning, conditional create, If-Match) is written
+once. Methods raise `FHIRError` for every failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from simulator.fhir.bundles import SearchSnapshot, bundle_shell, history_entry, page_link, self_link, subset
+from simulator.fhir.errors import FHIRError, not_found
+from simulator.fhir.search import QueryParser, SearchEngine, SearchQuery, ignored_outcome
+from simulator.fhir.validation import ID_PATTERN, validate_resource
+from simulator.fhir.values import BadValue, date_range
+from simulator.site import Site
+from simulator.store.base import StoredVersion, Write
+
+CommitListener = Callable[[Site, list[StoredVersion]], None]
+
+
+@dataclass(slots=True)
+class Result:
+    """The outcome of a write: HTTP-like status and the version written (or found)."""
+
+    status: int
+    version: StoredVersion | None = None
+    outcome: dict[str, Any] | None = None
+
+
+class FhirService:
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.listeners: list[CommitListener] = []
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def check_type(self, resource_type: str) -> None:
+        if not self.site.supports(resource_type):
+            raise FHIRError.of(
+                404, "not-supported", f"Resource type '{resource_type}' is not supported by this server"
+            )
+
+    def parser(self, base_url: str = "") -> QueryParser:
+        return QueryParser(self.site.registry, self.site.settings.max_count, base_url)
+
+    def engine(self, base_url: str = "") -> SearchEngine:
+        return SearchEngine(self.site.store, self.site.registry, base_url)
+
+    def commit(self, writes: list[Write]) -> list[StoredVersion]:
+        now = self.site.clock.now()
+        from simulator.clock import fhir_instant
+
+        versions = self.site.store.commit(writes, fhir_instant(now), now.timestamp())
+        for listener in self.listeners:
+            listener(self.site, versions)
+        return versions
+
+    # -- reads -----------------------------------------------------------------------------------
+    def read(self, resource_type: str, resource_id: str) -> StoredVersion:
+        self.check_type(resource_type)
+        version = self.site.store.read(resource_type, resource_id)
+        if version is None:
+            raise not_found(resource_type, resource_id)
+        if version.deleted:
+            raise FHIRError.of(410, "deleted", f"Resource {resource_type}/{resource_id} has been deleted")
+        return version
+
+    def vread(self, resource_type: str, resource_id: str, version_id: str) -> StoredVersion:
+        self.check_type(resource_type)
+        if not version_id.isdigit():
+            raise not_found(resource_type, f"{resource_id}/_history/{version_id}")
+        version = self.site.store.vread(resource_type, resource_id, int(version_id))
+        if version is None:
+            raise not_found(resource_type, f"{resource_id}/_history/{version_id}")
+        if version.deleted:
+            raise FHIRError.of(
+                410, "deleted", f"Version {version_id} of {resource_type}/{resource_id} is a deletion"
+            )
+        return version
+
+    def find(self, resource_type: str, criteria: str, base_url: str = "") -> list[str]:
+        """Ids matching a conditional-interaction query string (If-None-Exist, conditional update)."""
+        items = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+        if not items:
+            raise FHIRError.of(400, "invalid", "Conditional criteria must not be empty")
+        query = self.parser(base_url).parse(resource_type, items)
+        return self.engine(base_url).ids(query)
+
+    # -- writes ----------------------------------------------------------------------------------
+    def prepare_create(self, resource_type: str, resource: Any) -> Write:
+        self.check_type(resource_type)
+        validate_resource(resource, resource_type)
+        return Write(resource_type, self.site.ids.new_id(resource_type), resource, "POST")
+
+    def create(
+        self, resource_type: str, resource: Any, if_none_exist: str | None = None, base_url: str = ""
+    ) -> Result:
+        if if_none_exist:
+            existing = self._conditional_match(resource_type, if_none_exist, base_url)
+            if existing is not None:
+                return Result(200, existing)
+        write = self.prepare_create(resource_type, resource)
+        return Result(201, self.commit([write])[0])
+
+    def _conditional_match(self, resource_type: str, criteria: str, base_url: str) -> StoredVersion | None:
+        self.check_type(resource_type)
+        ids = self.find(resource_type, criteria, base_url)
+        if len(ids) > 1:
+            raise FHIRError.of(
+                412,
+                "multiple-matches",
+                f"{len(ids)} resources match the condition '{criteria}'; expected at most one",
+            )
+        return self.site.store.read(resource_type, ids[0]) if ids else None
+
+    def prepare_update(
+        self, resource_type: str, resource_id: str, resource: Any, if_match: str | None = None
+    ) -> tuple[Write, bool]:
+        """The write for an update and whether it creates the resource."""
+        self.check_type(resource_type)
+        if not ID_PATTERN.match(resource_id):
+            raise FHIRError.of(400, "value", f"'{resource_id}' is not a valid FHIR id", expression=["id"])
+        validate_resource(resource, resource_type)
+        body_id = resource.get("id")
+        if body_id is None:
+            raise FHIRError.of(
+                400,
+                "required",
+                "An update must carry the resource id in the body",
+                expression=[f"{resource_type}.id"],
+            )
+        if body_id != resource_id:
+            raise FHIRError.of(
+                400,
+                "invalid",
+                f"The body's id '{body_id}' does not match the URL's id '{resource_id}'",
+                expression=[f"{resource_type}.id"],
+            )
+        current = self.site.store.read(resource_type, resource_id)
+        if if_match is not None:
+            wanted = _etag_version(if_match)
+            if current is None or current.deleted or str(current.version) != wanted:
+                have = "no version" if current is None or current.deleted else f'W/"{current.version}"'
+                raise FHIRError.of(
+                    412, "conflict", f"If-Match {if_match} does not match the current version ({have})"
+                )
+        creates = current is None or current.deleted
+        return Write(resource_type, resource_id, resource, "PUT"), creates
+
+    def update(
+        self, resource_type: str, resource_id: str, resource: Any, if_match: str | None = None
+    ) -> Result:
+        write, creates = self.prepare_update(resource_type, resource_id, resource, if_match)
+        return Result(201 if creates else 200, self.commit([write])[0])
+
+    def conditional_update(
+        self, resource_type: str, criteria: str, resource: Any, base_url: str = ""
+    ) -> Result:
+        existing = self._conditional_match(resource_type, criteria, base_url)
+        if existing is None:
+            if isinstance(resource, dict) and resource.get("id"):
+                return self.update(resource_type, resource["id"], resource)
+            return self.create(resource_type, resource)
+        if isinstance(resource, dict) and resource.get("id") not in (None, existing.id):
+            raise FHIRError.of(
+                400, "invalid", "The body's id does not match the resource found by the condition"
+            )
+        body = dict(resource) if isinstance(resource, dict) else resource
+        if isinstance(body, dict):
+            body["id"] = existing.id
+        return self.update(resource_type, existing.id, body)
+
+    def prepare_delete(self, resource_type: str, resource_id: str) -> Write | None:
+        self.check_type(resource_type)
+        current = self.site.store.read(resource_type, resource_id)
+        if current is None:
+            raise not_found(resource_type, resource_id)
+        if current.deleted:
+            return None
+        return Write(resource_type, resource_id, None, "DELETE")
+
+    def delete(self, resource_type: str, resource_id: str) -> Result:
+        write = self.prepare_delete(resource_type, resource_id)
+        if write is None:
+            return Result(204)
+        return Result(200, self.commit([write])[0], _information(f"Deleted {resource_type}/{resource_id}"))
+
+    def conditional_delete(self, resource_type: str, criteria: str, base_url: str = "") -> Result:
+        existing = self._conditional_match(resource_type, criteria, base_url)
+        if existing is None:
+            return Result(204)
+        return self.delete(resource_type, existing.id)
+
+    # -- search, history, $everything ------------------------------------------------------------
+    def search(
+        self,
+        resource_type: str,
+        items: Iterable[tuple[str, str]],
+        base_url: str,
+        lenient: bool = False,
+    ) -> dict[str, Any]:
+        self.check_type(resource_type)
+        lenient = lenient or self.site.settings.unknown_parameters == "lenient"
+        query = self.parser(base_url).parse(resource_type, items, lenient=lenient)
+        ids = self.engine(base_url).ids(query)
+        snapshot = SearchSnapshot(
+            refs=[(resource_type, rid) for rid in ids],
+            query=query,
+            self_params=query.self_params(),
+            self_path=resource_type,
+        )
+        return self.render_page(snapshot, base_url, offset=0, count=query.count)
+
+    def history(
+        self,
+        base_url: str,
+        resource_type: str | None = None,
+        resource_id: str | None = None,
+        items: Iterable[tuple[str, str]] = (),
+    ) -> dict[str, Any]:
+        if resource_type:
+            self.check_type(resource_type)
+        if resource_type and resource_id and self.site.store.read(resource_type, resource_id) is None:
+            raise not_found(resource_type, resource_id)
+        count, since, params = None, None, []
+        for name, value in items:
+            if name == "_count":
+                if not value.isdigit():
+                    raise FHIRError.of(
+                        400, "invalid", "_count must be a non-negative integer", expression=["_count"]
+                    )
+                count = min(int(value), self.site.settings.max_count)
+                params.append((name, value))
+            elif name == "_since":
+                try:
+                    since = date_range(value.replace(" ", "+"))[0]
+                except BadValue as exc:
+                    raise FHIRError.of(400, "invalid", f"_since: {exc}", expression=["_since"]) from None
+                params.append((name, value))
+            elif name not in ("_format", "_pretty"):
+                raise FHIRError.of(
+                    400, "not-supported", f"History does not support parameter '{name}'", expression=[name]
+                )
+        versions = self.site.store.history(resource_type, resource_id, since)
+        path = "/".join(p for p in (resource_type, resource_id) if p) + (
+            "/_history" if resource_type else "_history"
+        )
+        snapshot = SearchSnapshot(
+            refs=[], query=None, self_params=params, self_path=path, bundle_type="history", versions=versions
+        )
+        return self.render_page(snapshot, base_url, offset=0, count=count)
+
+    def everything(
+        self, patient_id: str, base_url: str, items: Iterable[tuple[str, str]] = ()
+    ) -> dict[str, Any]:
+        patient = self.read("Patient", patient_id)
+        count = None
+        types_filter: set[str] | None = None
+        params = []
+        for name, value in items:
+            if name == "_count" and value.isdigit():
+                count = min(int(value), self.site.settings.max_count)
+                params.append((name, value))
+            elif name == "_type":
+                types_filter = set(value.split(","))
+                params.append((name, value))
+            elif name not in ("_format", "_pretty"):
+                raise FHIRError.of(
+                    400,
+                    "not-supported",
+                    f"$everything does not support parameter '{name}'",
+                    expression=[name],
+                )
+        refs: list[tuple[str, str]] = [("Patient", patient.id)]
+        seen = set(refs)
+        key = f"Patient/{patient.id}"
+        for rtype in self.site.resource_types():
+            if rtype == "Patient" or (types_filter is not None and rtype not in types_filter):
+                continue
+            param = compartment_param(self.site, rtype)
+            if param is None:
+                continue
+            for rid in self._ordered(rtype, self.site.store.postings(rtype, param).get(key, set())):
+                ref = (rtype, rid)
+                if ref not in seen:
+                    seen.add(ref)
+                    refs.append(ref)
+                    # Referenced practitioners, organizations, locations and medications travel along.
+                    for target in _referenced(self.site.store.read(rtype, rid).resource):
+                        if target not in seen and target[0] != "Patient" and self.site.supports(target[0]):
+                            current = self.site.store.read(*target)
+                            if current is not None and not current.deleted:
+                                seen.add(target)
+                                refs.append(target)
+        snapshot = SearchSnapshot(
+            refs=refs, query=None, self_params=params, self_path=f"Patient/{patient.id}/$everything"
+        )
+        return self.render_page(snapshot, base_url, offset=0, count=count)
+
+    def _ordered(self, rtype: str, ids: set[str]) -> list[str]:
+        return [rid for rid in self.site.store.current(rtype) if rid in ids]
+
+    def page(self, key: str, offset: int, count: int | None, base_url: str) -> dict[str, Any]:
+        snapshot = self.site.snapshots.get(key)
+        if snapshot is None:
+            raise FHIRError.of(
+                410, "not-found", "The search results for this page link have expired; run the search again"
+            )
+        return self.render_page(snapshot, base_url, offset=offset, count=count, key=key)
+
+    def render_page(
+        self,
+        snapshot: SearchSnapshot,
+        base_url: str,
+        offset: int,
+        count: int | None,
+        key: str | None = None,
+    ) -> dict[str, Any]:
+        settings = self.site.settings
+        count = settings.default_count if count is None else min(count, settings.max_count)
+        query = snapshot.query
+        history = snapshot.versions is not None
+        total = len(snapshot.versions) if history else len(snapshot.refs)
+        bundle = bundle_shell(self.site, snapshot.bundle_type)
+        if query is None or query.total != "none":
+            bundle["total"] = total
+        if query is not None and query.summary == "count":
+            bundle["link"] = [
+                {"relation": "self", "url": self_link(base_url, snapshot.self_path, snapshot.self_params)}
+            ]
+            return bundle
+        links = []
+        if offset == 0 and key is None:
+            links.append(
+                {"relation": "self", "url": self_link(base_url, snapshot.self_path, snapshot.self_params)}
+            )
+        needs_paging = total > offset + count or offset > 0
+        if needs_paging and key is None:
+            key = self.site.snapshots.put(snapshot)
+        if key is not None:
+            if offset:
+                links.append(
+                    {"relation": "self", "url": page_link(base_url, key, offset, count, snapshot.bundle_type)}
+                )
+            links.append(
+                {"relation": "first", "url": page_link(base_url, key, 0, count, snapshot.bundle_type)}
+            )
+            if offset > 0:
+                prev = max(0, offset - count)
+                links.append(
+                    {
+                        "relation": "previous",
+                        "url": page_link(base_url, key, prev, count, snapshot.bundle_type),
+                    }
+                )
+            if total > offset + count:
+                links.append(
+                    {
+                        "relation": "next",
+                        "url": page_link(base_url, key, offset + count, count, snapshot.bundle_type),
+                    }
+                )
+            last = max(0, ((total - 1) // count) * count) if count else 0
+            links.append(
+                {"relation": "last", "url": page_link(base_url, key, last, count, snapshot.bundle_type)}
+            )
+        bundle["link"] = links
+        entries: list[dict[str, Any]] = []
+        if history:
+            assert snapshot.versions is not None
+            entries = [history_entry(base_url, v) for v in snapshot.versions[offset : offset + count]]
+        else:
+            entries = self._search_entries(snapshot, base_url, offset, count)
+        if entries:
+            bundle["entry"] = entries
+        return bundle
+
+    def _search_entries(
+        self, snapshot: SearchSnapshot, base_url: str, offset: int, count: int
+    ) -> list[dict[str, Any]]:
+        query = snapshot.query
+        summary = query.summary if query else None
+        elements = query.elements if query else None
+        store = self.site.store
+        entries: list[dict[str, Any]] = []
+        if offset == 0 and query is not None:
+            outcome = ignored_outcome(query)
+            if outcome is not None:
+                entries.append({"resource": outcome, "search": {"mode": "outcome"}})
+        page: list[StoredVersion] = []
+        for rtype, rid in snapshot.refs[offset : offset + count]:
+            version = store.read(rtype, rid)
+            if version is None or version.deleted:
+                continue  # deleted since the search ran: the snapshot keeps paging stable otherwise
+            page.append(version)
+            entries.append(
+                {
+                    "fullUrl": f"{base_url}/{rtype}/{rid}",
+                    "resource": subset(version.resource, summary, elements),
+                    "search": {"mode": "match"},
+                }
+            )
+        if query is not None and (query.includes or query.revincludes):
+            seen = {(v.type, v.id) for v in page}
+            for version in self._included(query, page, seen):
+                entries.append(
+                    {
+                        "fullUrl": f"{base_url}/{version.type}/{version.id}",
+                        "resource": subset(version.resource, summary, elements),
+                        "search": {"mode": "include"},
+                    }
+                )
+        return entries
+
+    def _included(self, query: SearchQuery, page: list[StoredVersion], seen: set) -> list[StoredVersion]:
+        store = self.site.store
+        out: list[StoredVersion] = []
+        for include in query.includes:
+            values = store.values(include.source_type, include.param)
+            for version in page:
+                for key in values.get(version.id, ()):
+                    if "/" not in key or key.startswith(("http", "urn:", "identifier:")):
+                        continue
+                    rtype, rid = key.split("/", 1)
+                    if include.target_type and rtype != include.target_type:
+                        continue
+                    self._add(out, seen, rtype, rid)
+        for include in query.revincludes:
+            if not self.site.supports(include.source_type):
+                continue
+            postings = store.postings(include.source_type, include.param)
+            for version in page:
+                for rid in self._ordered(
+                    include.source_type, postings.get(f"{version.type}/{version.id}", set())
+                ):
+                    self._add(out, seen, include.source_type, rid)
+        return out
+
+    def _add(self, out: list[StoredVersion], seen: set, rtype: str, rid: str) -> None:
+        if (rtype, rid) in seen or not self.site.supports(rtype):
+            return
+        version = self.site.store.read(rtype, rid)
+        if version is not None and not version.deleted:
+            seen.add((rtype, rid))
+            out.append(version)
+
+
+def compartment_param(site: Site, resource_type: str) -> Any | None:
+    """The reference parameter that puts a resource in a patient's compartment, if any."""
+    for code in ("patient", "subject", "beneficiary", "individual"):
+        param = site.registry.get(resource_type, code)
+        if (
+            param is not None
+            and param.type == "reference"
+            and (not param.targets or "Patient" in param.targets)
+        ):
+            return param
+    return None
+
+
+def _referenced(resource: Any) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    stack = [resource]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            ref = item.get("reference")
+            if isinstance(ref, str) and ref.count("/") == 1 and not ref.startswith(("#", "urn:")):
+                rtype, rid = ref.split("/")
+                out.append((rtype, rid))
+            stack.extend(v for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend(item)
+    return out
+
+
+def _etag_version(etag: str) -> str:
+    value = etag.strip()
+    if value.startswith("W/"):
+        value = value[2:]
+    return value.strip('"')
+
+
+def _information(text: str) -> dict[str, Any]:
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "information", "code": "informational", "diagnostics": text}],
+    }

@@ -1,0 +1,136 @@
+"""The sandbox: a loaded scenario's sites, clock and journal, and what builds them.
+
+`Sandbox` is the one object the HTTP app, the admin API, the MLLP endpoint and the CLI share. It
+owns no protocol: layers (journaling, faults, rate limits, auth) are ASGI wrappers registered in
+`layers` and applied around each site's FHIR API whenever a scenario is (re)loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.types import ASGIApp
+
+from simulator.clock import Clock
+from simulator.fhir.api import FhirApi
+from simulator.fhir.service import FhirService
+from simulator.journal import Journal
+from simulator.population import generate
+from simulator.scenario import Scenario, SiteSpec
+from simulator.site import Site, SiteSettings
+from simulator.store import open_store
+from simulator.store.base import Write
+
+log = logging.getLogger("ehrsim")
+
+# A layer wraps a site's ASGI app: (app, site, sandbox) -> app. Outermost is registered first.
+Layer = Callable[[ASGIApp, Site, "Sandbox"], ASGIApp]
+
+
+@dataclass
+class SiteRuntime:
+    site: Site
+    service: FhirService
+    app: ASGIApp
+
+
+class Sandbox:
+    def __init__(self, scenario: Scenario, store: str = "memory", layers: list[Layer] | None = None) -> None:
+        self.store_spec = store
+        self.layers: list[Layer] = list(layers or [])
+        self.journal = Journal()
+        self.scenario = scenario
+        self.clock = Clock(scenario.clock_start, scenario.clock_speed)
+        self.sites: dict[str, SiteRuntime] = {}
+        self._build()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def _build(self) -> None:
+        for spec in self.scenario.sites:
+            site = Site(
+                id=spec.id,
+                base_path=spec.base_path,
+                store=open_store(self.store_spec, site_id=spec.id),
+                clock=self.clock,
+                journal=self.journal,
+                seed=self.scenario.seed,
+                settings=SiteSettings.from_mapping(spec.settings),
+                description=spec.description,
+            )
+            service = FhirService(site)
+            if site.store.count() == 0:
+                self._populate(service, spec)
+            else:
+                # A persistent store that already holds this site's data: keep it, and continue
+                # the id sequence past what the earlier run used so new ids do not collide.
+                log.info("site %s: %d resources loaded from %s", spec.id, site.store.count(), self.store_spec)
+                self._skip_used_ids(site)
+            self.sites[spec.id] = SiteRuntime(site, service, self._wrap(site, service))
+
+    def _wrap(self, site: Site, service: FhirService) -> ASGIApp:
+        app: ASGIApp = FhirApi(site, service)
+        for layer in reversed(self.layers):
+            app = layer(app, site, self)
+        return app
+
+    def _populate(self, service: FhirService, spec: SiteSpec) -> None:
+        site = service.site
+        resources = generate(self.scenario.seed, spec.patients, spec.as_of, site.ids.new_id)
+        writes = [Write(r["resourceType"], r["id"], r, "POST") for r in resources]
+        if writes:
+            service.commit(writes)
+
+    @staticmethod
+    def _skip_used_ids(site: Site) -> None:
+        used = sum(1 for v in site.store if v.method == "POST")
+        for _ in range(used):
+            site.ids.new_id("")
+
+    def reset(self) -> None:
+        """Back to the scenario's start: data, clock, ids and journal."""
+        self.journal.clear()
+        self.clock.reset()
+        for runtime in self.sites.values():
+            site = runtime.site
+            site.store.clear()
+            site.reset_sequences()
+            spec = next(s for s in self.scenario.sites if s.id == site.id)
+            self._populate(runtime.service, spec)
+
+    def load(self, scenario: Scenario) -> None:
+        """Replace the scenario (and so every site); like a restart with another file."""
+        self.close()
+        self.scenario = scenario
+        self.clock = Clock(scenario.clock_start, scenario.clock_speed)
+        self.journal.clear()
+        self.sites = {}
+        self._build()
+
+    def close(self) -> None:
+        for runtime in self.sites.values():
+            runtime.site.store.close()
+
+    # -- lookup ----------------------------------------------------------------------------------
+    def site_for_path(self, path: str) -> SiteRuntime | None:
+        best: SiteRuntime | None = None
+        for runtime in self.sites.values():
+            base = runtime.site.base_path
+            if (path == base or path.startswith(base + "/")) and (
+                best is None or len(base) > len(best.site.base_path)
+            ):
+                best = runtime
+        return best
+
+    def describe_sites(self, origin: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": r.site.id,
+                "fhir_base": f"{origin}{r.site.base_path}",
+                "description": r.site.description,
+                "resources": r.site.store.count(),
+            }
+            for r in self.sites.values()
+        ]

@@ -1,0 +1,178 @@
+"""The in-memory store: all versions in dicts, search indexes built per parameter on first use.
+
+An index for a (resource type, parameter) pair is built the first time a search uses it and kept up
+to date by every later write, so a write pays only for the parameters that searches actually use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from simulator.fhir.values import posting_keys
+from simulator.store.base import StoredVersion, Write
+
+INDEXED_TYPES = frozenset({"token", "reference"})
+
+
+class _TypeIndex:
+    __slots__ = ("live", "postings", "values")
+
+    def __init__(self) -> None:
+        self.live: dict[str, StoredVersion] = {}
+        self.values: dict[Any, dict[str, list]] = {}  # param -> id -> values
+        self.postings: dict[Any, dict[Any, set[str]]] = {}  # param -> key -> ids
+
+    def activate(self, param: Any) -> None:
+        values = {rid: param.values(v.resource) for rid, v in self.live.items()}
+        self.values[param] = values
+        if param.type in INDEXED_TYPES:
+            postings: dict[Any, set[str]] = {}
+            for rid, vals in values.items():
+                for key in posting_keys(param.type, vals):
+                    postings.setdefault(key, set()).add(rid)
+            self.postings[param] = postings
+
+    def remove(self, rid: str) -> None:
+        self.live.pop(rid, None)
+        for param, values in self.values.items():
+            old = values.pop(rid, None)
+            if old and param in self.postings:
+                postings = self.postings[param]
+                for key in posting_keys(param.type, old):
+                    ids = postings.get(key)
+                    if ids is not None:
+                        ids.discard(rid)
+                        if not ids:
+                            del postings[key]
+
+    def put(self, version: StoredVersion) -> None:
+        rid = version.id
+        if rid in self.live:
+            self.remove(rid)
+        self.live[rid] = version
+        for param, values in self.values.items():
+            vals = param.values(version.resource)
+            values[rid] = vals
+            if param in self.postings:
+                postings = self.postings[param]
+                for key in posting_keys(param.type, vals):
+                    postings.setdefault(key, set()).add(rid)
+
+
+class MemoryStore:
+    """Volatile store; the default. See `simulator.store.base.Store` for the contract."""
+
+    def __init__(self) -> None:
+        self._types: dict[str, _TypeIndex] = {}
+        self._versions: dict[tuple[str, str], list[StoredVersion]] = {}
+        self._log: list[StoredVersion] = []
+
+    # -- reads -----------------------------------------------------------------------------------
+    def read(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        versions = self._versions.get((resource_type, resource_id))
+        return versions[-1] if versions else None
+
+    def vread(self, resource_type: str, resource_id: str, version: int) -> StoredVersion | None:
+        versions = self._versions.get((resource_type, resource_id))
+        if not versions or not 1 <= version <= len(versions):
+            return None
+        return versions[version - 1]
+
+    def history(
+        self, resource_type: str | None = None, resource_id: str | None = None, since: float | None = None
+    ) -> list[StoredVersion]:
+        if resource_type and resource_id:
+            source: Iterable[StoredVersion] = self._versions.get((resource_type, resource_id), [])
+        else:
+            source = self._log
+        out = [
+            v
+            for v in source
+            if (resource_type is None or v.type == resource_type) and (since is None or v.timestamp >= since)
+        ]
+        out.reverse()
+        return out
+
+    def current(self, resource_type: str) -> dict[str, StoredVersion]:
+        index = self._types.get(resource_type)
+        return index.live if index else {}
+
+    def values(self, resource_type: str, param: Any) -> dict[str, list]:
+        index = self._index(resource_type)
+        if param not in index.values:
+            index.activate(param)
+        return index.values[param]
+
+    def postings(self, resource_type: str, param: Any) -> dict[Any, set[str]]:
+        index = self._index(resource_type)
+        if param not in index.postings:
+            index.activate(param)
+        return index.postings[param]
+
+    def resource_types(self) -> Iterable[str]:
+        return [t for t, index in self._types.items() if index.live]
+
+    def count(self) -> int:
+        return sum(len(index.live) for index in self._types.values())
+
+    def __iter__(self) -> Iterator[StoredVersion]:
+        return iter(self._log)
+
+    # -- writes ----------------------------------------------------------------------------------
+    def commit(self, writes: list[Write], last_updated: str, timestamp: float) -> list[StoredVersion]:
+        versions = self._prepare(writes, last_updated, timestamp)
+        self._persist(versions)
+        for version in versions:
+            self._apply(version)
+        return versions
+
+    def _prepare(self, writes: list[Write], last_updated: str, timestamp: float) -> list[StoredVersion]:
+        pending: dict[tuple[str, str], int] = {}
+        out = []
+        seq = len(self._log)
+        for write in writes:
+            key = (write.type, write.id)
+            number = pending.get(key, len(self._versions.get(key, ()))) + 1
+            pending[key] = number
+            resource = None
+            if write.resource is not None:
+                meta = dict(write.resource.get("meta") or {})
+                meta["versionId"] = str(number)
+                meta["lastUpdated"] = last_updated
+                # resourceType, id and meta first: the order people expect when reading JSON.
+                resource = {"resourceType": write.type, "id": write.id, "meta": meta}
+                resource.update((k, v) for k, v in write.resource.items() if k not in resource)
+            seq += 1
+            out.append(
+                StoredVersion(
+                    write.type, write.id, number, last_updated, timestamp, write.method, resource, seq
+                )
+            )
+        return out
+
+    def _persist(self, versions: list[StoredVersion]) -> None:
+        """Make versions durable before they become visible; nothing to do in memory."""
+
+    def _apply(self, version: StoredVersion) -> None:
+        self._versions.setdefault((version.type, version.id), []).append(version)
+        self._log.append(version)
+        index = self._index(version.type)
+        if version.resource is None:
+            index.remove(version.id)
+        else:
+            index.put(version)
+
+    def _index(self, resource_type: str) -> _TypeIndex:
+        index = self._types.get(resource_type)
+        if index is None:
+            index = self._types[resource_type] = _TypeIndex()
+        return index
+
+    def clear(self) -> None:
+        self._types.clear()
+        self._versions.clear()
+        self._log.clear()
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,84 @@
+"""Run a real ehrsim server inside the current process, on a real socket, for tests and tools.
+
+    with serve_in_thread("default") as server:
+        httpx.get(server.fhir_base + "/Patient")
+
+The server is uvicorn on a background thread bound to a free loopback port; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from simulator.app import create_app
+from simulator.sandbox import Layer, Sandbox
+from simulator.scenario import Scenario, load_scenario
+
+
+@dataclass
+class RunningServer:
+    sandbox: Sandbox
+    host: str
+    port: int
+
+    @property
+    def origin(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def fhir_base(self) -> str:
+        """The first site's FHIR base URL."""
+        site = next(iter(self.sandbox.sites.values())).site
+        return self.origin + site.base_path
+
+    def site_base(self, site_id: str) -> str:
+        return self.origin + self.sandbox.sites[site_id].site.base_path
+
+    @property
+    def admin(self) -> str:
+        return self.origin + "/_admin"
+
+
+def free_socket(host: str = "127.0.0.1") -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    return sock
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    scenario: str | Scenario = "default",
+    store: str = "memory",
+    layers: list[Layer] | None = None,
+    host: str = "127.0.0.1",
+) -> Iterator[RunningServer]:
+    loaded = load_scenario(scenario) if isinstance(scenario, str) else scenario
+    sandbox = Sandbox(loaded, store=store, layers=layers)
+    sock = free_socket(host)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(create_app(sandbox), log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            if not thread.is_alive():
+                raise RuntimeError("ehrsim server thread died during start-up")
+            threading.Event().wait(0.01)
+        else:
+            raise RuntimeError("ehrsim server did not start within 5 s")
+        yield RunningServer(sandbox, host, port)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from simulator.testing import RunningServer, serve_in_thread
+
+
+@pytest.fixture(scope="session")
+def server() -> RunningServer:
+    """The default scenario, shared by the tests of one xdist worker. Tests that write make their own data."""
+    with serve_in_thread("default") as running:
+        yield running
+
+
+@pytest.fixture
+def fresh_server() -> RunningServer:
+    """A server of its own, for tests that need exact counts or a pristine store."""
+    with serve_in_thread("default") as running:
+        yield running
+
+
+@pytest.fixture
+def fhir(server: RunningServer) -> httpx.Client:
+    with httpx.Client(base_url=server.fhir_base, timeout=10) as client:
+        yield client
