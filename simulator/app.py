@@ -44,8 +44,14 @@ class SandboxApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                try:
+                    await self.sandbox.start_services()
+                except Exception as exc:  # e.g. the MLLP port is taken: fail start-up, say why
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.sandbox.stop_services()
                 self.sandbox.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

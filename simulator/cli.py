@@ -49,7 +49,9 @@ def serve(args: argparse.Namespace) -> int:
         scenario = load_scenario(args.scenario)
         if args.seed is not None:
             scenario.seed = int(args.seed) if args.seed.isdigit() else args.seed
-        sandbox = Sandbox(scenario, store=args.store)
+        sandbox = Sandbox(
+            scenario, store=args.store, options={"mllp_port": args.mllp_port, "host": args.host}
+        )
     except (ScenarioError, ValueError, OSError) as exc:
         print(f"ehrsim: {exc}", file=sys.stderr)
         return 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.types import ASGIApp
 
@@ -30,6 +30,18 @@ log = logging.getLogger("ehrsim")
 Layer = Callable[[ASGIApp, Site, "Sandbox"], ASGIApp]
 
 
+class BackgroundService(Protocol):
+    """Something that runs beside the HTTP server for the life of a scenario (an MLLP listener...)."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+# Makes the services a loaded scenario needs, e.g. one MLLP listener per site.
+ServiceFactory = Callable[["Sandbox"], list[BackgroundService]]
+
+
 @dataclass
 class SiteRuntime:
     site: Site
@@ -38,9 +50,25 @@ class SiteRuntime:
 
 
 class Sandbox:
-    def __init__(self, scenario: Scenario, store: str = "memory", layers: list[Layer] | None = None) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        store: str = "memory",
+        layers: list[Layer] | None = None,
+        service_factories: list[ServiceFactory] | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        """`layers`/`service_factories` default to `simulator.assembly`'s; `options` carries CLI
+        overrides such as `mllp_port` and `host`."""
+        from simulator import assembly
+
         self.store_spec = store
-        self.layers: list[Layer] = list(layers or [])
+        self.layers: list[Layer] = assembly.default_layers() if layers is None else list(layers)
+        self.service_factories: list[ServiceFactory] = (
+            assembly.default_services() if service_factories is None else list(service_factories)
+        )
+        self.options: dict[str, Any] = dict(options or {})
+        self.services: list[BackgroundService] = []
         self.journal = Journal()
         self.scenario = scenario
         self.clock = Clock(scenario.clock_start, scenario.clock_speed)
@@ -112,6 +140,22 @@ class Sandbox:
     def close(self) -> None:
         for runtime in self.sites.values():
             runtime.site.store.close()
+
+    async def start_services(self) -> None:
+        self.services = [service for factory in self.service_factories for service in factory(self)]
+        for service in self.services:
+            await service.start()
+
+    async def stop_services(self) -> None:
+        for service in reversed(self.services):
+            await service.stop()
+        self.services = []
+
+    async def reload(self, scenario: Scenario) -> None:
+        """Load another scenario while serving: services restart around the swap."""
+        await self.stop_services()
+        self.load(scenario)
+        await self.start_services()
 
     # -- lookup ----------------------------------------------------------------------------------
     def site_for_path(self, path: str) -> SiteRuntime | None:

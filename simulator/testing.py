@@ -14,6 +14,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
@@ -59,9 +60,13 @@ def serve_in_thread(
     store: str = "memory",
     layers: list[Layer] | None = None,
     host: str = "127.0.0.1",
+    options: dict[str, Any] | None = None,
 ) -> Iterator[RunningServer]:
+    """`options` reach `Sandbox.options`; MLLP ports default to 0 (a free port) here."""
     loaded = load_scenario(scenario) if isinstance(scenario, str) else scenario
-    sandbox = Sandbox(loaded, store=store, layers=layers)
+    sandbox = Sandbox(
+        loaded, store=store, layers=layers, options={"mllp_port": 0, "host": host, **(options or {})}
+    )
     sock = free_socket(host)
     port = sock.getsockname()[1]
     config = uvicorn.Config(create_app(sandbox), log_level="warning", access_log=False, lifespan="on")
