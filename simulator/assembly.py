@@ -12,7 +12,11 @@ if TYPE_CHECKING:
 
 def default_layers() -> list[Layer]:
     """Outermost first: a request passes through these in order on its way to the FHIR API."""
-    return []
+    from simulator.auth import auth_layer
+
+    return [
+        auth_layer,  # SMART on FHIR: OAuth endpoints, bearer tokens, scopes enforced on data
+    ]
 
 
 def default_services() -> list[ServiceFactory]:
