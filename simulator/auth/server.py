@@ -679,7 +679,8 @@ def _narrower(scopes: ScopeSet, failure: dict[str, Any]) -> ScopeSet:
 
 def _redirect(uri: str, params: dict[str, str]) -> Response:
     joiner = "&" if "?" in uri else "?"
-    return RedirectResponse(uri + joiner + urlencode(params), status_code=302, headers=NO_STORE)
+    query = urlencode({k: v for k, v in params.items() if k != "state" or v})  # no state: none back
+    return RedirectResponse(uri + joiner + query, status_code=302, headers=NO_STORE)
 
 
 async def _form(request: Request) -> dict[str, str]:
