@@ -22,14 +22,68 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
 
 
+def _token_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "token",
+        help="mint an access token for a registered client (admin API); prints the bare token last",
+    )
+    p.add_argument("--server", default="http://127.0.0.1:8080", help="ehrsim origin (default %(default)s)")
+    p.add_argument("--site", help="site id (default: the first site with auth on)")
+    p.add_argument("--client", help="client id (default: the site's first registered client)")
+    p.add_argument("--scope", nargs="+", help="scopes (default: all the client's registered scopes)")
+    p.add_argument("--patient", help="patient context (default: the first patient, for patient/ scopes)")
+    p.add_argument("--admin-token", help="admin API token, needed when ehrsim listens beyond loopback")
+
+
+def token(args: argparse.Namespace) -> int:
+    import os
+
+    import httpx
+
+    body = {
+        key: value
+        for key, value in {
+            "site": args.site,
+            "client_id": args.client,
+            "scope": " ".join(args.scope) if args.scope else None,
+            "patient": args.patient,
+        }.items()
+        if value is not None
+    }
+    admin_token = args.admin_token or os.environ.get("EHRSIM_ADMIN_TOKEN")
+    headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+    try:
+        response = httpx.post(
+            args.server.rstrip("/") + "/_admin/token", json=body, headers=headers, timeout=10
+        )
+    except httpx.HTTPError as exc:
+        print(f"ehrsim token: cannot reach {args.server}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        data = response.json()
+    except ValueError:
+        data = {}
+    if response.status_code != 200 or "access_token" not in data:
+        message = data.get("message") or data.get("error") or response.text[:200]
+        print(f"ehrsim token: {response.status_code}: {message}", file=sys.stderr)
+        return 1
+    context = f", patient {data['patient']}" if data.get("patient") else ""
+    print(f"client {data['client_id']}, scope {data['scope']}, expires in {data['expires_in']} s{context}")
+    print(data["access_token"])
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ehrsim", description="EHR sandbox simulator")
     parser.add_argument("--version", action="version", version=f"ehrsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    _token_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "token":
+        return token(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -256,7 +256,7 @@ class AuthorizationServer:
                 launch = decode_launch(params["launch"])
             except ValueError as exc:
                 return fail("invalid_request", str(exc))
-            if launch.get("patient") and not self._exists("Patient", launch["patient"]):
+            if launch.get("patient") and not self.exists("Patient", launch["patient"]):
                 return fail("invalid_request", f"The launch's patient {launch['patient']} does not exist")
         request = AuthRequest(
             client=client,
@@ -269,8 +269,8 @@ class AuthorizationServer:
             needs_patient="launch/patient" in scopes and not launch.get("patient"),
         )
         if self.settings.auto_approve or params.get("auto_approve", "").lower() in ("1", "true", "yes"):
-            patient = params.get("patient") or launch.get("patient") or self._first("Patient")
-            user = launch.get("user") or self._default_user(patient)
+            patient = params.get("patient") or launch.get("patient") or self.first_id("Patient")
+            user = launch.get("user") or self.default_user(patient)
             return self._approve(
                 request, patient if request.needs_patient or launch.get("patient") else None, user
             )
@@ -317,10 +317,10 @@ class AuthorizationServer:
         patient = request.launch.get("patient")
         if request.needs_patient:
             patient = form.get("patient", "")
-            if not self._exists("Patient", patient):
+            if not self.exists("Patient", patient):
                 return self._page(request, txn, base, f"Choose a patient (got '{patient}')", 400)
-        user = request.launch.get("user") or form.get("user") or self._default_user(patient)
-        if user and "/" in user and not self._exists(*user.split("/", 1)):
+        user = request.launch.get("user") or form.get("user") or self.default_user(patient)
+        if user and "/" in user and not self.exists(*user.split("/", 1)):
             return self._page(request, txn, base, f"Unknown user '{user}'", 400)
         del self.pending[txn]
         return self._approve(request, patient, user)
@@ -646,15 +646,15 @@ class AuthorizationServer:
         return json_response(client.metadata(), 201, NO_STORE)
 
     # -- data lookups for the pages and defaults ----------------------------------------------
-    def _exists(self, resource_type: str, resource_id: str) -> bool:
+    def exists(self, resource_type: str, resource_id: str) -> bool:
         version = self.site.store.read(resource_type, resource_id) if resource_id else None
         return version is not None and not version.deleted
 
-    def _first(self, resource_type: str) -> str | None:
+    def first_id(self, resource_type: str) -> str | None:
         return next(iter(self.site.store.current(resource_type)), None)
 
-    def _default_user(self, patient: str | None) -> str | None:
-        practitioner = self._first("Practitioner")
+    def default_user(self, patient: str | None) -> str | None:
+        practitioner = self.first_id("Practitioner")
         if practitioner:
             return f"Practitioner/{practitioner}"
         return f"Patient/{patient}" if patient else None
