@@ -453,6 +453,9 @@ class AuthorizationServer:
         )
         if rotate:
             refresh.revoked = True
+            # The use count follows the grant across rotations (refresh_token_revoked_after).
+            if "refresh_token" in body:
+                self.tokens.refresh[body["refresh_token"]].uses = refresh.uses
         return body
 
     def _client_credentials(
