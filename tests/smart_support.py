@@ -44,14 +44,17 @@ CLIENTS = [PUBLIC, CONFIDENTIAL]
 
 
 def auth_scenario(
-    auth: dict[str, Any] | None = None, clients: list[dict[str, Any]] | None = None, patients: int = 3
+    auth: dict[str, Any] | None = None,
+    clients: list[dict[str, Any]] | None = None,
+    patients: int = 3,
+    clock: dict[str, Any] | None = None,
 ) -> Scenario:
-    """One site at /fhir with auth on and a frozen clock (tests advance it)."""
+    """One site at /fhir with auth on and, by default, a frozen clock (tests advance it)."""
     return build_scenario(
         {
             "name": "auth-test",
             "seed": 7,
-            "clock": {"start": "2026-03-01T08:00:00Z", "speed": 0},
+            "clock": clock or {"start": "2026-03-01T08:00:00Z", "speed": 0},
             "sites": [
                 {
                     "id": "s",

@@ -55,7 +55,10 @@ class SmartAuth:
         self.site = site
         self.settings = site_auth_settings(sandbox, site)
         keys = server_keys(data_dir(sandbox.options.get("data_dir")))
-        self.server = AuthorizationServer(site, sandbox, self.settings, keys)
+        try:
+            self.server = AuthorizationServer(site, sandbox, self.settings, keys)
+        except ValueError as exc:
+            raise ValueError(f"site {site.id}: {exc}") from None
         for index, metadata in enumerate([*self.settings.clients, *scenario_clients(sandbox, site)]):
             try:
                 self.server.register(metadata)
