@@ -194,9 +194,15 @@ def test_summary_total_elements(fhir: httpx.Client, person: dict) -> None:
     first = slim["entry"][0]["resource"]
     assert set(first) == {"resourceType", "id", "meta", "code", "status"}  # status is mandatory
     assert first["meta"]["tag"][0]["code"] == "SUBSETTED"
+    full = fhir.get(f"/Patient/{pid}").json()
+    full["communication"] = [{"language": {"text": "English"}}]
+    fhir.put(f"/Patient/{pid}", json=full)
     summary = fhir.get("/Patient", params={"_id": pid, "_summary": "true"}).json()["entry"][0]["resource"]
     assert "name" in summary and "telecom" in summary
-    assert "communication" not in summary or True  # communication is not a summary element in R4
+    assert "communication" not in summary  # not a summary element in R4
+    assert summary["meta"]["tag"][0]["code"] == "SUBSETTED"
+    data = fhir.get("/Patient", params={"_id": pid, "_summary": "data"}).json()["entry"][0]["resource"]
+    assert "communication" in data
     assert fhir.get("/Patient", params={"_summary": "everything"}).status_code == 400
 
 
