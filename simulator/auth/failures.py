@@ -23,7 +23,7 @@ Each failure is data, `{type: NAME, ...params}`, optionally limited to one `clie
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 POINTS: dict[str, tuple[str, ...]] = {
@@ -50,9 +50,6 @@ _PARAMS = {
     "clock_skew": {"seconds"},
 }
 
-# Another source of decisions (the scenario fault engine): (point, client_id) -> [{type, ...}].
-DecisionSource = Callable[[str, str | None], list[dict[str, Any]]]
-
 
 def check_failure(entry: Any, where: str) -> dict[str, Any]:
     """Validate one failure entry; ValueError names the entry and the fix."""
@@ -68,17 +65,16 @@ def check_failure(entry: Any, where: str) -> dict[str, Any]:
 
 
 class AuthFailures:
-    def __init__(self, entries: list[dict[str, Any]], source: DecisionSource | None = None) -> None:
+    def __init__(self, entries: list[dict[str, Any]]) -> None:
         self.entries = [check_failure(e, f"auth.failures[{i}]") for i, e in enumerate(entries)]
-        self.source = source
 
-    def active(self, point: str, client_id: str | None = None) -> dict[str, dict[str, Any]]:
-        """The failures striking at `point` for this client, by type."""
-        found = list(self.entries)
-        if self.source is not None:
-            found.extend(self.source(point, client_id))
+    def active(
+        self, point: str, client_id: str | None = None, injected: Sequence[dict[str, Any]] = ()
+    ) -> dict[str, dict[str, Any]]:
+        """The failures striking at `point` for this client, by type: the site's always-on ones and
+        those `injected` for this request by the scenario fault engine."""
         return {
             e["type"]: e
-            for e in found
+            for e in (*self.entries, *injected)
             if point in POINTS.get(e["type"], ()) and e.get("client_id") in (None, client_id)
         }

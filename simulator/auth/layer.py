@@ -7,12 +7,13 @@ the request under the token's `ScopePolicy` so that `FhirService` enforces the s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simulator.auth.enforcement import ScopePolicy
+from simulator.auth.failures import POINTS
 from simulator.auth.keys import data_dir, server_keys
 from simulator.auth.server import PATHS, AuthorizationServer
 from simulator.auth.settings import AuthSettings
@@ -74,22 +75,23 @@ class SmartAuth:
             await self.app(scope, receive, send)
             return
         subpath = scope.get("ehrsim.subpath", "")
+        injected = injected_failures(scope)
         if subpath in PATHS:
-            response = await self.server.handle(Request(scope, receive), subpath)
+            response = await self.server.handle(Request(scope, receive), subpath, injected)
             await response(scope, receive, send)
             return
         if subpath in PUBLIC_PATHS:
             await self.app(scope, receive, send)
             return
         try:
-            policy = self._policy(scope)
+            policy = self._policy(scope, injected)
         except FHIRError as error:
             await error_response(error)(scope, receive, send)
             return
         with acting_under(policy):
             await self.app(scope, receive, send)
 
-    def _policy(self, scope: Scope) -> ScopePolicy:
+    def _policy(self, scope: Scope, injected: list[dict[str, Any]]) -> ScopePolicy:
         header = ""
         for name, value in scope.get("headers", ()):
             if name == b"authorization":
@@ -104,7 +106,7 @@ class SmartAuth:
                 headers={"WWW-Authenticate": realm},
             )
         token = self.server.tokens.access.get(header[7:].strip())
-        failures = self.server.failures.active("resource", token.grant.client_id if token else None)
+        failures = self.server.failures.active("resource", token.grant.client_id if token else None, injected)
         problem = None
         if token is None or "invalid_token" in failures:
             problem = ("invalid", "The access token is not valid")
@@ -119,6 +121,19 @@ class SmartAuth:
         # Outer layers (the journal) see which client made the request.
         scope["ehrsim.client"] = token.grant.client_id
         return ScopePolicy(token.grant.scopes.resources, token.grant.patient, self.settings.forbidden_status)
+
+
+def injected_failures(scope: Scope) -> list[dict[str, Any]]:
+    """Auth failures the fault layer decided on for this request (`scope["ehrsim.faults"]`), in the
+    shape of a site's `auth.failures` entries."""
+    out = []
+    for decision in scope.get("ehrsim.faults") or ():
+        if decision.action in POINTS:
+            entry = {**decision.params, "type": decision.action}
+            if decision.delay:  # the engine draws `delay` distributions
+                entry["delay"] = decision.delay
+            out.append(entry)
+    return out
 
 
 def auth_layer(app: ASGIApp, site: Site, sandbox: Sandbox) -> ASGIApp:

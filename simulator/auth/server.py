@@ -12,6 +12,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode
@@ -164,7 +165,10 @@ class AuthorizationServer:
         }
 
     # -- dispatch -----------------------------------------------------------------------------
-    async def handle(self, request: Request, subpath: str) -> Response:
+    async def handle(
+        self, request: Request, subpath: str, injected: Sequence[dict[str, Any]] = ()
+    ) -> Response:
+        """Answer an OAuth endpoint; `injected` are failures the fault engine chose for this request."""
         base = site_base_url(self.site, request)
         try:
             if subpath == DISCOVERY:
@@ -176,13 +180,13 @@ class AuthorizationServer:
             if subpath == AUTHORIZE:
                 self._only(request, ("GET", "POST"))
                 params = dict(request.query_params) if request.method == "GET" else await _form(request)
-                return self.authorize(params, base)
+                return self.authorize(params, base, injected)
             if subpath == DECISION:
                 self._only(request, ("POST",))
                 return self.decide(await _form(request), base)
             if subpath == TOKEN:
                 self._only(request, ("POST",))
-                return await self.token(request, base)
+                return await self.token(request, base, injected)
             if subpath == INTROSPECT:
                 self._only(request, ("POST",))
                 return await self.introspect(request, base)
@@ -205,9 +209,11 @@ class AuthorizationServer:
             )
 
     # -- authorization endpoint ---------------------------------------------------------------
-    def authorize(self, params: dict[str, str], base: str) -> Response:
+    def authorize(
+        self, params: dict[str, str], base: str, injected: Sequence[dict[str, Any]] = ()
+    ) -> Response:
         client_id = params.get("client_id")
-        failures = self.failures.active("authorize", client_id)
+        failures = self.failures.active("authorize", client_id, injected)
         client = self.clients.get(client_id)
         if client is None or "invalid_client_id" in failures:
             raise OAuthError("invalid_client", f"Unknown client_id '{client_id or ''}'", 400)
@@ -345,7 +351,7 @@ class AuthorizationServer:
         return _redirect(request.redirect_uri, {"code": code, "state": request.state})
 
     # -- token endpoint -----------------------------------------------------------------------
-    async def token(self, request: Request, base: str) -> Response:
+    async def token(self, request: Request, base: str, injected: Sequence[dict[str, Any]] = ()) -> Response:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type != _FORM:
             raise OAuthError(
@@ -353,7 +359,7 @@ class AuthorizationServer:
             )
         form = await _form(request)
         client_hint = form.get("client_id") or _assertion_issuer(form) or _basic_id(request)
-        failures = self.failures.active("token", client_hint)
+        failures = self.failures.active("token", client_hint, injected)
         if "token_endpoint_outage" in failures:
             outage = failures["token_endpoint_outage"]
             await asyncio.sleep(float(outage.get("hang", 0)))
