@@ -623,3 +623,16 @@ def test_server_keys_persist_across_restarts(http: httpx.Client) -> None:
     server_keys.cache_clear()  # as a new process would: read the key file again
     with serve_auth() as second:
         assert {k["kid"] for k in http.get(second.fhir_base + "/auth/jwks").json()["keys"]} == kids
+
+
+def test_oversized_and_garbled_bodies_get_oauth_errors(smart: RunningServer, http: httpx.Client) -> None:
+    url = smart.fhir_base + "/auth/token"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    huge = http.post(url, content=b"grant_type=" + b"x" * 70_000, headers=form)
+    assert (huge.status_code, huge.json()["error"]) == (413, "invalid_request")
+    garbled = http.post(url, content=b"grant_type=\xff\xfe", headers=form)
+    assert (garbled.status_code, garbled.json()["error"]) == (400, "invalid_request")
+    decision = http.post(smart.fhir_base + "/auth/authorize/decision", data={"txn": "unknown"})
+    assert (decision.status_code, decision.json()["error"]) == (400, "invalid_request")
+    # The server is still fine afterwards.
+    assert http.get(smart.fhir_base + "/.well-known/smart-configuration").status_code == 200

@@ -45,6 +45,11 @@ class ScopePolicy:
                 headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
             )
 
+    def restricts(self, resource_type: str, interaction: str) -> bool:
+        return not any(
+            s.context != "patient" and not s.query for s in self._covering(resource_type, interaction)
+        )
+
     def allows(
         self, service: FhirService, resource_type: str, resource: dict[str, Any] | None, interaction: str
     ) -> bool:

@@ -47,6 +47,7 @@ JWKS = "/auth/jwks"
 PATHS = (DISCOVERY, AUTHORIZE, DECISION, TOKEN, INTROSPECT, REVOKE, REGISTER, JWKS)
 _FORM = "application/x-www-form-urlencoded"
 _PICKER_LIMIT = 50
+MAX_BODY = 64 * 1024
 
 
 @dataclass
@@ -534,6 +535,7 @@ class AuthorizationServer:
             )
             body["refresh_token"] = refresh_token
         self.tokens.access[access] = AccessToken(access, grant, iat, exp, jti, refresh_token=refresh_token)
+        self.tokens.forget_inactive(now)
         return body
 
     def _id_token(self, grant: Grant, client: Client, base: str, iat: float) -> str:
@@ -646,7 +648,7 @@ class AuthorizationServer:
         if content_type != "application/json":
             raise OAuthError("invalid_client_metadata", "Registration takes an application/json body")
         try:
-            data = orjson.loads(await request.body())
+            data = orjson.loads(await _read(request))
         except orjson.JSONDecodeError as exc:
             raise OAuthError("invalid_client_metadata", f"The body is not valid JSON: {exc}") from None
         if isinstance(data, dict) and "client_id" in data:
@@ -692,9 +694,20 @@ def _redirect(uri: str, params: dict[str, str]) -> Response:
     return RedirectResponse(uri + joiner + query, status_code=302, headers=NO_STORE)
 
 
+async def _read(request: Request) -> bytes:
+    """The request body, refused past MAX_BODY (OAuth requests are small; a huge one is abuse)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise OAuthError("invalid_request", f"The request body is over {MAX_BODY} bytes", 413)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _form(request: Request) -> dict[str, str]:
     """A form body as a dict; a parameter sent twice is an error (RFC 6749 section 3.2)."""
-    body = await request.body()
+    body = await _read(request)
     try:
         items = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
     except UnicodeDecodeError:

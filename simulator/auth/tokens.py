@@ -73,6 +73,15 @@ class TokenStore:
         raw = self._rng.getrandbits(nbytes * 8).to_bytes(nbytes, "big")
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
+    def forget_inactive(self, now: float, keep: int = 10_000) -> None:
+        """Drop expired and revoked tokens once there are more than `keep` (long load tests)."""
+        if len(self.access) > keep:
+            self.access = {k: v for k, v in self.access.items() if v.active(now)}
+        if len(self.refresh) > keep:
+            self.refresh = {k: v for k, v in self.refresh.items() if v.active(now)}
+        if len(self.codes) > keep:
+            self.codes = {k: v for k, v in self.codes.items() if not v.used and v.expires_at > now}
+
     def revoke(self, token: str, client_id: str | None = None) -> bool:
         """Revoke an access or refresh token (a refresh token takes its access tokens along)."""
         found = self.access.get(token) or self.refresh.get(token)

@@ -23,6 +23,10 @@ class AccessPolicy(Protocol):
         """Raise a FHIRError (403) unless some grant covers `interaction` on `resource_type`."""
         ...
 
+    def restricts(self, resource_type: str, interaction: str) -> bool:
+        """False when the grant covers every resource of the type (no per-resource checks)."""
+        ...
+
     def allows(
         self, service: FhirService, resource_type: str, resource: dict[str, Any] | None, interaction: str
     ) -> bool:

@@ -69,7 +69,13 @@ class FhirService:
         if policy is None:
             return refs
         out = []
+        restricted: dict[str, bool] = {}
         for rtype, rid in refs:
+            if rtype not in restricted:
+                restricted[rtype] = policy.restricts(rtype, interaction)
+            if not restricted[rtype]:
+                out.append((rtype, rid))
+                continue
             version = self.site.store.read(rtype, rid)
             if version is not None and policy.allows(self, rtype, version.resource, interaction):
                 out.append((rtype, rid))
