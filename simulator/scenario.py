@@ -42,6 +42,11 @@ class Scenario:
     sites: list[SiteSpec]
     source: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    faults: list[Any] = field(default_factory=list)  # simulator/faults/
+    rate_limits: list[Any] = field(default_factory=list)  # simulator/ratelimit.py
+    data_latency: list[Any] = field(default_factory=list)  # simulator/datalatency.py
+    journal: dict[str, Any] = field(default_factory=dict)  # capacity, spill, enabled, bodies
+    clients: list[Any] = field(default_factory=list)  # OAuth clients (SMART)
 
 
 def scenario_path(name_or_path: str) -> Path:
@@ -136,4 +141,9 @@ def build_scenario(data: dict[str, Any], path: Path | None = None) -> Scenario:
         sites=sites,
         source=path,
         raw=data,
+        faults=list(data.get("faults") or []),
+        rate_limits=list(data.get("rate_limits") or []),
+        data_latency=list(data.get("data_latency") or []),
+        journal=dict(data.get("journal") or {}),
+        clients=list(data.get("clients") or []),
     )
