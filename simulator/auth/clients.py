@@ -69,6 +69,16 @@ class Client:
         return out
 
 
+def basic_client_id(header: str) -> str | None:
+    """The client id in an `Authorization: Basic` header, without checking the secret."""
+    if header[:6].lower() != "basic ":
+        return None
+    try:
+        return unquote(base64.b64decode(header[6:].strip()).decode().partition(":")[0]) or None
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
 def metadata_error(description: str) -> OAuthError:
     return OAuthError("invalid_client_metadata", description, 400)
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from simulator.auth.clients import basic_client_id
 from simulator.auth.enforcement import ScopePolicy
 from simulator.auth.failures import POINTS
 from simulator.auth.keys import data_dir, server_keys
@@ -92,11 +93,7 @@ class SmartAuth:
             await self.app(scope, receive, send)
 
     def _policy(self, scope: Scope, injected: list[dict[str, Any]]) -> ScopePolicy:
-        header = ""
-        for name, value in scope.get("headers", ()):
-            if name == b"authorization":
-                header = value.decode("latin-1")
-                break
+        header = _authorization(scope)
         realm = f'Bearer realm="{self.site.id}"'
         if header[:7].lower() != "bearer " or not header[7:].strip():
             raise FHIRError.of(
@@ -121,6 +118,28 @@ class SmartAuth:
         # Outer layers (the journal) see which client made the request.
         scope["ehrsim.client"] = token.grant.client_id
         return ScopePolicy(token.grant.scopes.resources, token.grant.patient, self.settings.forbidden_status)
+
+
+def oauth_client(scope: Scope, site: Site, sandbox: Sandbox) -> str | None:
+    """The client a request comes from, for the journal and fault matching: the owner of its
+    bearer token, or the id in its HTTP Basic credentials (token endpoint)."""
+    server = site.extras.get(AUTH_EXTRA)
+    if server is None:
+        return None
+    header = _authorization(scope)
+    if header[:7].lower() == "bearer ":
+        token = server.tokens.access.get(header[7:].strip())
+        return token.grant.client_id if token is not None else None
+    if header[:6].lower() == "basic ":
+        return basic_client_id(header)
+    return None
+
+
+def _authorization(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            return value.decode("latin-1")
+    return ""
 
 
 def injected_failures(scope: Scope) -> list[dict[str, Any]]:

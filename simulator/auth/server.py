@@ -21,7 +21,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from simulator.auth.clients import Client, ClientRegistry
+from simulator.auth.clients import Client, ClientRegistry, basic_client_id
 from simulator.auth.errors import NO_STORE, OAuthError, invalid_client, json_response
 from simulator.auth.failures import AuthFailures
 from simulator.auth.keys import ServerKeys
@@ -45,6 +45,8 @@ REVOKE = "/auth/revoke"
 REGISTER = "/auth/register"
 JWKS = "/auth/jwks"
 PATHS = (DISCOVERY, AUTHORIZE, DECISION, TOKEN, INTROSPECT, REVOKE, REGISTER, JWKS)
+# For the journal and fault matching: these paths are protocol "auth", not "fhir".
+PROTOCOL_PREFIXES = {"/auth": "auth", DISCOVERY: "auth"}
 _FORM = "application/x-www-form-urlencoded"
 _PICKER_LIMIT = 50
 MAX_BODY = 64 * 1024
@@ -359,7 +361,11 @@ class AuthorizationServer:
                 "invalid_request", f"The token endpoint takes {_FORM}, not '{content_type or 'no type'}'"
             )
         form = await _form(request)
-        client_hint = form.get("client_id") or _assertion_issuer(form) or _basic_id(request)
+        client_hint = (
+            form.get("client_id")
+            or _assertion_issuer(form)
+            or basic_client_id(request.headers.get("authorization", ""))
+        )
         failures = self.failures.active("token", client_hint, injected)
         if "token_endpoint_outage" in failures:
             outage = failures["token_endpoint_outage"]
@@ -727,14 +733,4 @@ def _assertion_issuer(form: dict[str, str]) -> str | None:
         claims = orjson.loads(extract_compact(form.get("client_assertion", "").encode()).payload)
         return str(claims.get("iss")) if isinstance(claims, dict) else None
     except Exception:  # not a JWT: authentication reports it properly
-        return None
-
-
-def _basic_id(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    if header[:6].lower() != "basic ":
-        return None
-    try:
-        return base64.b64decode(header[6:].strip()).decode().partition(":")[0] or None
-    except (ValueError, UnicodeDecodeError):
         return None

@@ -24,6 +24,8 @@ from simulator.site import Site
 from simulator.store.base import StoredVersion, Write
 
 CommitListener = Callable[[Site, list[StoredVersion]], None]
+# Whether a stored version can be read yet (data latency, simulator/datalatency.py); None: always.
+Visibility = Callable[[StoredVersion], bool]
 
 
 @dataclass(slots=True)
@@ -41,6 +43,7 @@ class FhirService:
         self.listeners: list[CommitListener] = []
         latest = site.store.history()[:1]
         self._last_stamp = latest[0].timestamp if latest else 0.0
+        self.visible: Visibility | None = None
 
     # -- helpers ---------------------------------------------------------------------------------
     def check_type(self, resource_type: str) -> None:
@@ -63,7 +66,7 @@ class FhirService:
         if policy is not None and not policy.allows(self, item.type, item.resource, interaction):
             raise policy.denied(item.type, item.id, interaction)
 
-    def visible(self, refs: list[tuple[str, str]], interaction: str = "r") -> list[tuple[str, str]]:
+    def permitted(self, refs: list[tuple[str, str]], interaction: str = "r") -> list[tuple[str, str]]:
         """`refs` without what the request's access policy hides (all of them with auth off)."""
         policy = current_policy()
         if policy is None:
@@ -76,7 +79,7 @@ class FhirService:
             if not restricted[rtype]:
                 out.append((rtype, rid))
                 continue
-            version = self.site.store.read(rtype, rid)
+            version = self.visible_read(rtype, rid)
             if version is not None and policy.allows(self, rtype, version.resource, interaction):
                 out.append((rtype, rid))
         return out
@@ -99,10 +102,22 @@ class FhirService:
         return versions
 
     # -- reads -----------------------------------------------------------------------------------
+    def visible_read(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        """The latest version a reader may see: with data latency, the last one already visible."""
+        version = self.site.store.read(resource_type, resource_id)
+        visible = self.visible
+        if visible is None or version is None or visible(version):
+            return version
+        for number in range(version.version - 1, 0, -1):
+            older = self.site.store.vread(resource_type, resource_id, number)
+            if older is not None and visible(older):
+                return older
+        return None
+
     def read(self, resource_type: str, resource_id: str) -> StoredVersion:
         self.check_type(resource_type)
         policy = self.guard(resource_type, "r")
-        version = self.site.store.read(resource_type, resource_id)
+        version = self.visible_read(resource_type, resource_id)
         if version is None:
             raise not_found(resource_type, resource_id)
         if version.deleted:
@@ -116,7 +131,7 @@ class FhirService:
         if not version_id.isdigit():
             raise not_found(resource_type, f"{resource_id}/_history/{version_id}")
         version = self.site.store.vread(resource_type, resource_id, int(version_id))
-        if version is None:
+        if version is None or (self.visible is not None and not self.visible(version)):
             raise not_found(resource_type, f"{resource_id}/_history/{version_id}")
         if version.deleted:
             raise FHIRError.of(
@@ -260,8 +275,10 @@ class FhirService:
         self.guard(resource_type, "s")
         query = self.parser(base_url).parse(resource_type, items, lenient=lenient)
         ids = self.engine(base_url).ids(query)
+        if self.visible is not None:
+            ids = [rid for rid in ids if self.visible_read(resource_type, rid) is not None]
         snapshot = SearchSnapshot(
-            refs=self.visible([(resource_type, rid) for rid in ids], "s"),
+            refs=self.permitted([(resource_type, rid) for rid in ids], "s"),
             query=query,
             self_params=query.self_params(),
             self_path=resource_type,
@@ -300,6 +317,8 @@ class FhirService:
                     400, "not-supported", f"History does not support parameter '{name}'", expression=[name]
                 )
         versions = self.site.store.history(resource_type, resource_id, since)
+        if self.visible is not None:
+            versions = [v for v in versions if self.visible(v)]
         policy = current_policy()
         if policy is not None:
             versions = [v for v in versions if policy.allows(self, v.type, v.resource, "r")]
@@ -354,7 +373,7 @@ class FhirService:
                                 seen.add(target)
                                 refs.append(target)
         snapshot = SearchSnapshot(
-            refs=self.visible(refs),
+            refs=self.permitted(refs),
             query=None,
             self_params=params,
             self_path=f"Patient/{patient.id}/$everything",
@@ -445,7 +464,6 @@ class FhirService:
         query = snapshot.query
         summary = query.summary if query else None
         elements = query.elements if query else None
-        store = self.site.store
         entries: list[dict[str, Any]] = []
         if offset == 0 and query is not None:
             outcome = ignored_outcome(query)
@@ -453,7 +471,7 @@ class FhirService:
                 entries.append({"resource": outcome, "search": {"mode": "outcome"}})
         page: list[StoredVersion] = []
         for rtype, rid in snapshot.refs[offset : offset + count]:
-            version = store.read(rtype, rid)
+            version = self.visible_read(rtype, rid)
             if version is None or version.deleted:
                 continue  # deleted since the search ran: the snapshot keeps paging stable otherwise
             page.append(version)
