@@ -60,7 +60,7 @@ def auth_scenario(
                     "id": "s",
                     "base_path": "/fhir",
                     "population": {"patients": patients, "as_of": "2026-01-01"},
-                    "auth": {"enabled": True, **(auth or {})},
+                    "auth": {"required": True, **(auth or {})},
                 }
             ],
             "clients": CLIENTS if clients is None else clients,

@@ -100,7 +100,7 @@ def test_expired_refresh_token() -> None:
 
 
 def test_refresh_tokens_expire_on_the_simulated_clock() -> None:
-    with serve_auth(auth_scenario({"refresh": {"lifetime": 600}})) as server, httpx.Client() as http:
+    with serve_auth(auth_scenario({"refresh_tokens": {"lifetime": 600}})) as server, httpx.Client() as http:
         body = login(http, server.fhir_base, "launch/patient offline_access patient/*.rs")
         server.sandbox.clock.advance(601)
         form = {
@@ -114,7 +114,10 @@ def test_refresh_tokens_expire_on_the_simulated_clock() -> None:
 @pytest.mark.parametrize("rotate", [True, False])
 def test_refresh_token_revoked_after_n_uses(rotate: bool) -> None:
     scenario = auth_scenario(
-        {"refresh": {"rotate": rotate}, "failures": [{"type": "refresh_token_revoked_after", "uses": 2}]}
+        {
+            "refresh_tokens": {"rotate": rotate},
+            "failures": [{"type": "refresh_token_revoked_after", "uses": 2}],
+        }
     )
     with serve_auth(scenario) as server, httpx.Client() as http:
         refresh = login(http, server.fhir_base, "launch/patient offline_access patient/*.rs")["refresh_token"]

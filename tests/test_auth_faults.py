@@ -23,7 +23,7 @@ def with_faults(*faults: dict[str, Any]) -> Any:
             "seed": 11,
             "clock": {"start": "2026-03-01T08:00:00Z", "speed": 0},
             "sites": [
-                {"id": "s", "base_path": "/fhir", "population": {"patients": 2}, "auth": {"enabled": True}}
+                {"id": "s", "base_path": "/fhir", "population": {"patients": 2}, "auth": {"required": True}}
             ],
             "clients": CLIENTS,
             "faults": list(faults),

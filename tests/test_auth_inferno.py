@@ -161,7 +161,7 @@ BROKEN: dict[str, dict[str, Any]] = {
     "smart_invalid_refresh_token": with_breaker(
         breaking(edit_response=on_path("/auth/token", accept_everything))
     ),
-    "smart_unauthorized_access": {"scenario": scenario(enabled=False)},
+    "smart_unauthorized_access": {"scenario": scenario(required=False)},
     "g10_restricted_resource_type_access": with_breaker(breaking(edit_response=forbidden_to_ok)),
     "g10_granular_scope_subset": with_breaker(breaking(edit_request=rewrite_query(ignore_granular))),
     "smart_openid_id_token": {"scenario": scenario(failures=[{"type": "clock_skew", "seconds": 900}])},

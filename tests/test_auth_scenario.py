@@ -32,8 +32,8 @@ def test_scenario_clients_can_be_limited_to_sites() -> None:
         {
             "name": "two",
             "sites": [
-                {"id": "a", "auth": {"enabled": True}},
-                {"id": "b", "auth": {"enabled": True}},
+                {"id": "a", "auth": {"required": True}},
+                {"id": "b", "auth": {"required": True}},
             ],
             "clients": [
                 {
@@ -53,8 +53,11 @@ def test_scenario_clients_can_be_limited_to_sites() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"auth": {"enabled": True, "token_lifetime": 5}}, "sites[0].auth: unknown field 'token_lifetime'"),
-        ({"auth": {"refresh": {"rotat": True}}}, "sites[0].auth.refresh: unknown field 'rotat'"),
+        ({"auth": {"required": True, "token_lifetime": 5}}, "sites[0].auth: unknown field 'token_lifetime'"),
+        (
+            {"auth": {"refresh_tokens": {"rotat": True}}},
+            "sites[0].auth.refresh_tokens: unknown field 'rotat'",
+        ),
         ({"auth": {"forbidden_status": 418}}, "sites[0].auth.forbidden_status"),
         (
             {"auth": {"failures": [{"type": "nope"}]}},
@@ -78,7 +81,7 @@ def test_clients_schema_errors() -> None:
 
 def test_auth_settings_ride_on_auth_off_sites_without_effect() -> None:
     scenario = scenario_from_mapping(
-        {"name": "x", "sites": [{"id": "s", "base_path": "/fhir", "auth": {"enabled": False}}]}
+        {"name": "x", "sites": [{"id": "s", "base_path": "/fhir", "auth": {"required": False}}]}
     )
     with serve_auth(scenario) as server:
         assert httpx.get(server.fhir_base + "/Patient").status_code == 200

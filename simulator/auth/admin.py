@@ -55,13 +55,11 @@ def _server(sandbox: Sandbox, site_id: str | None) -> tuple[AuthorizationServer,
     if site_id is None:
         runtimes = [r for r in sandbox.sites.values() if AUTH_EXTRA in r.site.extras]
         if not runtimes:
-            raise AdminError(
-                409, "auth_off", "no site of this scenario has auth enabled (auth: enabled: true)"
-            )
+            raise AdminError(409, "auth_off", "no site of this scenario has auth on (auth: required: true)")
     runtime = runtimes[0]
     server = runtime.site.extras.get(AUTH_EXTRA)
     if server is None:
-        raise AdminError(409, "auth_off", f"site '{runtime.site.id}' has auth off (auth: enabled: false)")
+        raise AdminError(409, "auth_off", f"site '{runtime.site.id}' has auth off (auth: required: false)")
     return server, runtime.site
 
 

@@ -69,6 +69,14 @@ class Client:
         return out
 
 
+def _method_of(form: dict[str, str], authorization: str | None) -> str:
+    if form.get("client_assertion_type") or form.get("client_assertion"):
+        return "private_key_jwt"
+    if authorization and authorization[:6].lower() == "basic ":
+        return "client_secret_basic"
+    return "client_secret_post" if "client_secret" in form else "none"
+
+
 def basic_client_id(header: str) -> str | None:
     """The client id in an `Authorization: Basic` header, without checking the secret."""
     if header[:6].lower() != "basic ":
@@ -99,9 +107,16 @@ class ClientRegistry:
         raw = self._rng.getrandbits(nbytes * 8).to_bytes(nbytes, "big")
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
-    def register(self, data: Any, scope_check: Any = None, now: float | None = None) -> Client:
+    def register(
+        self,
+        data: Any,
+        scope_check: Any = None,
+        now: float | None = None,
+        methods: list[str] | tuple[str, ...] = AUTH_METHODS,
+    ) -> Client:
         """Validate RFC 7591 metadata and add the client; raise OAuthError naming the bad field.
-        `scope_check(text)` raises ScopeError for scopes the site cannot grant."""
+        `scope_check(text)` raises ScopeError for scopes the site cannot grant; `methods` are the
+        client authentication methods the site takes (public clients, `none`, always)."""
         if not isinstance(data, dict):
             raise metadata_error("The registration request must be a JSON object")
         grant_types = data.get("grant_types", ["authorization_code", "refresh_token"])
@@ -114,9 +129,10 @@ class ClientRegistry:
         # RFC 7591's default is client_secret_basic; a client that sends keys means private_key_jwt.
         default_method = "private_key_jwt" if jwks or jwks_uri else "client_secret_basic"
         method = data.get("token_endpoint_auth_method", default_method)
-        if method not in AUTH_METHODS:
+        accepted = ["none", *(m for m in methods if m != "none")]
+        if method not in accepted:
             raise metadata_error(
-                f"token_endpoint_auth_method '{method}' is not supported; use one of {', '.join(AUTH_METHODS)}"
+                f"token_endpoint_auth_method '{method}' is not supported here; use one of {', '.join(accepted)}"
             )
         redirect_uris = data.get("redirect_uris", [])
         if not isinstance(redirect_uris, list) or not all(isinstance(u, str) for u in redirect_uris):
@@ -181,11 +197,20 @@ class ClientRegistry:
         max_lifetime: int,
         reject_jti: bool = False,
         reject_secret: bool = False,
+        methods: list[str] | tuple[str, ...] = AUTH_METHODS,
     ) -> Client:
-        """The client making this request, or OAuthError(invalid_client)."""
-        if form.get("client_assertion_type") or form.get("client_assertion"):
+        """The client making this request, or OAuthError(invalid_client). `methods`: the client
+        authentication methods the site takes (a public client's `none` always)."""
+        used = _method_of(form, authorization)
+        if used != "none" and used not in methods:
+            raise invalid_client(
+                f"Client authentication by {used} is not accepted here; use {' or '.join(methods)}",
+                used == "client_secret_basic",
+            )
+        if used == "private_key_jwt":
             return await self._verify_assertion(form, token_url, algorithms, max_lifetime, reject_jti)
-        if authorization and authorization[:6].lower() == "basic ":
+        if used == "client_secret_basic":
+            assert authorization is not None
             try:
                 decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
                 raw_id, _, raw_secret = decoded.partition(":")

@@ -1,7 +1,7 @@
 """The SMART auth layer around a site's FHIR API.
 
 It serves the authorization server's endpoints under the site's base path and, when the site's
-`auth: enabled` is true, demands a bearer token on every FHIR request except `metadata`, then runs
+`auth: required` is true, demands a bearer token on every FHIR request except `metadata`, then runs
 the request under the token's `ScopePolicy` so that `FhirService` enforces the scopes on data.
 """
 
@@ -156,7 +156,7 @@ def injected_failures(scope: Scope) -> list[dict[str, Any]]:
 
 
 def auth_layer(app: ASGIApp, site: Site, sandbox: Sandbox) -> ASGIApp:
-    """SmartAuth for sites with `auth: enabled: true`; other sites get their app untouched."""
-    if not site_auth_settings(sandbox, site).enabled:
+    """SmartAuth for sites with `auth: required: true`; other sites get their app untouched."""
+    if not site_auth_settings(sandbox, site).required:
         return app
     return SmartAuth(app, site, sandbox)

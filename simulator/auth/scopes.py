@@ -44,6 +44,7 @@ class ResourceScope:
     resource_type: str  # a type or "*"
     interactions: frozenset[str]  # letters of "cruds"
     query: tuple[tuple[str, str], ...] = ()  # granular restriction, all must match
+    version: int = 2  # SMART scope syntax: 1 (.read/.write/.*) or 2 (.cruds letters)
 
     def covers(self, resource_type: str, interaction: str) -> bool:
         return interaction in self.interactions and self.resource_type in ("*", resource_type)
@@ -75,13 +76,13 @@ def parse_resource_scope(text: str, registry: SearchRegistry | None = None) -> R
     if permissions in V1_PERMISSIONS:
         if query_text is not None:
             raise ScopeError(f"'{text}': a granular query needs v2 permissions (e.g. .rs)")
-        letters = V1_PERMISSIONS[permissions]
+        letters, version = V1_PERMISSIONS[permissions], 1
     else:
         if not re.fullmatch(r"c?r?u?d?s?", permissions):
             raise ScopeError(
                 f"'{text}': permissions must be read, write, * or v2 letters in the order c r u d s"
             )
-        letters = permissions
+        letters, version = permissions, 2
     query: tuple[tuple[str, str], ...] = ()
     if query_text is not None:
         items = parse_qsl(query_text, keep_blank_values=True)
@@ -97,7 +98,7 @@ def parse_resource_scope(text: str, registry: SearchRegistry | None = None) -> R
                         f"'{text}': '{code}' is not a token, reference, uri or string search parameter of {rtype}"
                     )
         query = tuple(items)
-    return ResourceScope(text, context, rtype, frozenset(letters), query)
+    return ResourceScope(text, context, rtype, frozenset(letters), query, version)
 
 
 @dataclass(frozen=True)
@@ -109,10 +110,15 @@ class ScopeSet:
 
     @classmethod
     def parse(
-        cls, text: str | None, registry: SearchRegistry | None = None, extra: frozenset[str] = frozenset()
+        cls,
+        text: str | None,
+        registry: SearchRegistry | None = None,
+        extra: frozenset[str] = frozenset(),
+        syntax: tuple[str, ...] | list[str] = ("v1", "v2"),
     ) -> ScopeSet:
         """Parse, rejecting what is neither a context scope, a resource scope nor in `extra`
-        (vendor-specific scopes the site advertises)."""
+        (vendor-specific scopes the site advertises), and resource scopes in a SMART version
+        outside `syntax`."""
         names: list[str] = []
         resources: list[ResourceScope] = []
         for name in (text or "").split():
@@ -120,6 +126,12 @@ class ScopeSet:
                 continue
             resource = parse_resource_scope(name, registry)
             if resource is not None:
+                if f"v{resource.version}" not in syntax:
+                    example = "e.g. .rs, .cruds" if "v2" in syntax else "e.g. .read, .write"
+                    raise ScopeError(
+                        f"'{name}' is SMART v{resource.version} syntax; this server takes "
+                        f"{' and '.join(syntax)} scopes ({example})"
+                    )
                 resources.append(resource)
             elif name not in CONTEXT_SCOPES and name not in extra:
                 raise ScopeError(f"unknown scope '{name}'")

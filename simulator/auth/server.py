@@ -104,10 +104,30 @@ class AuthorizationServer:
 
     def parse_scopes(self, text: str | None) -> ScopeSet:
         extra = frozenset(self.settings.extra_scopes) | frozenset(self.settings.scopes_supported)
-        return ScopeSet.parse(text, self.site.registry, extra)
+        return ScopeSet.parse(text, self.site.registry, extra, self.settings.scope_syntax)
 
     def register(self, metadata: Any) -> Client:
-        return self.clients.register(metadata, self.parse_scopes, self.now())
+        return self.clients.register(metadata, self.parse_scopes, self.now(), self.settings.client_auth)
+
+    async def authenticate(
+        self,
+        form: dict[str, str],
+        authorization: str | None,
+        base: str,
+        failures: dict[str, Any] | None = None,
+    ) -> Client:
+        """The calling client, by the site's accepted methods and backend-services rules."""
+        failures = failures or {}
+        return await self.clients.authenticate(
+            form,
+            authorization,
+            base + TOKEN,
+            self.settings.backend_jwt_alg,
+            self.settings.max_assertion_lifetime,
+            reject_jti="invalid_jti" in failures,
+            reject_secret="invalid_client_secret" in failures,
+            methods=self.settings.client_auth,
+        )
 
     def urls(self, base: str) -> dict[str, str]:
         return {
@@ -132,11 +152,11 @@ class AuthorizationServer:
             "grant_types_supported": s.grant_types,
             "response_types_supported": ["code"],
             "code_challenge_methods_supported": ["S256"],
-            "token_endpoint_auth_methods_supported": s.auth_methods,
-            "token_endpoint_auth_signing_alg_values_supported": s.assertion_algorithms,
+            "token_endpoint_auth_methods_supported": s.client_auth,
+            "token_endpoint_auth_signing_alg_values_supported": s.backend_jwt_alg,
             "id_token_signing_alg_values_supported": ["RS256"],
             "scopes_supported": s.scopes_supported,
-            "capabilities": s.capabilities,
+            "capabilities": s.advertised_capabilities(),
         }
         doc.update(s.discovery)
         return doc
@@ -239,12 +259,13 @@ class AuthorizationServer:
             return fail("invalid_request", "state is required")
         if not self.settings.accepts_audience(params.get("aud"), base):
             return fail("invalid_request", f"aud must be this FHIR server's base URL, {base}")
-        challenge, method = params.get("code_challenge"), params.get("code_challenge_method")
-        if not challenge:
+        challenge, method = params.get("code_challenge", ""), params.get("code_challenge_method")
+        # `pkce: optional` (older vendor setups) lets confidential clients skip PKCE; public never.
+        if not challenge and (self.settings.pkce == "S256" or client.public):
             return fail(
                 "invalid_request", "PKCE is required: send code_challenge and code_challenge_method=S256"
             )
-        if method != "S256":
+        if (challenge or method) and method != "S256":
             return fail("invalid_request", f"code_challenge_method must be S256, not '{method or ''}'")
         try:
             scopes = self.parse_scopes(params.get("scope"))
@@ -385,15 +406,7 @@ class AuthorizationServer:
             raise OAuthError("unsupported_grant_type", f"grant_type '{grant_type}' is not supported here")
         if "invalid_client_id" in failures:
             raise invalid_client(f"Unknown client_id '{client_hint or ''}'")
-        client = await self.clients.authenticate(
-            form,
-            request.headers.get("authorization"),
-            base + TOKEN,
-            self.settings.assertion_algorithms,
-            self.settings.max_assertion_lifetime,
-            reject_jti="invalid_jti" in failures,
-            reject_secret="invalid_client_secret" in failures,
-        )
+        client = await self.authenticate(form, request.headers.get("authorization"), base, failures)
         if grant_type not in client.grant_types:
             raise OAuthError("unauthorized_client", f"Client '{client.client_id}' may not use {grant_type}")
         if "invalid_scope" in failures:
@@ -423,9 +436,9 @@ class AuthorizationServer:
         if form.get("redirect_uri") != code.redirect_uri:
             raise OAuthError("invalid_grant", "redirect_uri does not match the authorization request")
         verifier = form.get("code_verifier")
-        if not verifier:
+        if code.code_challenge and not verifier:
             raise OAuthError("invalid_grant", "code_verifier is required (PKCE)")
-        if not hmac.compare_digest(s256(verifier), code.code_challenge):
+        if code.code_challenge and not hmac.compare_digest(s256(verifier or ""), code.code_challenge):
             raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge")
         code.used = True
         body = self.issue(code.grant, client, base, failures, with_refresh=True)
@@ -455,7 +468,7 @@ class AuthorizationServer:
                 raise OAuthError("invalid_scope", f"A refresh cannot add scopes: {' '.join(extra)}")
             grant = Grant(**{**grant.__dict__, "scopes": wanted})
         refresh.uses += 1
-        rotate = self.settings.refresh.rotate
+        rotate = self.settings.refresh_tokens.rotate
         body = self.issue(
             grant,
             client,
@@ -537,7 +550,7 @@ class AuthorizationServer:
         if with_refresh and self._gets_refresh(client, grant.scopes):
             refresh_token = self.tokens.new_value(32)
             self.tokens.refresh[refresh_token] = RefreshToken(
-                refresh_token, grant, now + self.settings.refresh.lifetime
+                refresh_token, grant, now + self.settings.refresh_tokens.lifetime
             )
             body["refresh_token"] = refresh_token
         self.tokens.access[access] = AccessToken(access, grant, iat, exp, jti, refresh_token=refresh_token)
@@ -559,10 +572,10 @@ class AuthorizationServer:
         return self.keys.sign(claims, "RS256")
 
     def _gets_refresh(self, client: Client, scopes: ScopeSet) -> bool:
-        rules = self.settings.refresh
+        rules = self.settings.refresh_tokens
         if "refresh_token" not in client.grant_types or "refresh_token" not in self.settings.grant_types:
             return False
-        if not (rules.public if client.public else rules.confidential):
+        if not (rules.public_clients if client.public else rules.confidential_clients):
             return False
         return not rules.requires_offline_access or "offline_access" in scopes or "online_access" in scopes
 
@@ -589,13 +602,7 @@ class AuthorizationServer:
                     "invalid_token", "The bearer token used to call introspection is not active", 401
                 )
         else:
-            await self.clients.authenticate(
-                form,
-                authorization,
-                base + TOKEN,
-                self.settings.assertion_algorithms,
-                self.settings.max_assertion_lifetime,
-            )
+            await self.authenticate(form, authorization, base)
         if "token" not in form:
             raise OAuthError("invalid_request", "token is required")
         now = self.now()
@@ -636,13 +643,7 @@ class AuthorizationServer:
 
     async def revoke(self, request: Request, base: str) -> Response:
         form = await _form(request)
-        client = await self.clients.authenticate(
-            form,
-            request.headers.get("authorization"),
-            base + TOKEN,
-            self.settings.assertion_algorithms,
-            self.settings.max_assertion_lifetime,
-        )
+        client = await self.authenticate(form, request.headers.get("authorization"), base)
         if "token" not in form:
             raise OAuthError("invalid_request", "token is required")
         # Unknown tokens and other clients' tokens: 200 and nothing happens (RFC 7009 section 2.2).
