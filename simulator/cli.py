@@ -24,6 +24,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         "--log-format", default="text", choices=["text", "json"], help="json: one JSON object a line"
     )
     p.add_argument("--no-journal", action="store_true", help="record nothing (overrides the scenario)")
+    p.add_argument(
+        "--no-auth", action="store_true", help="serve every site without SMART auth (overrides the scenario)"
+    )
     p.add_argument("--admin-token", help="token the admin API requires (default: generated off loopback)")
 
 
@@ -160,6 +163,8 @@ def serve(args: argparse.Namespace) -> int:
             options["journal"] = False
         if args.admin_token:
             options["admin_token"] = args.admin_token
+        if args.no_auth:
+            options["auth"] = "off"
         sandbox = Sandbox(scenario, store=args.store, options=options)
     except (ScenarioError, ValueError, OSError) as exc:
         print(f"ehrsim: {exc}", file=sys.stderr)
@@ -188,6 +193,8 @@ def serve(args: argparse.Namespace) -> int:
             for runtime in sandbox.sites.values():
                 site = runtime.site
                 print(f"  site {site.id}: FHIR {origin}{site.base_path}  ({site.store.count()} resources)")
+                if "auth" in site.extras:
+                    print(f"    SMART: {origin}{site.base_path}/.well-known/smart-configuration")
             print(f"  admin: {origin}/_admin/health")
             if sandbox.options.get("admin_token"):
                 print(f"  admin token: {sandbox.options['admin_token']}")

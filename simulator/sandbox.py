@@ -206,6 +206,12 @@ class Sandbox:
                 "fhir_base": f"{origin}{r.site.base_path}",
                 "description": r.site.description,
                 "resources": r.site.store.count(),
+                # Features describe what they add to a site (e.g. SMART endpoints): callables (base) -> dict.
+                **{
+                    k: v
+                    for describe in r.site.extras.get("describe", ())
+                    for k, v in describe(f"{origin}{r.site.base_path}").items()
+                },
             }
             for r in self.sites.values()
         ]

@@ -69,8 +69,11 @@ def auth_scenario(
 
 
 @contextlib.contextmanager
-def serve_auth(scenario: Scenario | None = None, **kwargs: Any) -> Iterator[RunningServer]:
-    with serve_in_thread(scenario or auth_scenario(), options={"data_dir": KEYS.name}, **kwargs) as server:
+def serve_auth(
+    scenario: Scenario | None = None, options_extra: dict[str, Any] | None = None, **kwargs: Any
+) -> Iterator[RunningServer]:
+    options = {"data_dir": KEYS.name, **(options_extra or {})}
+    with serve_in_thread(scenario or auth_scenario(), options=options, **kwargs) as server:
         yield server
 
 

@@ -86,3 +86,20 @@ def test_auth_settings_ride_on_auth_off_sites_without_effect() -> None:
     with serve_auth(scenario) as server:
         assert httpx.get(server.fhir_base + "/Patient").status_code == 200
         assert httpx.get(server.fhir_base + "/.well-known/smart-configuration").status_code == 404
+
+
+def test_admin_sites_lists_the_smart_endpoints() -> None:
+    with serve_auth(load_scenario("token-expiry")) as server, AdminClient(server.origin) as admin:
+        (site,) = admin.sites()
+        base = server.fhir_base
+        assert site["smart"] == {
+            "configuration": base + "/.well-known/smart-configuration",
+            "authorize": base + "/auth/authorize",
+            "token": base + "/auth/token",
+        }
+
+
+def test_auth_can_be_switched_off_for_a_whole_sandbox() -> None:
+    with serve_auth(load_scenario("token-expiry"), options_extra={"auth": "off"}) as server:
+        assert httpx.get(server.fhir_base + "/Patient").status_code == 200
+        assert "smart" not in httpx.get(server.admin + "/sites").json()[0]

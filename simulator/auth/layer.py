@@ -70,6 +70,9 @@ class SmartAuth:
                 ) from None
         site.extras[AUTH_EXTRA] = self.server
         site.extras[SECURITY_EXTRA] = self.server.security
+        site.extras.setdefault("describe", []).append(
+            lambda base: {"smart": self.server.discovery_urls(base)}
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -156,7 +159,8 @@ def injected_failures(scope: Scope) -> list[dict[str, Any]]:
 
 
 def auth_layer(app: ASGIApp, site: Site, sandbox: Sandbox) -> ASGIApp:
-    """SmartAuth for sites with `auth: required: true`; other sites get their app untouched."""
-    if not site_auth_settings(sandbox, site).required:
+    """SmartAuth for sites with `auth: required: true`; other sites, and every site when the sandbox
+    option `auth` is "off" (`ehrsim serve --no-auth`), get their app untouched."""
+    if not site_auth_settings(sandbox, site).required or sandbox.options.get("auth") == "off":
         return app
     return SmartAuth(app, site, sandbox)

@@ -139,6 +139,11 @@ class AuthorizationServer:
             "jwks": base + JWKS,
         }
 
+    def discovery_urls(self, base: str) -> dict[str, str]:
+        """Where a client finds this server: for `/_admin/sites` and the start-up banner."""
+        urls = self.urls(base)
+        return {"configuration": base + DISCOVERY, "authorize": urls["authorize"], "token": urls["token"]}
+
     def discovery(self, base: str) -> dict[str, Any]:
         s, urls = self.settings, self.urls(base)
         doc: dict[str, Any] = {
