@@ -30,9 +30,15 @@ class ScopePolicy:
         self.scopes = scopes
         self.patient = patient
         self.forbidden_status = forbidden_status
+        self._covers: dict[tuple[str, str], list[ResourceScope]] = {}
+        self._compartment: dict[str, set[str]] = {}  # per type, for this request (policies are per request)
 
     def _covering(self, resource_type: str, interaction: str) -> list[ResourceScope]:
-        return [s for s in self.scopes if s.covers(resource_type, interaction)]
+        key = (resource_type, interaction)
+        found = self._covers.get(key)
+        if found is None:
+            found = self._covers[key] = [s for s in self.scopes if s.covers(resource_type, interaction)]
+        return found
 
     def require(self, resource_type: str, interaction: str) -> None:
         if not self._covering(resource_type, interaction):
@@ -55,7 +61,9 @@ class ScopePolicy:
     ) -> bool:
         registry = service.site.registry
         for scope in self._covering(resource_type, interaction):
-            if scope.context == "patient" and not self._in_compartment(service, resource_type, resource):
+            if scope.context == "patient" and not self._in_compartment(
+                service, resource_type, resource, interaction
+            ):
                 continue
             if scope.matches(registry, resource_type, resource):
                 return True
@@ -72,7 +80,7 @@ class ScopePolicy:
         )
 
     def _in_compartment(
-        self, service: FhirService, resource_type: str, resource: dict[str, Any] | None
+        self, service: FhirService, resource_type: str, resource: dict[str, Any] | None, interaction: str
     ) -> bool:
         if resource_type == "Patient":
             return resource is not None and self.patient is not None and resource.get("id") == self.patient
@@ -81,4 +89,13 @@ class ScopePolicy:
             return True  # not patient data
         if resource is None or self.patient is None:
             return False
-        return f"Patient/{self.patient}" in param.values(resource)
+        key = f"Patient/{self.patient}"
+        if interaction in ("r", "s"):
+            # Stored data: the store's reference index answers without evaluating the resource.
+            ids = self._compartment.get(resource_type)
+            if ids is None:
+                ids = self._compartment[resource_type] = set(
+                    service.site.store.postings(resource_type, param).get(key, ())
+                )
+            return resource.get("id") in ids
+        return key in param.values(resource)  # a write: judge the incoming body
