@@ -104,3 +104,14 @@ def test_faults_added_at_runtime_through_the_admin_api() -> None:
         assert "patient" not in body
         admin.disable_fault("no-context")
         assert "patient" in login(http, server.fhir_base, "launch/patient patient/*.rs")
+
+
+def test_journal_names_the_client_of_form_posted_token_requests() -> None:
+    with serve_auth(with_faults()) as server, httpx.Client() as http, AdminClient(server.origin) as admin:
+        body = login(http, server.fhir_base, "launch/patient patient/*.rs")  # public: client_id in the form
+        http.get(server.fhir_base + "/Patient", headers=bearer(body))
+        entries = admin.journal(client_id="public-app")
+        paths = [(e["protocol"], e["path"]) for e in entries]
+        assert ("auth", "/auth/authorize") in paths
+        assert ("auth", "/auth/token") in paths
+        assert ("fhir", "/Patient") in paths

@@ -208,6 +208,8 @@ class AuthorizationServer:
             if subpath == AUTHORIZE:
                 self._only(request, ("GET", "POST"))
                 params = dict(request.query_params) if request.method == "GET" else await _form(request)
+                if params.get("client_id") in self.clients.clients:
+                    _journal_client(request, params["client_id"])
                 return self.authorize(params, base, injected)
             if subpath == DECISION:
                 self._only(request, ("POST",))
@@ -412,6 +414,7 @@ class AuthorizationServer:
         if "invalid_client_id" in failures:
             raise invalid_client(f"Unknown client_id '{client_hint or ''}'")
         client = await self.authenticate(form, request.headers.get("authorization"), base, failures)
+        _journal_client(request, client.client_id)
         if grant_type not in client.grant_types:
             raise OAuthError("unauthorized_client", f"Client '{client.client_id}' may not use {grant_type}")
         if "invalid_scope" in failures:
@@ -704,6 +707,13 @@ def _redirect(uri: str, params: dict[str, str]) -> Response:
     joiner = "&" if "?" in uri else "?"
     query = urlencode({k: v for k, v in params.items() if k != "state" or v})  # no state: none back
     return RedirectResponse(uri + joiner + query, status_code=302, headers=NO_STORE)
+
+
+def _journal_client(request: Request, client_id: str) -> None:
+    """Name the client in the journal entry once the body says who it is (form-posted ids)."""
+    entry = request.scope.get("ehrsim.entry")
+    if entry is not None:
+        entry["client_id"] = client_id
 
 
 async def _read(request: Request) -> bytes:
