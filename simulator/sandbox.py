@@ -106,7 +106,9 @@ class Sandbox:
 
     def _populate(self, service: FhirService, spec: SiteSpec) -> None:
         site = service.site
-        resources = generate(self.scenario.seed, spec.patients, spec.as_of, site.ids.new_id)
+        resources = generate(
+            self.scenario.seed, spec.patients, spec.as_of, site.ids.new_id, spec.raw.get("population")
+        )
         writes = [Write(r["resourceType"], r["id"], r, "POST") for r in resources]
         if writes:
             service.commit(writes)
