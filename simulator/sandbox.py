@@ -8,8 +8,8 @@ owns no protocol: layers (journaling, faults, rate limits, auth) are ASGI wrappe
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from starlette.types import ASGIApp
@@ -18,7 +18,7 @@ from simulator.clock import Clock
 from simulator.fhir.api import FhirApi
 from simulator.fhir.service import FhirService
 from simulator.journal import Journal
-from simulator.population import generate
+from simulator.population import PopulationSpec, iter_population
 from simulator.scenario import Scenario, SiteSpec
 from simulator.site import Site, SiteSettings
 from simulator.store import open_store
@@ -104,12 +104,22 @@ class Sandbox:
             app = layer(app, site, self)
         return app
 
-    def _populate(self, service: FhirService, spec: SiteSpec) -> None:
-        site = service.site
-        resources = generate(
-            self.scenario.seed, spec.patients, spec.as_of, site.ids.new_id, spec.raw.get("population")
+    def population(self, site: Site, spec: SiteSpec) -> Iterator[list[dict[str, Any]]]:
+        """The site's synthetic population in chunks (the hospital, then each person), with ids
+        from the site's id generator: what `_populate` loads and `ehrsim generate` exports."""
+        population = PopulationSpec.from_mapping(
+            spec.raw.get("population"),
+            where=f"{self.scenario.source or 'scenario'}: sites[{spec.id}].population",
         )
-        writes = [Write(r["resourceType"], r["id"], r, "POST") for r in resources]
+        population = replace(population, patients=spec.patients, as_of=spec.as_of)
+        return iter_population(self.scenario.seed, population, site.ids.new_id)
+
+    def _populate(self, service: FhirService, spec: SiteSpec) -> None:
+        writes = [
+            Write(r["resourceType"], r["id"], r, "POST")
+            for chunk in self.population(service.site, spec)
+            for r in chunk
+        ]
         if writes:
             service.commit(writes)
 

@@ -69,14 +69,14 @@ class MessyData:
             return "merged"
         return None
 
-    def name_variant(self, given: str, family: str) -> tuple[str, str, str]:
-        """How a registration clerk got the name wrong: (variant, given, family)."""
+    def name_variant(self, given: str, family: str) -> tuple[str, str]:
+        """How a registration clerk got the name wrong: a typo, swapped names or all capitals."""
         rng = self.rng("duplicates")
         variant = rng.choice(("typo", "swapped", "upper"))
         if variant == "swapped":
-            return variant, family, given
+            return family, given
         if variant == "upper":
-            return variant, given.upper(), family.upper()
+            return given.upper(), family.upper()
         in_family = rng.random() < 0.5
         target = family if in_family else given
         if len(target) > 2:
@@ -86,7 +86,7 @@ class MessyData:
                 changed = target[:at] + target[at + 1 :]
         else:
             changed = target + target[-1]
-        return ("typo", given, changed) if in_family else ("typo", changed, family)
+        return (given, changed) if in_family else (changed, family)
 
     # -- coded concepts --------------------------------------------------------------------------
     def concept(self, kind: str, codings: list[dict[str, Any]], text: str, short: str | None = None) -> dict:

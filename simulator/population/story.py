@@ -10,6 +10,7 @@ allergies, devices and provenance. Content comes from `clinical.yaml`; names and
 from __future__ import annotations
 
 import base64
+import copy
 import functools
 import inspect
 import random
@@ -107,7 +108,9 @@ class Hospital:
         self.practitioners: list[Resource] = []
 
     def add(self, resource: Resource, category: str | None = None) -> Resource:
-        resource["id"] = self.new_id(resource["resourceType"], category)
+        rtype = resource["resourceType"]
+        # resourceType and id first: the order people expect when reading exported JSON.
+        resource = {"resourceType": rtype, "id": self.new_id(rtype, category), **resource}
         self.out.append(resource)
         return resource
 
@@ -221,7 +224,8 @@ class PatientStory:
         self.shifts: dict[str, float] = {}
 
     def add(self, resource: Resource, category: str | None = None) -> Resource:
-        resource["id"] = self.h.new_id(resource["resourceType"], category)
+        rtype = resource["resourceType"]
+        resource = {"resourceType": rtype, "id": self.h.new_id(rtype, category), **resource}
         self.out.append(resource)
         return resource
 
@@ -360,9 +364,9 @@ class PatientStory:
 
     def duplicate_record(self, original: Resource, kind: str, last_visit: datetime) -> None:
         """A second registration of the same person: new MRN, a name variant, one ED visit of its own."""
-        variant, given, family = self.mess.name_variant(self.given, self.family)
+        given, family = self.mess.name_variant(self.given, self.family)
         h = self.h
-        twin = {k: v for k, v in original.items() if k != "id"}
+        twin = copy.deepcopy({k: v for k, v in original.items() if k != "id"})
         twin["name"] = [{"use": "official", "family": family, "given": [given]}]
         twin["identifier"] = [dict(original["identifier"][0])]
         number = h.spec.patients + self.index  # past every first registration's MRN
