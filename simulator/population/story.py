@@ -259,8 +259,9 @@ class PatientStory:
             self.allergy(subject, allergy, visits[0])
         panels = sorted({p for c in conditions for p in c.get("panels", ())})
         for n, start in enumerate(visits):
-            encounter = self.encounter(subject, start)
-            enc_ref = h.ref(encounter, encounter["type"][0].get("text"))
+            kind = weighted(rng, self.tables["encounter_types"])
+            encounter = self.encounter(subject, start, kind)
+            enc_ref = h.ref(encounter, kind["display"])
             self.vitals(subject, enc_ref, start + timedelta(minutes=15))
             if n == 0:
                 self.smoking_status(subject, enc_ref, start + timedelta(minutes=10))
@@ -420,9 +421,8 @@ class PatientStory:
         return min(value, spec["max"]) if "max" in spec else value
 
     # -- encounters and observations -------------------------------------------------------------
-    def encounter(self, subject: dict, start: datetime, kind: dict[str, Any] | None = None) -> Resource:
+    def encounter(self, subject: dict, start: datetime, kind: dict[str, Any]) -> Resource:
         h = self.h
-        kind = kind or weighted(self.rng, self.tables["encounter_types"])
         location = h.locations[1] if kind["class"] == "EMER" else h.locations[0]
         practitioner = self.rng.choice(h.practitioners)
         return self.add(
