@@ -1,0 +1,156 @@
+"""`ehrsim generate`: byte-identical exports, the served ids, and files another server can load."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from simulator.cli import main
+from simulator.scenario import load_scenario
+from simulator.testing import serve_in_thread
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tree(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()
+    }
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "simulator", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_same_seed_gives_a_byte_identical_export(tmp_path: Path) -> None:
+    common = ("generate", "--scenario", "messy-data", "--patients", "12", "--format", "ndjson")
+    first = run_cli(*common, "--out", str(tmp_path / "a"))
+    assert first.returncode == 0, first.stderr
+    assert "site messy:" in first.stdout
+    assert run_cli(*common, "--out", str(tmp_path / "b")).returncode == 0
+    assert run_cli(*common, "--seed", "43", "--out", str(tmp_path / "c")).returncode == 0
+    a, b, c = tree(tmp_path / "a"), tree(tmp_path / "b"), tree(tmp_path / "c")
+    assert "messy/Patient.ndjson" in a and "messy/Observation.ndjson" in a
+    assert a == b
+    assert a["messy/Patient.ndjson"] != c["messy/Patient.ndjson"]
+
+
+def test_ndjson_has_one_type_per_file_and_every_line_parses(tmp_path: Path) -> None:
+    assert (
+        main(
+            [
+                "generate",
+                "--scenario",
+                "default",
+                "--patients",
+                "4",
+                "--format",
+                "ndjson",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    files = list((tmp_path / "default").glob("*.ndjson"))
+    assert len(files) >= 12
+    for path in files:
+        lines = path.read_bytes().splitlines()
+        assert lines
+        assert {json.loads(line)["resourceType"] for line in lines} == {path.stem}
+    assert len((tmp_path / "default" / "Patient.ndjson").read_bytes().splitlines()) == 4
+
+
+def test_export_carries_the_ids_the_server_serves(tmp_path: Path) -> None:
+    scenario = load_scenario("messy-data")
+    scenario.sites[0].patients = 6
+    assert main(["generate", "--scenario", "messy-data", "--patients", "6", "--out", str(tmp_path)]) == 0
+    exported = set()
+    for path in (tmp_path / "messy").glob("patient-*.json"):
+        bundle = json.loads(path.read_bytes())
+        exported |= {
+            e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"
+        }
+    with serve_in_thread(scenario) as server:
+        page = httpx.get(f"{server.fhir_base}/Patient", params={"_count": 100}, timeout=10).json()
+    served = {e["resource"]["id"] for e in page["entry"]}
+    assert len(exported) >= 6
+    assert served == exported
+
+
+def test_bundles_load_into_an_empty_server(tmp_path: Path) -> None:
+    assert main(["generate", "--scenario", "default", "--patients", "3", "--out", str(tmp_path / "out")]) == 0
+    files = sorted((tmp_path / "out" / "default").glob("*.json"))
+    assert [f.name for f in files] == [
+        "hospital.json",
+        "patient-00001.json",
+        "patient-00002.json",
+        "patient-00003.json",
+    ]
+    empty = tmp_path / "empty.yaml"
+    empty.write_text(
+        "name: empty\nseed: 1\nsites:\n  - id: other\n    base_path: /fhir\n    population: {patients: 0}\n"
+    )
+    scenario = load_scenario(str(empty))
+    with serve_in_thread(scenario) as server, httpx.Client(base_url=server.fhir_base, timeout=30) as client:
+        before = server.sandbox.sites["other"].site.store.count()
+        loaded = 0
+        for path in files:
+            bundle = json.loads(path.read_bytes())
+            assert bundle["type"] == "transaction"
+            assert all(e["request"]["method"] == "PUT" for e in bundle["entry"])
+            response = client.post("", json=bundle, headers={"Content-Type": "application/fhir+json"})
+            assert response.status_code == 200, response.text[:500]
+            assert response.json()["type"] == "transaction-response"
+            loaded += len(bundle["entry"])
+        assert server.sandbox.sites["other"].site.store.count() == before + loaded
+        patient = json.loads(files[1].read_bytes())["entry"][0]["resource"]
+        assert client.get(f"/Patient/{patient['id']}").json()["name"] == patient["name"]
+        observations = client.get("/Observation", params={"patient": patient["id"], "_count": 1000}).json()
+        expected = sum(
+            1
+            for e in json.loads(files[1].read_bytes())["entry"]
+            if e["resource"]["resourceType"] == "Observation"
+            and e["resource"]["subject"]["reference"] == f"Patient/{patient['id']}"
+        )
+        assert observations["total"] == expected > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--scenario", "no-such-scenario"], "unknown scenario 'no-such-scenario'"),
+        (["--site", "nowhere"], "no site nowhere in scenario 'default' (sites: default)"),
+        (["--patients", "-1"], "--patients must be 0 or more"),
+    ],
+)
+def test_bad_generate_arguments_are_precise_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert main(["generate", "--out", str(tmp_path), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_bad_population_in_a_scenario_file_names_the_file_and_the_path(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: bad\nseed: 1\nsites:\n  - id: north\n    population:\n      patients: 2\n"
+        "      messiness: {duplicates: 2}\n"
+    )
+    result = run_cli("generate", "--scenario", str(bad), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert (
+        f"{bad}: sites[north].population.messiness.duplicates: 2 is greater than the maximum of 1"
+        in result.stderr
+    )
+    assert "Traceback" not in result.stderr
+    unknown_format = run_cli("generate", "--format", "xml", "--out", str(tmp_path / "out"))
+    assert unknown_format.returncode == 2 and "invalid choice: 'xml'" in unknown_format.stderr
