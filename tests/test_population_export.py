@@ -154,3 +154,29 @@ def test_a_bad_population_in_a_scenario_file_names_the_file_and_the_path(tmp_pat
     assert "Traceback" not in result.stderr
     unknown_format = run_cli("generate", "--format", "xml", "--out", str(tmp_path / "out"))
     assert unknown_format.returncode == 2 and "invalid choice: 'xml'" in unknown_format.stderr
+
+
+def test_messy_data_is_served_and_searchable_without_errors() -> None:
+    scenario = load_scenario("messy-data")
+    scenario.sites[0].patients = 30
+    queries = [
+        ("Patient", {"name": "a", "_count": 50}),
+        ("Patient", {"active": "false"}),
+        ("Patient", {"birthdate": "lt1970-01-01"}),
+        ("Observation", {"date": "ge2024-01-01", "_sort": "-date", "_count": 200}),
+        ("Observation", {"date": "lt1970-01-02"}),
+        ("Observation", {"code": "http://loinc.org|8310-5", "value-quantity": "lt30"}),
+        ("Observation", {"category": "vital-signs", "status": "entered-in-error"}),
+        ("Condition", {"clinical-status": "active", "_count": 200}),
+        ("Encounter", {"date": "ge2023", "_sort": "date"}),
+        ("DocumentReference", {"type": "http://loinc.org|11506-3"}),
+    ]
+    with serve_in_thread(scenario) as server, httpx.Client(base_url=server.fhir_base, timeout=30) as client:
+        totals = {}
+        for rtype, params in queries:
+            response = client.get(f"/{rtype}", params=params)
+            assert response.status_code == 200, (rtype, params, response.text[:300])
+            assert response.json()["resourceType"] == "Bundle"
+            totals[(rtype, tuple(params.items()))] = response.json().get("total")
+        inactive = totals[("Patient", (("active", "false"),))]
+        assert inactive and inactive > 0  # merged records are there to be found
