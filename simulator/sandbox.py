@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -19,7 +19,7 @@ from simulator.clock import Clock
 from simulator.fhir.api import FhirApi
 from simulator.fhir.service import FhirService
 from simulator.journal import Journal
-from simulator.population import PopulationSpec, iter_population
+from simulator.population import PopulationSpec, generate
 from simulator.scenario import Scenario, SiteSpec
 from simulator.site import Site, SiteSettings
 from simulator.store import open_store
@@ -105,15 +105,15 @@ class Sandbox:
             app = layer(app, site, self)
         return app
 
-    def population(self, site: Site, spec: SiteSpec) -> Iterator[list[dict[str, Any]]]:
-        """The site's synthetic population in chunks (the hospital, then each person), with ids
-        from the site's id generator: what `_populate` loads and `ehrsim generate` exports."""
+    def population(self, site: Site, spec: SiteSpec) -> list[dict[str, Any]]:
+        """The site's synthetic population with ids from the site's id generator: what `_populate`
+        loads and `ehrsim generate` exports, so both see the same resources."""
         population = PopulationSpec.from_mapping(
             spec.raw.get("population"),
             where=f"{self.scenario.source or 'scenario'}: sites[{spec.id}].population",
         )
         population = replace(population, patients=spec.patients, as_of=spec.as_of)
-        return iter_population(self.scenario.seed, population, site.ids.new_id)
+        return generate(self.scenario.seed, None, None, site.ids.new_id, population)
 
     def _populate(self, service: FhirService, spec: SiteSpec) -> None:
         # Everything built here lives as long as the site, so cyclic-GC passes over it are wasted
@@ -122,9 +122,7 @@ class Sandbox:
         gc.disable()
         try:
             writes = [
-                Write(r["resourceType"], r["id"], r, "POST")
-                for chunk in self.population(service.site, spec)
-                for r in chunk
+                Write(r["resourceType"], r["id"], r, "POST") for r in self.population(service.site, spec)
             ]
             if writes:
                 service.commit(writes)

@@ -278,8 +278,8 @@ def test_naive_timestamps_are_opt_in_and_really_invalid_r4() -> None:
 def test_conventions_are_data_a_vendor_profile_can_set() -> None:
     meditech_like = {
         "conventions": {
-            "subject_display": "{family},{given}",
-            "timestamp_offset": "+00:00",
+            "reference_display": "{family},{given}",
+            "instant_suffix": "+00:00",
             "reference_type": True,
             "local_codes": {
                 "placement": "instead",
@@ -356,8 +356,8 @@ def test_id_generators_get_a_category_hint_when_they_take_one() -> None:
         ({"encounters": [5, 2]}, "population.encounters: fewest (5) is more than most (2)"),
         ({"as_of": "yesterday"}, "population.as_of: 'yesterday'"),
         (
-            {"conventions": {"timestamp_offset": "EST"}},
-            "population.conventions.timestamp_offset: 'EST' is not one of",
+            {"conventions": {"instant_suffix": "EST"}},
+            "population.conventions.instant_suffix: 'EST' is not one of",
         ),
     ],
 )
@@ -372,3 +372,23 @@ def test_spec_round_trips_through_its_mapping() -> None:
         {"patients": 3, "conventions": {"mrn_prefix": "X"}, "messiness": {"duplicates": 0.5}}
     )
     assert PopulationSpec.from_mapping(spec.to_mapping()) == spec
+
+
+def test_vendor_profile_rules_pass_through_the_population_schema() -> None:
+    epic_like = {
+        "patients": 2,
+        "conventions": {
+            "reference_display": "{family}, {given}",
+            "instant_suffix": "Z",
+            "vars": {"tenant": "t1"},
+            "local_codings": [{"resource": "Observation", "system": "urn:oid:1.2.3", "code_style": "digits"}],
+            "extensions": [{"resource": "Observation", "extension": {"url": "urn:x", "valueString": "y"}}],
+            "text_only_codes": [{"resource": "Observation", "fraction": 0.5}],
+            "tables": {"icd9": {"I10": "401.9"}},
+        },
+    }
+    spec = PopulationSpec.from_mapping(epic_like)
+    assert spec.conventions.vendor_rules["tables"] == {"icd9": {"I10": "401.9"}}
+    assert PopulationSpec.from_mapping(spec.to_mapping()) == spec
+    observation = of_type(population(2, epic_like), "Observation")[0]
+    assert ", " in observation["subject"]["display"]

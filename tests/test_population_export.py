@@ -180,3 +180,42 @@ def test_messy_data_is_served_and_searchable_without_errors() -> None:
             totals[(rtype, tuple(params.items()))] = response.json().get("total")
         inactive = totals[("Patient", (("active", "false"),))]
         assert inactive and inactive > 0  # merged records are there to be found
+
+
+def references(item: object) -> list[str]:
+    if isinstance(item, dict):
+        found = [item["reference"]] if isinstance(item.get("reference"), str) else []
+        return found + [r for value in item.values() for r in references(value)]
+    if isinstance(item, list):
+        return [r for value in item for r in references(value)]
+    return []
+
+
+def test_each_bundle_is_self_contained_given_the_hospital_bundle(tmp_path: Path) -> None:
+    from simulator.population import generate
+    from simulator.population.export import write_population
+    from simulator.site import IdGenerator
+
+    resources = generate(
+        3, 40, None, IdGenerator(3, "x").new_id, {"messiness": {"duplicates": 0.2, "merged": 0.2}}
+    )
+    counts = write_population(resources, tmp_path, "bundle")
+    assert sum(counts.values()) == len(resources)
+    bundles = {p.name: json.loads(p.read_bytes()) for p in tmp_path.glob("*.json")}
+    hospital = {
+        f"{e['resource']['resourceType']}/{e['resource']['id']}"
+        for e in bundles.pop("hospital.json")["entry"]
+    }
+    merged_pairs = 0
+    for name, bundle in bundles.items():
+        own = {f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in bundle["entry"]}
+        dangling = {r for e in bundle["entry"] for r in references(e["resource"])} - own - hospital
+        assert dangling == set(), name
+        patients = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
+        assert 1 <= len(patients) <= 2
+        if len(patients) == 2:
+            merged_pairs += 1
+            assert {p["link"][0]["type"] for p in patients} == {"replaces", "replaced-by"}
+    all_patients = [r for r in resources if r["resourceType"] == "Patient"]
+    assert merged_pairs > 0
+    assert len(bundles) == len(all_patients) - merged_pairs

@@ -49,14 +49,20 @@ class Conventions:
     """How one hospital writes its data; what vendor profiles set."""
 
     organization: str = "General Hospital (ehrsim)"
-    subject_display: str | None = "{given} {family}"
-    timestamp_offset: str = "Z"
+    reference_display: str | None = "{given} {family}"
+    instant_suffix: str = "Z"
     timestamp_precision: str = "seconds"
     reference_type: bool = False
     mrn_system: str = "urn:oid:2.16.840.1.113883.3.7418.2.1"
     mrn_prefix: str = "MRN"
     mrn_digits: int = 7
     local_codes: LocalCodes = field(default_factory=LocalCodes)
+    # Vendor-profile rules (local_codings, extensions, text_only_codes, vars, tables) that the
+    # vendor layer applies after generation; kept here only so the mapping round-trips.
+    vendor_rules: dict[str, Any] = field(default_factory=dict)
+
+
+VENDOR_RULE_KEYS = ("vars", "local_codings", "extensions", "text_only_codes", "tables")
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +113,7 @@ class PopulationSpec:
             raise PopulationError(f"{path}: {error.message}{hint}")
         conventions = dict(data.get("conventions") or {})
         local = dict(conventions.pop("local_codes", None) or {})
+        vendor_rules = {key: conventions.pop(key) for key in VENDOR_RULE_KEYS if key in conventions}
         systems = {**LocalCodes().systems, **(local.pop("systems", None) or {})}
         messiness = dict(data.get("messiness") or {})
         if "timestamp_styles" in messiness:
@@ -122,13 +129,16 @@ class PopulationSpec:
             years=int(data.get("years", base.years)),
             encounters=(int(low), int(high)),
             practitioners=int(data.get("practitioners", base.practitioners)),
-            conventions=Conventions(**conventions, local_codes=LocalCodes(**local, systems=systems)),
+            conventions=Conventions(
+                **conventions, local_codes=LocalCodes(**local, systems=systems), vendor_rules=vendor_rules
+            ),
             messiness=Messiness(**messiness),
         )
 
     def to_mapping(self) -> dict[str, Any]:
         """The spec as a `population:` mapping (what `from_mapping` reads)."""
         conventions = {f.name: getattr(self.conventions, f.name) for f in fields(Conventions)}
+        conventions.update(conventions.pop("vendor_rules"))
         local = self.conventions.local_codes
         conventions["local_codes"] = {
             "placement": local.placement,

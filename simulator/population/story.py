@@ -83,7 +83,7 @@ class Clockwork:
 
     def __init__(self, conventions: Conventions) -> None:
         self.spec = "milliseconds" if conventions.timestamp_precision == "milliseconds" else "seconds"
-        self.zulu = conventions.timestamp_offset == "Z"
+        self.zulu = conventions.instant_suffix == "Z"
 
     def instant(self, moment: datetime) -> str:
         text = moment.astimezone(UTC).isoformat(timespec=self.spec)
@@ -287,7 +287,7 @@ class PatientStory:
 
     # -- the person ------------------------------------------------------------------------------
     def subject(self, patient: Resource) -> dict[str, str]:
-        template = self.h.conventions.subject_display
+        template = self.h.conventions.reference_display
         name = patient["name"][0]
         display = template.format(given=name["given"][0], family=name["family"]) if template else None
         return self.h.ref(patient, display)
