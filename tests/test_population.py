@@ -38,8 +38,8 @@ def population(patients: int, mapping: dict[str, Any] | None = None, seed: int |
 
 
 @functools.cache
-def clean(patients: int) -> tuple[dict, ...]:
-    return tuple(population(patients))
+def clean(patients: int, encounters: tuple[int, int] = (3, 9)) -> tuple[dict, ...]:
+    return tuple(population(patients, {"encounters": list(encounters)}))
 
 
 def of_type(resources: Any, rtype: str) -> list[dict]:
@@ -122,7 +122,7 @@ def test_lab_interpretation_matches_the_reference_range() -> None:
 
 
 def test_conditions_shape_the_numbers_diabetics_run_high_glucose() -> None:
-    resources = clean(300)
+    resources = population(300, {"encounters": [1, 2]})
     diabetic = {
         c["subject"]["reference"]
         for c in of_type(resources, "Condition")
@@ -151,7 +151,8 @@ def person_key(patient: dict) -> tuple:
 
 def test_duplicates_at_a_tenth_give_about_a_tenth_of_people_a_second_record() -> None:
     people = 500
-    patients = of_type(population(people, {"messiness": {"duplicates": 0.1}}), "Patient")
+    short = {"encounters": [1, 1], "years": 1}  # the count of records is the point, not the stories
+    patients = of_type(population(people, {**short, "messiness": {"duplicates": 0.1}}), "Patient")
     records = defaultdict(list)
     for patient in patients:
         records[person_key(patient)].append(patient)
@@ -164,11 +165,11 @@ def test_duplicates_at_a_tenth_give_about_a_tenth_of_people_a_second_record() ->
         assert first["identifier"][0]["system"] == second["identifier"][0]["system"]
         assert first["name"] != second["name"]  # a typo, swapped names or capitals
         assert first["active"] and second["active"] and "link" not in second
-    assert of_type(population(people, {"messiness": {"duplicates": 0.0}}), "Patient").__len__() == people
+    assert len(of_type(population(people, {**short, "messiness": {"duplicates": 0.0}}), "Patient")) == people
 
 
 def test_merged_records_are_inactive_and_linked_both_ways() -> None:
-    resources = population(200, {"messiness": {"merged": 0.1}})
+    resources = population(200, {"encounters": [1, 1], "messiness": {"merged": 0.1}})
     patients = {p["id"]: p for p in of_type(resources, "Patient")}
     merged = [p for p in patients.values() if not p["active"]]
     assert 8 <= len(merged) <= 35
@@ -212,8 +213,8 @@ UNTOUCHED = {
 @pytest.mark.parametrize("knob", KNOBS)
 def test_each_knob_changes_about_its_fraction_of_records(knob: str) -> None:
     fraction = 0.3
-    base = clean(100)
-    messy = population(100, {"messiness": {knob: fraction}})
+    base = clean(100, (2, 4))
+    messy = population(100, {"encounters": [2, 4], "messiness": {knob: fraction}})
     assert [(r["resourceType"], r["id"]) for r in messy] == [(r["resourceType"], r["id"]) for r in base]
     eligible = [(a, b) for a, b in zip(base, messy, strict=True) if ELIGIBLE[knob](a)]
     changed = sum(a != b for a, b in eligible)
