@@ -147,8 +147,9 @@ def test_a_bad_population_in_a_scenario_file_names_the_file_and_the_path(tmp_pat
     )
     result = run_cli("generate", "--scenario", str(bad), "--out", str(tmp_path / "out"))
     assert result.returncode == 2
+    # the scenario schema names the file, the line and the path
     assert (
-        f"{bad}: sites[north].population.messiness.duplicates: 2 is greater than the maximum of 1"
+        f"{bad}:7: sites[0].population.messiness.duplicates: 2 is greater than the maximum of 1"
         in result.stderr
     )
     assert "Traceback" not in result.stderr
