@@ -217,7 +217,8 @@ def restyle(value: str, style: str, rng: random.Random) -> str:
     if style == "year-month":
         return value[:7]
     moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if style == "microseconds":
+    if style == "microseconds":  # a device clock's reading, not a rounded chart time
+        moment = moment.replace(microsecond=rng.randrange(1, 1_000_000))
         return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
     if style == "local-offset":
         zone = timezone(timedelta(hours=rng.choice(LOCAL_OFFSETS)))

@@ -78,7 +78,7 @@ def category_aware(new_id: NewId) -> Callable[[str, str | None], str]:
     return lambda rtype, category: new_id(rtype)
 
 
-class Clockwork:
+class Timestamps:
     """Writes instants the way the hospital does (Z or +00:00, seconds or milliseconds)."""
 
     def __init__(self, conventions: Conventions) -> None:
@@ -99,7 +99,7 @@ class Hospital:
         self.as_of = as_of
         self.new_id = category_aware(new_id)
         self.conventions = spec.conventions
-        self.clock = Clockwork(spec.conventions)
+        self.clock = Timestamps(spec.conventions)
         self.tables = clinical_tables()
         self.fake = Faker(spec.locale)
         self.out: list[Resource] = []
@@ -246,8 +246,10 @@ class PatientStory:
         self.baselines = self.draw_baselines()
         history_days = min(365 * h.spec.years, age_days - 1)
         low, high = h.spec.encounters
+        # visits start in US daytime (13:00-22:00 UTC is 08:00-17:00 Eastern)
+        midnight = as_of.replace(hour=0, minute=0, second=0, microsecond=0)
         visits = sorted(
-            as_of - timedelta(days=rng.randint(1, max(history_days, 2)), minutes=rng.randint(0, 600))
+            midnight - timedelta(days=rng.randint(1, max(history_days, 2)), minutes=-rng.randint(780, 1320))
             for _ in range(rng.randint(low, high))
         )
         for condition in conditions:
