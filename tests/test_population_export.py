@@ -220,3 +220,24 @@ def test_each_bundle_is_self_contained_given_the_hospital_bundle(tmp_path: Path)
     all_patients = [r for r in resources if r["resourceType"] == "Patient"]
     assert merged_pairs > 0
     assert len(bundles) == len(all_patients) - merged_pairs
+
+
+def test_reset_brings_back_the_same_population() -> None:
+    scenario = load_scenario("messy-data")
+    scenario.sites[0].patients = 5
+    with serve_in_thread(scenario) as server, httpx.Client(timeout=30) as client:
+
+        def snapshot() -> list[tuple[str, str]]:
+            page = client.get(f"{server.fhir_base}/Patient", params={"_count": 100, "_sort": "_id"}).json()
+            return [(e["resource"]["id"], json.dumps(e["resource"]["name"])) for e in page["entry"]]
+
+        before = snapshot()
+        created = client.post(
+            f"{server.fhir_base}/Patient",
+            json={"resourceType": "Patient", "name": [{"family": "Extra"}]},
+            headers={"Content-Type": "application/fhir+json"},
+        )
+        assert created.status_code == 201
+        assert len(snapshot()) == len(before) + 1
+        assert client.post(f"{server.admin}/reset").status_code == 200
+        assert snapshot() == before
