@@ -11,12 +11,13 @@ import functools
 import json
 from dataclasses import dataclass, field, fields
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import jsonschema
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "scenarios" / "schema" / "population.schema.json"
+from simulator.scenario import SCHEMA_DIR
+
+SCHEMA_PATH = SCHEMA_DIR / "population.schema.json"
 DEFAULT_AS_OF = date(2026, 1, 1)
 
 
