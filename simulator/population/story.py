@@ -567,7 +567,9 @@ class PatientStory:
         panel = self.tables["lab_panels"][name]
         results = []
         for test in panel["tests"]:
-            value = self.measure(test)
+            unit = test["unit"]
+            quantity = self.quantity(self.measure(test), unit, test["decimals"])
+            value = quantity["value"]  # the lab flags the value it reports, not the raw reading
             flag = (
                 ("L", "Low")
                 if value < test["low"]
@@ -575,7 +577,6 @@ class PatientStory:
                 if value > test["high"]
                 else ("N", "Normal")
             )
-            unit = test["unit"]
             obs = self.observation(
                 subject,
                 encounter,
@@ -587,7 +588,7 @@ class PatientStory:
                     test["display"],
                     test.get("short"),
                 ),
-                valueQuantity=self.quantity(value, unit, test["decimals"]),
+                valueQuantity=quantity,
                 interpretation=[concept(INTERPRETATION, *flag)],
                 referenceRange=[
                     {
