@@ -30,7 +30,7 @@ def default_services() -> list[ServiceFactory]:
 def protocol_prefixes() -> dict[str, str]:
     """Paths below a site's base that are not FHIR, by protocol (e.g. the SMART endpoints: auth).
     Faults match on the protocol; the journal records it."""
-    from simulator.auth.server import PROTOCOL_PREFIXES as auth_prefixes
+    from simulator.auth.discovery import PROTOCOL_PREFIXES as auth_prefixes
 
     return {**auth_prefixes}
 

@@ -253,6 +253,15 @@ def test_granular_scope_returns_exactly_the_granted_subset(
     assert http.get(f"{base}/Observation/{inside}", headers=bearer(narrow)).status_code == 200
 
 
+def narrow_to(http: httpx.Client, base: str, full: dict, category: str) -> dict:
+    return login(
+        http,
+        base,
+        f"launch/patient patient/Observation.rs?category={CATEGORY}|{category}",
+        patient=full["patient"],
+    )
+
+
 def test_granular_scopes_add_up(smart: RunningServer, http: httpx.Client) -> None:
     base = smart.fhir_base
     full = login(http, base, "launch/patient patient/*.rs")
@@ -262,6 +271,19 @@ def test_granular_scopes_add_up(smart: RunningServer, http: httpx.Client) -> Non
         f"launch/patient patient/Observation.rs?category={CATEGORY}|vital-signs patient/Observation.rs?category={CATEGORY}|laboratory",
         patient=full["patient"],
     )
-    assert len(everything(http, base + "/Observation?_count=50", both)) == len(
-        everything(http, base + "/Observation?_count=50", full)
+    seen = everything(http, base + "/Observation?_count=50", full)
+    expected = {
+        o["id"]
+        for o in seen
+        if any(c["code"] in ("vital-signs", "laboratory") for k in o.get("category", []) for c in k["coding"])
+    }
+    got = {o["id"] for o in everything(http, base + "/Observation?_count=50", both)}
+    assert got == expected
+    assert len(expected) > len(
+        {
+            o["id"]
+            for o in everything(
+                http, base + "/Observation?_count=50", narrow_to(http, base, full, "laboratory")
+            )
+        }
     )

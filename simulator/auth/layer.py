@@ -13,10 +13,11 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simulator.auth.clients import basic_client_id
+from simulator.auth.discovery import PATHS, discovery_urls
 from simulator.auth.enforcement import ScopePolicy
 from simulator.auth.failures import POINTS
 from simulator.auth.keys import data_dir, server_keys
-from simulator.auth.server import PATHS, AuthorizationServer
+from simulator.auth.server import AuthorizationServer
 from simulator.auth.settings import AuthSettings
 from simulator.fhir.access import acting_under
 from simulator.fhir.api import error_response
@@ -70,9 +71,7 @@ class SmartAuth:
                 ) from None
         site.extras[AUTH_EXTRA] = self.server
         site.extras[SECURITY_EXTRA] = self.server.security
-        site.extras.setdefault("describe", []).append(
-            lambda base: {"smart": self.server.discovery_urls(base)}
-        )
+        site.extras.setdefault("describe", []).append(lambda base: {"smart": discovery_urls(base)})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -22,6 +22,17 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from simulator.auth.clients import Client, ClientRegistry, basic_client_id
+from simulator.auth.discovery import (
+    AUTHORIZE,
+    DECISION,
+    DISCOVERY,
+    INTROSPECT,
+    JWKS,
+    REVOKE,
+    TOKEN,
+    capability_security,
+    smart_configuration,
+)
 from simulator.auth.errors import NO_STORE, OAuthError, invalid_client, json_response
 from simulator.auth.failures import AuthFailures
 from simulator.auth.keys import ServerKeys
@@ -35,18 +46,6 @@ from simulator.site import Site
 if TYPE_CHECKING:
     from simulator.sandbox import Sandbox
 
-# Endpoint paths below the site's FHIR base.
-DISCOVERY = "/.well-known/smart-configuration"
-AUTHORIZE = "/auth/authorize"
-DECISION = "/auth/authorize/decision"
-TOKEN = "/auth/token"
-INTROSPECT = "/auth/introspect"
-REVOKE = "/auth/revoke"
-REGISTER = "/auth/register"
-JWKS = "/auth/jwks"
-PATHS = (DISCOVERY, AUTHORIZE, DECISION, TOKEN, INTROSPECT, REVOKE, REGISTER, JWKS)
-# For the journal and fault matching: these paths are protocol "auth", not "fhir".
-PROTOCOL_PREFIXES = {"/auth": "auth", DISCOVERY: "auth"}
 _FORM = "application/x-www-form-urlencoded"
 _PICKER_LIMIT = 50
 MAX_BODY = 64 * 1024
@@ -129,68 +128,11 @@ class AuthorizationServer:
             methods=self.settings.client_auth,
         )
 
-    def urls(self, base: str) -> dict[str, str]:
-        return {
-            "authorize": base + AUTHORIZE,
-            "token": base + TOKEN,
-            "introspect": base + INTROSPECT,
-            "revoke": base + REVOKE,
-            "register": base + REGISTER,
-            "jwks": base + JWKS,
-        }
-
-    def discovery_urls(self, base: str) -> dict[str, str]:
-        """Where a client finds this server: for `/_admin/sites` and the start-up banner."""
-        urls = self.urls(base)
-        return {"configuration": base + DISCOVERY, "authorize": urls["authorize"], "token": urls["token"]}
-
     def discovery(self, base: str) -> dict[str, Any]:
-        s, urls = self.settings, self.urls(base)
-        doc: dict[str, Any] = {
-            "issuer": base,
-            "jwks_uri": urls["jwks"],
-            "authorization_endpoint": urls["authorize"],
-            "token_endpoint": urls["token"],
-            "introspection_endpoint": urls["introspect"],
-            "revocation_endpoint": urls["revoke"],
-            "registration_endpoint": urls["register"],
-            "grant_types_supported": s.grant_types,
-            "response_types_supported": ["code"],
-            "code_challenge_methods_supported": ["S256"],
-            "token_endpoint_auth_methods_supported": s.client_auth,
-            "token_endpoint_auth_signing_alg_values_supported": s.backend_jwt_alg,
-            "id_token_signing_alg_values_supported": ["RS256"],
-            "scopes_supported": s.scopes_supported,
-            "capabilities": s.advertised_capabilities(),
-        }
-        doc.update(s.discovery)
-        return doc
+        return smart_configuration(self.settings, base)
 
     def security(self, base: str) -> dict[str, Any]:
-        """CapabilityStatement.rest.security with the `oauth-uris` extension."""
-        urls = self.urls(base)
-        return {
-            "extension": [
-                {
-                    "url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
-                    "extension": [
-                        {"url": key, "valueUri": urls[key]}
-                        for key in ("authorize", "token", "introspect", "revoke", "register")
-                    ],
-                }
-            ],
-            "service": [
-                {
-                    "coding": [
-                        {
-                            "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
-                            "code": "SMART-on-FHIR",
-                        }
-                    ],
-                    "text": "OAuth2 using SMART-on-FHIR profile (see http://docs.smarthealthit.org)",
-                }
-            ],
-        }
+        return capability_security(base)
 
     # -- dispatch -----------------------------------------------------------------------------
     async def handle(
