@@ -10,7 +10,7 @@ import pytest
 
 from simulator.admin_client import AdminClient
 from simulator.scenario import ScenarioError, load_scenario, scenario_from_mapping, validate_file
-from tests.smart_support import bearer, serve_auth
+from tests.smart_support import auth_scenario, bearer, login, serve_auth
 
 
 def test_token_expiry_scenario_validates_and_expires_tokens_after_five_minutes() -> None:
@@ -103,3 +103,27 @@ def test_auth_can_be_switched_off_for_a_whole_sandbox() -> None:
     with serve_auth(load_scenario("token-expiry"), options_extra={"auth": "off"}) as server:
         assert httpx.get(server.fhir_base + "/Patient").status_code == 200
         assert "smart" not in httpx.get(server.admin + "/sites").json()[0]
+
+
+def test_same_scenario_and_requests_give_the_same_tokens() -> None:
+    issued = []
+    for _ in range(2):
+        with (
+            serve_auth(auth_scenario()) as server,
+            httpx.Client() as http,
+            AdminClient(server.origin) as admin,
+        ):
+            body = login(http, server.fhir_base, "launch/patient offline_access patient/*.rs")
+            minted = admin.token()
+            # Each server has its own port, so only the URLs (iss, aud) may differ.
+            claims = [
+                {
+                    k: v
+                    for k, v in server.sandbox.sites["s"].site.extras["auth"].keys.verify(t).items()
+                    if k not in ("iss", "aud")
+                }
+                for t in (body["access_token"], minted["access_token"])
+            ]
+            issued.append((claims, body["refresh_token"], body["patient"]))
+    assert issued[0] == issued[1]
+    assert issued[0][0][0]["jti"] != issued[0][0][1]["jti"]  # and not the same value twice within a run
