@@ -147,3 +147,8 @@ class AdminClient:
     def token(self, **request: Any) -> dict[str, Any]:
         """Mint a token: `site`, `client_id`, `scope`, `patient`, `encounter`, `user` (all optional)."""
         return self._call("POST", "/token", json={k: v for k, v in request.items() if v is not None})
+
+    def launch(self, **context: Any) -> dict[str, Any]:
+        """Start an EHR launch: `patient`, `encounter`, `user` ("Practitioner/id"), `site`,
+        `launch_url` (the app's); returns `launch`, `iss` and, with a launch_url, the `url`."""
+        return self._call("POST", "/launch", json={k: v for k, v in context.items() if v is not None})

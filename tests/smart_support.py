@@ -19,7 +19,6 @@ import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-from simulator.auth.server import encode_launch
 from simulator.scenario import Scenario, build_scenario
 from simulator.testing import RunningServer, serve_in_thread
 
@@ -165,10 +164,6 @@ def login(
 def bearer(token: str | dict[str, Any]) -> dict[str, str]:
     value = token["access_token"] if isinstance(token, dict) else token
     return {"Authorization": f"Bearer {value}"}
-
-
-def launch_value(**context: str) -> str:
-    return encode_launch(context)
 
 
 # -- backend services -----------------------------------------------------------------------

@@ -9,12 +9,14 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
+from simulator.admin_client import AdminClient, AdminError
 from simulator.testing import RunningServer
 from tests.smart_support import (
     REDIRECT,
@@ -24,7 +26,6 @@ from tests.smart_support import (
     bearer,
     form_value,
     get_code,
-    launch_value,
     login,
     new_key,
     pkce,
@@ -191,17 +192,46 @@ def test_auto_approve_skips_the_page(smart: RunningServer, http: httpx.Client) -
     assert "refresh_token" not in body  # no offline_access asked for
 
 
-def test_ehr_launch_carries_patient_and_encounter(smart: RunningServer, http: httpx.Client) -> None:
+def test_ehr_launch_carries_patient_encounter_and_user(smart: RunningServer, http: httpx.Client) -> None:
     base = smart.fhir_base
     store = smart.sandbox.sites["s"].site.store
     encounter = next(iter(store.current("Encounter").values())).resource
     patient = encounter["subject"]["reference"].split("/")[1]
-    launch = launch_value(patient=patient, encounter=encounter["id"])
-    code, verifier = get_code(http, base, "launch openid fhirUser patient/*.rs", launch=launch)
-    body = token_request(http, base, code_form(code, verifier)).json()
-    assert body["patient"] == patient
-    assert body["encounter"] == encounter["id"]
-    assert body["need_patient_banner"] is True
+    practitioner = f"Practitioner/{next(iter(store.current('Practitioner')))}"
+    with AdminClient(smart.origin) as admin:
+        started = admin.launch(
+            patient=patient,
+            encounter=encounter["id"],
+            user=practitioner,
+            launch_url="https://app.example/launch",
+        )
+    assert started["iss"] == base
+    assert (
+        started["url"] == f"https://app.example/launch?iss={quote(base, safe='')}&launch={started['launch']}"
+    )
+    verifier, challenge = pkce()
+    params = authorize_params(
+        base, "launch openid fhirUser patient/*.rs", code_challenge=challenge, launch=started["launch"]
+    )
+    page = http.get(base + "/auth/authorize", params=params)
+    assert "Choose a patient" not in page.text and "Sign in as" not in page.text  # the EHR gave both
+    query = redirect_query(
+        http.post(
+            base + "/auth/authorize/decision",
+            data={"txn": form_value(page.text, "txn")[0], "decision": "approve"},
+        )
+    )
+    body = token_request(http, base, code_form(query["code"], verifier)).json()
+    assert (body["patient"], body["encounter"], body["need_patient_banner"]) == (
+        patient,
+        encounter["id"],
+        True,
+    )
+    keys = KeySet.import_key_set(http.get(base + "/auth/jwks").json())
+    assert (
+        jwt.decode(body["id_token"], keys, algorithms=["RS256"]).claims["fhirUser"]
+        == f"{base}/{practitioner}"
+    )
     missing = http.get(
         base + "/auth/authorize",
         params=authorize_params(base, "launch patient/*.rs", code_challenge=pkce()[1]),
@@ -209,9 +239,28 @@ def test_ehr_launch_carries_patient_and_encounter(smart: RunningServer, http: ht
     assert redirect_query(missing)["error"] == "invalid_request"
     forged = http.get(
         base + "/auth/authorize",
-        params=authorize_params(base, "launch patient/*.rs", code_challenge=pkce()[1], launch="%%%"),
+        params=authorize_params(base, "launch patient/*.rs", code_challenge=pkce()[1], launch="made-up"),
     )
-    assert redirect_query(forged)["error"] == "invalid_request"
+    query = redirect_query(forged)
+    assert (
+        query["error"] == "invalid_request"
+        and "not a launch id issued by this server" in query["error_description"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("context", "message"),
+    [
+        ({"patient": "nobody"}, "Patient/nobody does not exist"),
+        ({"encounter": "nothing"}, "Encounter/nothing does not exist"),
+        ({"user": "Practitioner/ghost"}, "is not an existing"),
+        ({"location": "ward-1"}, "not location"),
+    ],
+)
+def test_launch_context_must_exist(smart: RunningServer, context: dict[str, str], message: str) -> None:
+    with AdminClient(smart.origin) as admin, pytest.raises(AdminError) as failure:
+        admin.launch(**context)
+    assert failure.value.status == 400 and message in failure.value.message
 
 
 # -- authorization request negatives --------------------------------------------------------------

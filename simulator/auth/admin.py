@@ -1,4 +1,5 @@
-"""Admin API routes for SMART auth: `/_admin/clients` (list, register) and `/_admin/token` (mint).
+"""Admin API routes for SMART auth: `/_admin/clients` (list, register), `/_admin/token` (mint) and
+`/_admin/launch` (start an EHR launch: a `launch` id bound to patient, encounter and user).
 
 `POST /_admin/token` with `{"site"?, "client_id"?, "scope"?, "patient"?, "encounter"?, "user"?}`
 returns a token response as the token endpoint would, without the OAuth dance; with no client, the
@@ -8,6 +9,7 @@ site's first registered client and all its registered scopes. For scripts and ma
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import orjson
 from starlette.requests import Request
@@ -89,9 +91,29 @@ def admin_routes(sandbox: Sandbox) -> list[Route]:
         except AdminError as exc:
             return exc.response()
 
+    async def launch(request: Request) -> Response:
+        try:
+            body = await _body(request)
+            server, site = _server(sandbox, body.pop("site", None))
+            app_url = body.pop("launch_url", None)
+            try:
+                launch_id = server.create_launch(body)
+            except ValueError as exc:
+                raise AdminError(400, "invalid_request", str(exc)) from None
+            iss = site_base_url(site, request)
+            answer = {"site": site.id, "launch": launch_id, "iss": iss}
+            if app_url:  # where the EHR would send the browser: the app's launch URL
+                answer["url"] = (
+                    f"{app_url}{'&' if '?' in app_url else '?'}{urlencode({'iss': iss, 'launch': launch_id})}"
+                )
+            return json_response(answer, 201)
+        except AdminError as exc:
+            return exc.response()
+
     return [
         Route("/_admin/clients", clients, methods=["GET", "POST"]),
         Route("/_admin/token", token, methods=["POST"]),
+        Route("/_admin/launch", launch, methods=["POST"]),
     ]
 
 

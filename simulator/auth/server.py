@@ -65,23 +65,6 @@ class AuthRequest:
     needs_patient: bool
 
 
-def encode_launch(context: dict[str, str]) -> str:
-    """An EHR-launch `launch` value carrying the context (patient, encounter, user)."""
-    return base64.urlsafe_b64encode(orjson.dumps(context)).rstrip(b"=").decode()
-
-
-def decode_launch(value: str) -> dict[str, str]:
-    try:
-        data = orjson.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
-    except (ValueError, orjson.JSONDecodeError):
-        raise ValueError("launch is not a launch id issued by this server") from None
-    if not isinstance(data, dict) or not all(
-        isinstance(data.get(k), str) for k in data if k in ("patient", "encounter", "user")
-    ):
-        raise ValueError("launch is not a launch id issued by this server")
-    return {k: v for k, v in data.items() if k in ("patient", "encounter", "user")}
-
-
 def s256(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
 
@@ -96,6 +79,31 @@ class AuthorizationServer:
         self.tokens = TokenStore(sandbox.scenario.seed, site.id)
         self.failures = AuthFailures(settings.failures)
         self.pending: dict[str, AuthRequest] = {}
+        self.launches: dict[str, dict[str, str]] = {}  # EHR launch id -> context
+
+    def create_launch(self, context: dict[str, Any]) -> str:
+        """An EHR launch: an opaque `launch` id bound to a patient, encounter and user; ValueError
+        names what does not exist."""
+        unknown = set(context) - {"patient", "encounter", "user"}
+        if unknown:
+            raise ValueError(
+                f"a launch context has patient, encounter and user, not {', '.join(sorted(unknown))}"
+            )
+        for key, value in context.items():
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"launch {key} must be a non-empty string")
+        if "patient" in context and not self.exists("Patient", context["patient"]):
+            raise ValueError(f"Patient/{context['patient']} does not exist on this site")
+        if "encounter" in context and not self.exists("Encounter", context["encounter"]):
+            raise ValueError(f"Encounter/{context['encounter']} does not exist on this site")
+        user = context.get("user", "")
+        if user and ("/" not in user or not self.exists(*user.split("/", 1))):
+            raise ValueError(
+                f"user '{user}' is not an existing Practitioner/id, Patient/id or RelatedPerson/id"
+            )
+        launch = self.tokens.new_value(16)
+        self.launches[launch] = dict(context)
+        return launch
 
     # -- shared helpers ----------------------------------------------------------------------
     def now(self) -> float:
@@ -231,12 +239,9 @@ class AuthorizationServer:
         if "launch" in scopes:
             if not params.get("launch"):
                 return fail("invalid_request", "The 'launch' scope needs the launch parameter from the EHR")
-            try:
-                launch = decode_launch(params["launch"])
-            except ValueError as exc:
-                return fail("invalid_request", str(exc))
-            if launch.get("patient") and not self.exists("Patient", launch["patient"]):
-                return fail("invalid_request", f"The launch's patient {launch['patient']} does not exist")
+            if params["launch"] not in self.launches:
+                return fail("invalid_request", "launch is not a launch id issued by this server")
+            launch = self.launches[params["launch"]]
         request = AuthRequest(
             client=client,
             redirect_uri=redirect_uri,
