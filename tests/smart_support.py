@@ -26,6 +26,7 @@ from simulator.testing import RunningServer, serve_in_thread
 KEYS = tempfile.TemporaryDirectory(prefix="ehrsim-test-keys-")
 
 REDIRECT = "http://127.0.0.1:9999/callback"
+TIMEOUT = 30.0  # the test machine is shared and may be slow; slowness is not what these tests check
 CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 PUBLIC = {
     "client_id": "public-app",

@@ -13,7 +13,7 @@ import pytest
 
 from simulator.admin_client import AdminClient, AdminError
 from simulator.testing import RunningServer
-from tests.smart_support import REDIRECT, bearer, serve_auth
+from tests.smart_support import REDIRECT, TIMEOUT, bearer, serve_auth
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,6 +46,7 @@ def test_clients_lists_and_registers(smart: RunningServer, admin: AdminClient) -
         smart.fhir_base + "/auth/token",
         data={"grant_type": "client_credentials", "scope": "system/Patient.rs"},
         auth=("ci-bot", "ci"),
+        timeout=TIMEOUT,
     )
     assert token.status_code == 200
     with pytest.raises(AdminError) as duplicate:
@@ -63,7 +64,7 @@ def test_token_defaults_to_the_first_client_and_its_scopes(smart: RunningServer,
     assert minted["client_id"] == "public-app"
     assert minted["scope"] == "openid fhirUser user/*.cruds"
     assert minted["token_type"] == "Bearer" and minted["expires_in"] == 3600
-    response = httpx.get(smart.fhir_base + "/Patient", headers=bearer(minted))
+    response = httpx.get(smart.fhir_base + "/Patient", headers=bearer(minted), timeout=TIMEOUT)
     assert response.json()["total"] == patient_count(smart)
 
 
@@ -73,11 +74,16 @@ def test_token_with_client_scope_and_patient(smart: RunningServer, admin: AdminC
     assert minted["patient"] == first
     patients = list(smart.sandbox.sites["s"].site.store.current("Patient"))
     chosen = admin.token(scope="launch/patient patient/*.rs", patient=patients[-1])
-    search = httpx.get(smart.fhir_base + "/Patient", headers=bearer(chosen)).json()
+    search = httpx.get(smart.fhir_base + "/Patient", headers=bearer(chosen), timeout=TIMEOUT).json()
     assert [e["resource"]["id"] for e in search["entry"]] == [patients[-1]]
     system = admin.token(client_id="confidential-app", scope="system/Observation.rs")
-    assert httpx.get(smart.fhir_base + "/Observation?_count=1", headers=bearer(system)).status_code == 200
-    assert httpx.get(smart.fhir_base + "/Patient", headers=bearer(system)).status_code == 403
+    assert (
+        httpx.get(
+            smart.fhir_base + "/Observation?_count=1", headers=bearer(system), timeout=TIMEOUT
+        ).status_code
+        == 200
+    )
+    assert httpx.get(smart.fhir_base + "/Patient", headers=bearer(system), timeout=TIMEOUT).status_code == 403
 
 
 @pytest.mark.parametrize(
@@ -97,17 +103,22 @@ def test_token_errors(admin: AdminClient, request_body: dict, status: int, error
 
 def test_token_rejects_a_non_object_body(smart: RunningServer) -> None:
     response = httpx.post(
-        smart.admin + "/token", content=b"[1, 2]", headers={"Content-Type": "application/json"}
+        smart.admin + "/token",
+        content=b"[1, 2]",
+        headers={"Content-Type": "application/json"},
+        timeout=TIMEOUT,
     )
     assert (response.status_code, response.json()["error"]) == (400, "invalid_request")
-    garbled = httpx.post(smart.admin + "/token", content=b"{", headers={"Content-Type": "application/json"})
+    garbled = httpx.post(
+        smart.admin + "/token", content=b"{", headers={"Content-Type": "application/json"}, timeout=TIMEOUT
+    )
     assert garbled.status_code == 400
 
 
 def test_token_on_a_scenario_without_auth(server: RunningServer) -> None:
-    response = httpx.post(server.admin + "/token", json={})
+    response = httpx.post(server.admin + "/token", json={}, timeout=TIMEOUT)
     assert (response.status_code, response.json()["error"]) == (409, "auth_off")
-    assert httpx.get(server.admin + "/clients").status_code == 409
+    assert httpx.get(server.admin + "/clients", timeout=TIMEOUT).status_code == 409
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -125,14 +136,16 @@ def test_cli_prints_the_bare_token_last(smart: RunningServer) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert "scope launch/patient patient/*.rs" in lines[0] and "patient" in lines[0]
-    search = httpx.get(smart.fhir_base + "/Patient", headers=bearer(lines[-1])).json()
+    search = httpx.get(smart.fhir_base + "/Patient", headers=bearer(lines[-1]), timeout=TIMEOUT).json()
     assert search["total"] == 1
     system = run_cli(
         "--server", smart.origin, "--site", "s", "--client", "confidential-app", "--scope", "system/*.rs"
     )
     assert system.returncode == 0
     assert (
-        httpx.get(smart.fhir_base + "/Encounter", headers=bearer(system.stdout.splitlines()[-1])).status_code
+        httpx.get(
+            smart.fhir_base + "/Encounter", headers=bearer(system.stdout.splitlines()[-1]), timeout=TIMEOUT
+        ).status_code
         == 200
     )
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from simulator.testing import RunningServer
-from tests.smart_support import CATEGORY, auth_scenario, bearer, login, serve_auth, token_request
+from tests.smart_support import CATEGORY, TIMEOUT, auth_scenario, bearer, login, serve_auth, token_request
 
 SYSTEM_SECRET = ("confidential-app", "s3cret")
 
@@ -22,7 +22,7 @@ def smart() -> Iterator[RunningServer]:
 
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10) as client:
+    with httpx.Client(timeout=TIMEOUT) as client:
         yield client
 
 
@@ -70,7 +70,10 @@ def test_unknown_and_forged_tokens_are_invalid_token(smart: RunningServer, http:
 
 
 def test_tokens_expire_on_the_simulated_clock() -> None:
-    with serve_auth(auth_scenario({"access_token_lifetime": 570})) as server, httpx.Client() as http:
+    with (
+        serve_auth(auth_scenario({"access_token_lifetime": 570})) as server,
+        httpx.Client(timeout=TIMEOUT) as http,
+    ):
         body = login(http, server.fhir_base, "launch/patient patient/*.rs")
         assert body["expires_in"] == 570
         server.sandbox.clock.advance(569)
@@ -134,7 +137,10 @@ def test_history_is_filtered_to_the_grant(smart: RunningServer, http: httpx.Clie
 
 
 def test_vendor_status_for_out_of_compartment_reads() -> None:
-    with serve_auth(auth_scenario({"forbidden_status": 404})) as server, httpx.Client() as http:
+    with (
+        serve_auth(auth_scenario({"forbidden_status": 404})) as server,
+        httpx.Client(timeout=TIMEOUT) as http,
+    ):
         base = server.fhir_base
         token = login(http, base, "launch/patient patient/*.rs")
         other = next(

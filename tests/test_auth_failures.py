@@ -12,6 +12,7 @@ import pytest
 from simulator.sandbox import Sandbox
 from tests.smart_support import (
     KEYS,
+    TIMEOUT,
     assertion,
     auth_scenario,
     authorize_params,
@@ -35,7 +36,7 @@ def failing(*failures: dict[str, Any], **auth: Any) -> Any:
 
 
 def test_invalid_client_id() -> None:
-    with failing({"type": "invalid_client_id"}) as server, httpx.Client() as http:
+    with failing({"type": "invalid_client_id"}) as server, httpx.Client(timeout=TIMEOUT) as http:
         base = server.fhir_base
         page = http.get(
             base + "/auth/authorize", params=authorize_params(base, "patient/*.rs", code_challenge=pkce()[1])
@@ -46,7 +47,7 @@ def test_invalid_client_id() -> None:
 
 
 def test_invalid_redirect_uri() -> None:
-    with failing({"type": "invalid_redirect_uri"}) as server, httpx.Client() as http:
+    with failing({"type": "invalid_redirect_uri"}) as server, httpx.Client(timeout=TIMEOUT) as http:
         base = server.fhir_base
         response = http.get(
             base + "/auth/authorize", params=authorize_params(base, "patient/*.rs", code_challenge=pkce()[1])
@@ -56,7 +57,7 @@ def test_invalid_redirect_uri() -> None:
 
 
 def test_invalid_scope() -> None:
-    with failing({"type": "invalid_scope"}) as server, httpx.Client() as http:
+    with failing({"type": "invalid_scope"}) as server, httpx.Client(timeout=TIMEOUT) as http:
         base = server.fhir_base
         query = redirect_query(
             http.get(
@@ -70,7 +71,7 @@ def test_invalid_scope() -> None:
 
 
 def test_invalid_client_secret() -> None:
-    with failing({"type": "invalid_client_secret"}) as server, httpx.Client() as http:
+    with failing({"type": "invalid_client_secret"}) as server, httpx.Client(timeout=TIMEOUT) as http:
         response = token_request(http, server.fhir_base, SYSTEM, auth=SECRET)
         assert (response.status_code, response.json()["error"]) == (401, "invalid_client")
 
@@ -79,7 +80,7 @@ def test_invalid_jti() -> None:
     key = new_key("ES384")
     backend = {"client_id": "backend", "grant_types": ["client_credentials"], "jwks": public_jwks(key)}
     scenario = auth_scenario({"failures": [{"type": "invalid_jti"}]}, clients=[backend])
-    with serve_auth(scenario) as server, httpx.Client() as http:
+    with serve_auth(scenario) as server, httpx.Client(timeout=TIMEOUT) as http:
         signed = assertion(key, "ES384", "backend", server.fhir_base + "/auth/token")
         response = token_request(http, server.fhir_base, backend_form(signed))
         assert (response.status_code, response.json()["error"]) == (401, "invalid_client")
@@ -87,7 +88,7 @@ def test_invalid_jti() -> None:
 
 
 def test_expired_refresh_token() -> None:
-    with failing({"type": "expired_refresh_token"}) as server, httpx.Client() as http:
+    with failing({"type": "expired_refresh_token"}) as server, httpx.Client(timeout=TIMEOUT) as http:
         body = login(http, server.fhir_base, "launch/patient offline_access patient/*.rs")
         form = {
             "grant_type": "refresh_token",
@@ -100,7 +101,10 @@ def test_expired_refresh_token() -> None:
 
 
 def test_refresh_tokens_expire_on_the_simulated_clock() -> None:
-    with serve_auth(auth_scenario({"refresh_tokens": {"lifetime": 600}})) as server, httpx.Client() as http:
+    with (
+        serve_auth(auth_scenario({"refresh_tokens": {"lifetime": 600}})) as server,
+        httpx.Client(timeout=TIMEOUT) as http,
+    ):
         body = login(http, server.fhir_base, "launch/patient offline_access patient/*.rs")
         server.sandbox.clock.advance(601)
         form = {
@@ -119,7 +123,7 @@ def test_refresh_token_revoked_after_n_uses(rotate: bool) -> None:
             "failures": [{"type": "refresh_token_revoked_after", "uses": 2}],
         }
     )
-    with serve_auth(scenario) as server, httpx.Client() as http:
+    with serve_auth(scenario) as server, httpx.Client(timeout=TIMEOUT) as http:
         refresh = login(http, server.fhir_base, "launch/patient offline_access patient/*.rs")["refresh_token"]
         for _ in range(2):
             form = {"grant_type": "refresh_token", "refresh_token": refresh, "client_id": "public-app"}
@@ -136,7 +140,7 @@ def test_refresh_token_revoked_after_n_uses(rotate: bool) -> None:
 def test_token_endpoint_outage() -> None:
     with (
         failing({"type": "token_endpoint_outage", "retry_after": 12, "hang": 0.2}) as server,
-        httpx.Client() as http,
+        httpx.Client(timeout=TIMEOUT) as http,
     ):
         started = time.monotonic()
         response = token_request(http, server.fhir_base, SYSTEM, auth=SECRET)
@@ -148,7 +152,10 @@ def test_token_endpoint_outage() -> None:
 
 
 def test_slow_token_endpoint() -> None:
-    with failing({"type": "slow_token_endpoint", "delay": 0.3}) as server, httpx.Client() as http:
+    with (
+        failing({"type": "slow_token_endpoint", "delay": 0.3}) as server,
+        httpx.Client(timeout=TIMEOUT) as http,
+    ):
         started = time.monotonic()
         response = token_request(http, server.fhir_base, SYSTEM, auth=SECRET)
         assert time.monotonic() - started >= 0.3
@@ -156,7 +163,7 @@ def test_slow_token_endpoint() -> None:
 
 
 def test_narrower_scopes_are_granted_and_enforced() -> None:
-    with failing({"type": "narrower_scopes"}) as server, httpx.Client() as http:
+    with failing({"type": "narrower_scopes"}) as server, httpx.Client(timeout=TIMEOUT) as http:
         base = server.fhir_base
         body = login(http, base, "launch/patient offline_access patient/*.cruds patient/Observation.rs")
         assert body["scope"] == "launch/patient patient/Observation.rs"
@@ -165,14 +172,14 @@ def test_narrower_scopes_are_granted_and_enforced() -> None:
         assert http.get(base + "/Condition", headers=bearer(body)).status_code == 403
     with (
         failing({"type": "narrower_scopes", "drop": ["patient/Condition.rs"]}) as server,
-        httpx.Client() as http,
+        httpx.Client(timeout=TIMEOUT) as http,
     ):
         body = login(http, server.fhir_base, "launch/patient patient/Condition.rs patient/Patient.rs")
         assert body["scope"] == "launch/patient patient/Patient.rs"
 
 
 def test_missing_patient_context() -> None:
-    with failing({"type": "missing_patient_context"}) as server, httpx.Client() as http:
+    with failing({"type": "missing_patient_context"}) as server, httpx.Client(timeout=TIMEOUT) as http:
         base = server.fhir_base
         body = login(http, base, "launch/patient patient/*.rs")
         assert "patient" not in body
@@ -181,7 +188,7 @@ def test_missing_patient_context() -> None:
 
 
 def test_clock_skew_issues_tokens_from_the_future() -> None:
-    with failing({"type": "clock_skew", "seconds": 900}) as server, httpx.Client() as http:
+    with failing({"type": "clock_skew", "seconds": 900}) as server, httpx.Client(timeout=TIMEOUT) as http:
         base = server.fhir_base
         body = login(http, base, "launch/patient openid fhirUser patient/*.rs")
         now = server.sandbox.clock.timestamp()
@@ -199,7 +206,7 @@ def test_clock_skew_issues_tokens_from_the_future() -> None:
     ("kind", "code"), [("invalid_token", "invalid"), ("expired_access_token", "expired")]
 )
 def test_resource_server_token_failures(kind: str, code: str) -> None:
-    with failing({"type": kind}) as server, httpx.Client() as http:
+    with failing({"type": kind}) as server, httpx.Client(timeout=TIMEOUT) as http:
         body = login(http, server.fhir_base, "launch/patient patient/*.rs")
         response = http.get(server.fhir_base + "/Patient", headers=bearer(body))
         assert response.status_code == 401
@@ -208,7 +215,10 @@ def test_resource_server_token_failures(kind: str, code: str) -> None:
 
 
 def test_a_failure_limited_to_one_client_spares_the_others() -> None:
-    with failing({"type": "invalid_token", "client_id": "public-app"}) as server, httpx.Client() as http:
+    with (
+        failing({"type": "invalid_token", "client_id": "public-app"}) as server,
+        httpx.Client(timeout=TIMEOUT) as http,
+    ):
         base = server.fhir_base
         public = login(http, base, "launch/patient patient/*.rs")
         assert http.get(base + "/Patient", headers=bearer(public)).status_code == 401

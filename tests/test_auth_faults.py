@@ -10,7 +10,7 @@ import httpx
 
 from simulator.admin_client import AdminClient
 from simulator.scenario import build_scenario
-from tests.smart_support import CLIENTS, bearer, login, serve_auth, token_request
+from tests.smart_support import CLIENTS, TIMEOUT, bearer, login, serve_auth, token_request
 
 SECRET = ("confidential-app", "s3cret")
 SYSTEM = {"grant_type": "client_credentials", "scope": "system/Patient.rs"}
@@ -38,7 +38,7 @@ def test_token_endpoint_outage_for_two_requests_then_recovery() -> None:
         "schedule": {"times": 2},
         "action": {"type": "token_endpoint_outage", "retry_after": 7},
     }
-    with serve_auth(with_faults(fault)) as server, httpx.Client() as http:
+    with serve_auth(with_faults(fault)) as server, httpx.Client(timeout=TIMEOUT) as http:
         for _ in range(2):
             down = token_request(http, server.fhir_base, SYSTEM, auth=SECRET)
             assert (down.status_code, down.json()["error"], down.headers["retry-after"]) == (
@@ -65,7 +65,7 @@ def test_expired_access_tokens_in_a_simulated_time_window() -> None:
         "schedule": {"after": "10m", "for": "5m"},
         "action": {"type": "expired_access_token"},
     }
-    with serve_auth(with_faults(fault)) as server, httpx.Client() as http:
+    with serve_auth(with_faults(fault)) as server, httpx.Client(timeout=TIMEOUT) as http:
         body = login(http, server.fhir_base, "launch/patient patient/*.rs")
         assert http.get(server.fhir_base + "/Patient", headers=bearer(body)).status_code == 200
         server.sandbox.clock.advance(11 * 60)
@@ -84,7 +84,7 @@ def test_a_fault_matched_on_one_client() -> None:
         "match": {"protocol": "auth", "client_id": "confidential-app"},
         "action": {"type": "invalid_client_secret"},
     }
-    with serve_auth(with_faults(fault)) as server, httpx.Client() as http:
+    with serve_auth(with_faults(fault)) as server, httpx.Client(timeout=TIMEOUT) as http:
         refused = token_request(http, server.fhir_base, SYSTEM, auth=SECRET)
         assert (refused.status_code, refused.json()["error"]) == (401, "invalid_client")
         # Another client's login goes through.
@@ -92,7 +92,11 @@ def test_a_fault_matched_on_one_client() -> None:
 
 
 def test_faults_added_at_runtime_through_the_admin_api() -> None:
-    with serve_auth(with_faults()) as server, httpx.Client() as http, AdminClient(server.origin) as admin:
+    with (
+        serve_auth(with_faults()) as server,
+        httpx.Client(timeout=TIMEOUT) as http,
+        AdminClient(server.origin) as admin,
+    ):
         admin.add_fault(
             {
                 "id": "no-context",
@@ -107,7 +111,11 @@ def test_faults_added_at_runtime_through_the_admin_api() -> None:
 
 
 def test_journal_names_the_client_of_form_posted_token_requests() -> None:
-    with serve_auth(with_faults()) as server, httpx.Client() as http, AdminClient(server.origin) as admin:
+    with (
+        serve_auth(with_faults()) as server,
+        httpx.Client(timeout=TIMEOUT) as http,
+        AdminClient(server.origin) as admin,
+    ):
         body = login(http, server.fhir_base, "launch/patient patient/*.rs")  # public: client_id in the form
         http.get(server.fhir_base + "/Patient", headers=bearer(body))
         entries = admin.journal(client_id="public-app")

@@ -20,6 +20,7 @@ from simulator.admin_client import AdminClient, AdminError
 from simulator.testing import RunningServer
 from tests.smart_support import (
     REDIRECT,
+    TIMEOUT,
     assertion,
     authorize_params,
     backend_form,
@@ -44,7 +45,7 @@ def smart() -> Iterator[RunningServer]:
 
 @pytest.fixture
 def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=10) as client:
+    with httpx.Client(timeout=TIMEOUT) as client:
         yield client
 
 
@@ -95,9 +96,11 @@ def test_capability_statement_advertises_oauth_uris(smart: RunningServer, http: 
 
 
 def test_auth_is_off_in_the_default_scenario(server: RunningServer) -> None:
-    assert httpx.get(server.fhir_base + "/Patient").status_code == 200
-    assert httpx.get(server.fhir_base + "/.well-known/smart-configuration").status_code == 404
-    assert "security" not in httpx.get(server.fhir_base + "/metadata").json()["rest"][0]
+    assert httpx.get(server.fhir_base + "/Patient", timeout=TIMEOUT).status_code == 200
+    assert (
+        httpx.get(server.fhir_base + "/.well-known/smart-configuration", timeout=TIMEOUT).status_code == 404
+    )
+    assert "security" not in httpx.get(server.fhir_base + "/metadata", timeout=TIMEOUT).json()["rest"][0]
 
 
 # -- authorization code + PKCE, standalone --------------------------------------------------------
@@ -451,7 +454,7 @@ def register_backend(
         metadata["jwks"] = jwks
     if jwks_uri is not None:
         metadata["jwks_uri"] = jwks_uri
-    response = httpx.post(server.fhir_base + "/auth/register", json=metadata)
+    response = httpx.post(server.fhir_base + "/auth/register", json=metadata, timeout=TIMEOUT)
     assert response.status_code == 201, response.text
     return response.json()["client_id"]
 

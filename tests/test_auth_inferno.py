@@ -18,7 +18,7 @@ from simulator.auth import auth_layer
 from simulator.site import Site
 from simulator.testing import RunningServer
 from tests.smart_server_checks import CHECKS, Check, Target
-from tests.smart_support import auth_scenario, serve_auth
+from tests.smart_support import TIMEOUT, auth_scenario, serve_auth
 
 WALL_CLOCK = {"start": "now", "speed": 1.0}  # checks compare token times with their own clock
 
@@ -203,7 +203,7 @@ def test_every_check_has_a_broken_configuration() -> None:
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.id)
 def test_check_passes_against_ehrsim(conformant: RunningServer, check: Check) -> None:
-    with httpx.Client(timeout=10) as http:
+    with httpx.Client(timeout=TIMEOUT) as http:
         check.run(Target(conformant.fhir_base, http))
 
 
@@ -212,7 +212,7 @@ def test_check_fails_against_a_broken_configuration(check: Check) -> None:
     broken = BROKEN[check.id]
     with (
         serve_auth(broken["scenario"], layers=broken.get("layers")) as server,
-        httpx.Client(timeout=10) as http,
+        httpx.Client(timeout=TIMEOUT) as http,
         pytest.raises(AssertionError) as failure,
     ):
         check.run(Target(server.fhir_base, http))

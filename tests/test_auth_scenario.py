@@ -10,7 +10,7 @@ import pytest
 
 from simulator.admin_client import AdminClient
 from simulator.scenario import ScenarioError, load_scenario, scenario_from_mapping, validate_file
-from tests.smart_support import auth_scenario, bearer, login, serve_auth
+from tests.smart_support import TIMEOUT, auth_scenario, bearer, login, serve_auth
 
 
 def test_token_expiry_scenario_validates_and_expires_tokens_after_five_minutes() -> None:
@@ -18,9 +18,15 @@ def test_token_expiry_scenario_validates_and_expires_tokens_after_five_minutes()
     with serve_auth(load_scenario("token-expiry")) as server, AdminClient(server.origin) as admin:
         minted = admin.token(client_id="ehrsim-confidential-app", scope="system/Patient.rs")
         assert minted["expires_in"] == 300
-        assert httpx.get(server.fhir_base + "/Patient", headers=bearer(minted)).status_code == 200
+        assert (
+            httpx.get(server.fhir_base + "/Patient", headers=bearer(minted), timeout=TIMEOUT).status_code
+            == 200
+        )
         admin.advance("301s")
-        assert httpx.get(server.fhir_base + "/Patient", headers=bearer(minted)).status_code == 401
+        assert (
+            httpx.get(server.fhir_base + "/Patient", headers=bearer(minted), timeout=TIMEOUT).status_code
+            == 401
+        )
         assert {c["client_id"] for c in admin.clients()["clients"]} == {
             "ehrsim-public-app",
             "ehrsim-confidential-app",
@@ -84,8 +90,11 @@ def test_auth_settings_ride_on_auth_off_sites_without_effect() -> None:
         {"name": "x", "sites": [{"id": "s", "base_path": "/fhir", "auth": {"required": False}}]}
     )
     with serve_auth(scenario) as server:
-        assert httpx.get(server.fhir_base + "/Patient").status_code == 200
-        assert httpx.get(server.fhir_base + "/.well-known/smart-configuration").status_code == 404
+        assert httpx.get(server.fhir_base + "/Patient", timeout=TIMEOUT).status_code == 200
+        assert (
+            httpx.get(server.fhir_base + "/.well-known/smart-configuration", timeout=TIMEOUT).status_code
+            == 404
+        )
 
 
 def test_admin_sites_lists_the_smart_endpoints() -> None:
@@ -101,8 +110,8 @@ def test_admin_sites_lists_the_smart_endpoints() -> None:
 
 def test_auth_can_be_switched_off_for_a_whole_sandbox() -> None:
     with serve_auth(load_scenario("token-expiry"), options_extra={"auth": "off"}) as server:
-        assert httpx.get(server.fhir_base + "/Patient").status_code == 200
-        assert "smart" not in httpx.get(server.admin + "/sites").json()[0]
+        assert httpx.get(server.fhir_base + "/Patient", timeout=TIMEOUT).status_code == 200
+        assert "smart" not in httpx.get(server.admin + "/sites", timeout=TIMEOUT).json()[0]
 
 
 def test_same_scenario_and_requests_give_the_same_tokens() -> None:
@@ -110,7 +119,7 @@ def test_same_scenario_and_requests_give_the_same_tokens() -> None:
     for _ in range(2):
         with (
             serve_auth(auth_scenario()) as server,
-            httpx.Client() as http,
+            httpx.Client(timeout=TIMEOUT) as http,
             AdminClient(server.origin) as admin,
         ):
             body = login(http, server.fhir_base, "launch/patient offline_access patient/*.rs")

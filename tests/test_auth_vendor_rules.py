@@ -12,6 +12,7 @@ from tests.smart_support import (
     KEYS,
     PUBLIC,
     REDIRECT,
+    TIMEOUT,
     assertion,
     auth_scenario,
     authorize_params,
@@ -30,7 +31,7 @@ SYSTEM = {"grant_type": "client_credentials", "scope": "system/Patient.rs"}
 
 
 def test_v2_only_site_refuses_v1_scopes() -> None:
-    with serve_auth(auth_scenario({"scope_syntax": "v2"})) as server, httpx.Client() as http:
+    with serve_auth(auth_scenario({"scope_syntax": "v2"})) as server, httpx.Client(timeout=TIMEOUT) as http:
         base = server.fhir_base
         params = authorize_params(base, "launch/patient patient/Observation.read", code_challenge=pkce()[1])
         query = redirect_query(http.get(base + "/auth/authorize", params=params))
@@ -48,7 +49,7 @@ def test_v2_only_site_refuses_v1_scopes() -> None:
 
 
 def test_optional_pkce_lets_only_confidential_clients_skip_it() -> None:
-    with serve_auth(auth_scenario({"pkce": "optional"})) as server, httpx.Client() as http:
+    with serve_auth(auth_scenario({"pkce": "optional"})) as server, httpx.Client(timeout=TIMEOUT) as http:
         base = server.fhir_base
         params = authorize_params(
             base, "launch/patient patient/*.rs", client_id="confidential-app", auto_approve="true"
@@ -66,7 +67,7 @@ def test_optional_pkce_lets_only_confidential_clients_skip_it() -> None:
             code_challenge_method="plain",
         )
         assert redirect_query(http.get(base + "/auth/authorize", params=plain))["error"] == "invalid_request"
-    with serve_auth(auth_scenario()) as server, httpx.Client() as http:
+    with serve_auth(auth_scenario()) as server, httpx.Client(timeout=TIMEOUT) as http:
         params = authorize_params(
             server.fhir_base, "patient/*.rs", client_id="confidential-app", auto_approve="true"
         )
@@ -82,7 +83,7 @@ def test_client_auth_methods_are_enforced() -> None:
         serve_auth(
             auth_scenario({"client_auth": "client_secret_post"}, clients=[PUBLIC, post_only])
         ) as server,
-        httpx.Client() as http,
+        httpx.Client(timeout=TIMEOUT) as http,
     ):
         base = server.fhir_base
         basic = token_request(http, base, SYSTEM, auth=("confidential-app", "s3cret"))
@@ -105,7 +106,7 @@ def test_backend_algorithm_list_is_enforced() -> None:
     backend = {"client_id": "backend", "grant_types": ["client_credentials"], "jwks": public_jwks(es)}
     with (
         serve_auth(auth_scenario({"backend_jwt_alg": "RS384"}, clients=[backend])) as server,
-        httpx.Client() as http,
+        httpx.Client(timeout=TIMEOUT) as http,
     ):
         signed = assertion(es, "ES384", "backend", server.fhir_base + "/auth/token")
         response = token_request(http, server.fhir_base, backend_form(signed))
@@ -116,7 +117,7 @@ def test_backend_algorithm_list_is_enforced() -> None:
 
 def test_no_refresh_tokens_for_public_clients() -> None:
     rules = {"refresh_tokens": {"public_clients": False}}
-    with serve_auth(auth_scenario(rules)) as server, httpx.Client() as http:
+    with serve_auth(auth_scenario(rules)) as server, httpx.Client(timeout=TIMEOUT) as http:
         base = server.fhir_base
         assert "refresh_token" not in login(http, base, "launch/patient offline_access patient/*.rs")
         code, verifier = get_code(
