@@ -688,3 +688,20 @@ def test_oversized_and_garbled_bodies_get_oauth_errors(smart: RunningServer, htt
     assert (decision.status_code, decision.json()["error"]) == (400, "invalid_request")
     # The server is still fine afterwards.
     assert http.get(smart.fhir_base + "/.well-known/smart-configuration").status_code == 200
+
+
+def test_authorize_by_post_and_introspection_after_expiry(smart: RunningServer, http: httpx.Client) -> None:
+    base = smart.fhir_base
+    verifier, challenge = pkce()
+    params = authorize_params(
+        base, "launch/patient patient/*.rs", code_challenge=challenge, auto_approve="true"
+    )
+    query = redirect_query(http.post(base + "/auth/authorize", data=params))  # authorize-post
+    body = token_request(http, base, code_form(query["code"], verifier)).json()
+    url = base + "/auth/introspect"
+    assert http.post(url, data={"token": body["access_token"]}, auth=("confidential-app", "s3cret")).json()[
+        "active"
+    ]
+    smart.sandbox.clock.advance(3601)
+    expired = http.post(url, data={"token": body["access_token"]}, auth=("confidential-app", "s3cret")).json()
+    assert expired == {"active": False}
