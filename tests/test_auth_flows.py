@@ -705,3 +705,13 @@ def test_authorize_by_post_and_introspection_after_expiry(smart: RunningServer, 
     smart.sandbox.clock.advance(3601)
     expired = http.post(url, data={"token": body["access_token"]}, auth=("confidential-app", "s3cret")).json()
     assert expired == {"active": False}
+
+
+@pytest.mark.parametrize("iss", [["list"], {"a": 1}, 7, None])
+def test_assertions_with_odd_issuers_are_invalid_client(
+    smart: RunningServer, http: httpx.Client, iss: Any
+) -> None:
+    key = new_key("RS384")
+    signed = assertion(key, "RS384", "x", smart.fhir_base + "/auth/token", iss=iss)
+    response = token_request(http, smart.fhir_base, backend_form(signed))
+    assert (response.status_code, response.json()["error"]) == (401, "invalid_client")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -97,8 +98,8 @@ class ClientRegistry:
         self.clients: dict[str, Client] = {}
         self._seen_jti: dict[str, float] = {}  # jti -> its assertion's exp (wall clock)
 
-    def get(self, client_id: str | None) -> Client | None:
-        return self.clients.get(client_id or "")
+    def get(self, client_id: Any) -> Client | None:
+        return self.clients.get(client_id) if isinstance(client_id, str) else None
 
     def first(self) -> Client | None:
         return next(iter(self.clients.values()), None)
@@ -282,7 +283,7 @@ class ClientRegistry:
         # The client signs with its own (wall) clock; the simulated clock only drives issued tokens.
         now = time.time()
         exp = claims.get("exp")
-        if not isinstance(exp, int | float) or isinstance(exp, bool):
+        if not isinstance(exp, int | float) or isinstance(exp, bool) or not math.isfinite(exp):
             raise invalid_client("client_assertion needs a numeric exp")
         if exp <= now:
             raise invalid_client("client_assertion has expired")

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from simulator.auth.clients import basic_client_id
 from simulator.auth.discovery import PATHS, discovery_urls
 from simulator.auth.enforcement import ScopePolicy
+from simulator.auth.errors import OAuthError
 from simulator.auth.failures import POINTS
 from simulator.auth.keys import data_dir, server_keys
 from simulator.auth.server import AuthorizationServer
@@ -65,7 +66,7 @@ class SmartAuth:
         for index, metadata in enumerate([*self.settings.clients, *scenario_clients(sandbox, site)]):
             try:
                 self.server.register(metadata)
-            except Exception as exc:
+            except (OAuthError, ValueError) as exc:
                 raise ValueError(
                     f"site {site.id}: client {index} ({metadata.get('client_id')}): {exc}"
                 ) from None
@@ -117,8 +118,6 @@ class SmartAuth:
             challenge = f'{realm}, error="invalid_token", error_description="{problem[1]}"'
             raise FHIRError.of(401, problem[0], problem[1], headers={"WWW-Authenticate": challenge})
         assert token is not None
-        # Outer layers (the journal) see which client made the request.
-        scope["ehrsim.client"] = token.grant.client_id
         return ScopePolicy(token.grant.scopes.resources, token.grant.patient, self.settings.forbidden_status)
 
 

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,8 @@ from simulator.site import Site
 
 if TYPE_CHECKING:
     from simulator.sandbox import Sandbox
+
+log = logging.getLogger("ehrsim.auth")
 
 _FORM = "application/x-www-form-urlencoded"
 _PICKER_LIMIT = 50
@@ -177,6 +180,9 @@ class AuthorizationServer:
             return await self.registration(request)
         except OAuthError as error:
             return error.response()
+        except Exception:  # a bug, not bad input: still answer in OAuth's terms, and log it loudly
+            log.exception("unhandled error at %s %s", request.method, subpath)
+            return OAuthError("server_error", "Internal error in ehrsim; see the server log", 500).response()
 
     @staticmethod
     def _only(request: Request, methods: tuple[str, ...]) -> None:
