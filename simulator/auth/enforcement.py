@@ -31,7 +31,10 @@ class ScopePolicy:
         self.patient = patient
         self.forbidden_status = forbidden_status
         self._covers: dict[tuple[str, str], list[ResourceScope]] = {}
-        self._compartment: dict[str, set[str]] = {}  # per type, for this request (policies are per request)
+        self._compartment: dict[str, set[str]] = {}
+        self._params: dict[
+            str, Any
+        ] = {}  # compartment search parameter per type (None: not patient data)  # per type, for this request (policies are per request)
 
     def _covering(self, resource_type: str, interaction: str) -> list[ResourceScope]:
         key = (resource_type, interaction)
@@ -51,10 +54,20 @@ class ScopePolicy:
                 headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
             )
 
-    def restricts(self, resource_type: str, interaction: str) -> bool:
-        return not any(
-            s.context != "patient" and not s.query for s in self._covering(resource_type, interaction)
-        )
+    def filter_ids(
+        self, service: FhirService, resource_type: str, ids: list[str], interaction: str
+    ) -> list[str] | None:
+        covering = self._covering(resource_type, interaction)
+        if any(s.query for s in covering):
+            return None  # granular: judged resource by resource
+        if any(s.context != "patient" for s in covering):
+            return ids
+        if not covering:
+            return []
+        if resource_type == "Patient":
+            return [rid for rid in ids if rid == self.patient]
+        compartment = self._compartment_ids(service, resource_type)
+        return ids if compartment is None else [rid for rid in ids if rid in compartment]
 
     def allows(
         self, service: FhirService, resource_type: str, resource: dict[str, Any] | None, interaction: str
@@ -79,23 +92,32 @@ class ScopePolicy:
             f"({_VERBS[interaction]}; patient context: {self.patient or 'none'})",
         )
 
+    def _compartment_param(self, service: FhirService, resource_type: str) -> Any:
+        if resource_type not in self._params:
+            self._params[resource_type] = compartment_param(service.site, resource_type)
+        return self._params[resource_type]
+
+    def _compartment_ids(self, service: FhirService, resource_type: str) -> set[str] | None:
+        """Stored ids of the type in the token's patient compartment (None: not patient data),
+        from the store's reference index; kept for the request (policies are per request)."""
+        param = self._compartment_param(service, resource_type)
+        if param is None:
+            return None
+        ids = self._compartment.get(resource_type)
+        if ids is None:
+            found = service.site.store.postings(resource_type, param).get(f"Patient/{self.patient}", ())
+            ids = self._compartment[resource_type] = set(found) if self.patient else set()
+        return ids
+
     def _in_compartment(
         self, service: FhirService, resource_type: str, resource: dict[str, Any] | None, interaction: str
     ) -> bool:
         if resource_type == "Patient":
             return resource is not None and self.patient is not None and resource.get("id") == self.patient
-        param = compartment_param(service.site, resource_type)
-        if param is None:
+        if self._compartment_param(service, resource_type) is None:
             return True  # not patient data
         if resource is None or self.patient is None:
             return False
-        key = f"Patient/{self.patient}"
-        if interaction in ("r", "s"):
-            # Stored data: the store's reference index answers without evaluating the resource.
-            ids = self._compartment.get(resource_type)
-            if ids is None:
-                ids = self._compartment[resource_type] = set(
-                    service.site.store.postings(resource_type, param).get(key, ())
-                )
-            return resource.get("id") in ids
-        return key in param.values(resource)  # a write: judge the incoming body
+        if interaction in ("r", "s"):  # stored data: the index answers without evaluating it
+            return resource.get("id") in (self._compartment_ids(service, resource_type) or ())
+        return f"Patient/{self.patient}" in self._compartment_param(service, resource_type).values(resource)

@@ -23,8 +23,11 @@ class AccessPolicy(Protocol):
         """Raise a FHIRError (403) unless some grant covers `interaction` on `resource_type`."""
         ...
 
-    def restricts(self, resource_type: str, interaction: str) -> bool:
-        """False when the grant covers every resource of the type (no per-resource checks)."""
+    def filter_ids(
+        self, service: FhirService, resource_type: str, ids: list[str], interaction: str
+    ) -> list[str] | None:
+        """The permitted subset of these stored ids when it can be told without reading each
+        resource (e.g. from an index); None: `allows` must judge them one by one."""
         ...
 
     def allows(

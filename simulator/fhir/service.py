@@ -71,13 +71,19 @@ class FhirService:
         policy = current_policy()
         if policy is None:
             return refs
-        out = []
-        restricted: dict[str, bool] = {}
+        by_type: dict[str, list[str]] = {}
         for rtype, rid in refs:
-            if rtype not in restricted:
-                restricted[rtype] = policy.restricts(rtype, interaction)
-            if not restricted[rtype]:
-                out.append((rtype, rid))
+            by_type.setdefault(rtype, []).append(rid)
+        known = {}
+        for rtype, ids in by_type.items():
+            subset = policy.filter_ids(self, rtype, ids, interaction)
+            known[rtype] = None if subset is None else set(subset)
+        out = []
+        for rtype, rid in refs:
+            keep = known[rtype]
+            if keep is not None:
+                if rid in keep:
+                    out.append((rtype, rid))
                 continue
             version = self.visible_read(rtype, rid)
             if version is not None and policy.allows(self, rtype, version.resource, interaction):
