@@ -52,6 +52,7 @@ log = logging.getLogger("ehrsim.auth")
 _FORM = "application/x-www-form-urlencoded"
 _PICKER_LIMIT = 50
 MAX_BODY = 64 * 1024
+MAX_PENDING = 1000
 
 
 @dataclass
@@ -266,6 +267,8 @@ class AuthorizationServer:
             )
         txn = self.tokens.new_value(16)
         self.pending[txn] = request
+        while len(self.pending) > MAX_PENDING:  # pages nobody answered: forget the oldest
+            del self.pending[next(iter(self.pending))]
         return self._page(request, txn, base)
 
     def _page(
