@@ -12,7 +12,9 @@ if TYPE_CHECKING:
 
 def default_layers() -> list[Layer]:
     """Outermost first: a request passes through these in order on its way to the FHIR API."""
-    return []
+    from simulator.vendors.layers import vendor_quirks
+
+    return [vendor_quirks]
 
 
 def default_services() -> list[ServiceFactory]:

@@ -23,6 +23,7 @@ from simulator.scenario import Scenario, SiteSpec
 from simulator.site import Site, SiteSettings
 from simulator.store import open_store
 from simulator.store.base import Write
+from simulator.vendors.population import prepare_population
 
 log = logging.getLogger("ehrsim")
 
@@ -107,6 +108,9 @@ class Sandbox:
     def _populate(self, service: FhirService, spec: SiteSpec) -> None:
         site = service.site
         resources = generate(self.scenario.seed, spec.patients, spec.as_of, site.ids.new_id)
+        resources = prepare_population(
+            resources, spec.raw, site.ids.new_id
+        )  # vendor test patients and conventions
         writes = [Write(r["resourceType"], r["id"], r, "POST") for r in resources]
         if writes:
             service.commit(writes)

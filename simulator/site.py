@@ -34,6 +34,12 @@ class SiteSettings:
     paging: str = "getpages"  # page-link style by name: simulator.fhir.paging.PAGING_STYLES
     ids: dict[str, Any] | None = None  # id format per resource type: see IdGenerator
     interactions: dict[str, list[str]] | None = None  # per type; None: every interaction ehrsim has
+    counts: dict[str, dict[str, int]] | None = None  # per type {default, max} page sizes
+
+    def count_limits(self, resource_type: str | None) -> tuple[int, int]:
+        """(default, maximum) page size for a search on `resource_type`."""
+        per_type = (self.counts or {}).get(resource_type or "", {})
+        return per_type.get("default", self.default_count), per_type.get("max", self.max_count)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any] | None) -> SiteSettings:

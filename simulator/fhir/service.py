@@ -322,8 +322,9 @@ class FhirService:
         key: str | None = None,
     ) -> dict[str, Any]:
         settings = self.site.settings
-        count = settings.default_count if count is None else min(count, settings.max_count)
         query = snapshot.query
+        default, maximum = settings.count_limits(query.resource_type if query else None)
+        count = default if count is None else min(count, maximum)
         history = snapshot.versions is not None
         total = len(snapshot.versions) if history else len(snapshot.refs)
         bundle = bundle_shell(self.site, snapshot.bundle_type)

@@ -47,6 +47,14 @@ def _instant(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def category_code(resource: dict[str, Any]) -> str | None:
+    """The first category code: the hint id formats use for per-category prefixes (VS-, LA.)."""
+    for concept in resource.get("category") or []:
+        for coding in concept.get("coding", []) if isinstance(concept, dict) else []:
+            return coding.get("code")
+    return None
+
+
 def _category(code: str, display: str) -> list[dict[str, Any]]:
     return [{"coding": [_coding(OBS_CATEGORY, code, display)], "text": display}]
 
@@ -59,7 +67,7 @@ class _PatientStory:
         rng: random.Random,
         fake: Faker,
         as_of: datetime,
-        new_id: Callable[[str], str],
+        new_id: Callable[..., str],
         org: dict,
         prac: dict,
         loc: dict,
@@ -70,7 +78,7 @@ class _PatientStory:
         self.out: list[dict[str, Any]] = []
 
     def add(self, resource: dict[str, Any]) -> dict[str, Any]:
-        resource["id"] = self.new_id(resource["resourceType"])
+        resource["id"] = self.new_id(resource["resourceType"], category_code(resource))
         self.out.append(resource)
         return resource
 
@@ -481,7 +489,7 @@ def generate(
     seed: int | str,
     patients: int,
     as_of: date | datetime,
-    new_id: Callable[[str], str],
+    new_id: Callable[..., str],
     locale: str = "en_US",
 ) -> list[dict[str, Any]]:
     """Resources for `patients` people, deterministic for (seed, patients, as_of, new_id sequence)."""

@@ -1,0 +1,242 @@
+"""Vendor data conventions applied to a site's generated population, and its documented test patients.
+
+`population.conventions` in a profile (keys documented in docs/vendors.md) says how the vendor
+writes data: local code systems beside LOINC/SNOMED, vendor extensions, how a reference to a patient
+is displayed ("Lin, Derrick" or "Bond,Paula"), whether references carry `type`, and whether instants
+end in `Z` or `+00:00`. `sandbox_patients` gives the vendor's documented test patients their ids,
+names and birth dates, so requests copied from vendor docs work unchanged. Everything is derived
+from the data itself (hashes, tables), so the same seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import copy as copy_module
+import hashlib
+import re
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+_INSTANT_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?Z$")
+_OPAQUE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def prepare_population(
+    resources: list[dict[str, Any]], site: dict[str, Any], new_id: Callable[..., str]
+) -> list[dict[str, Any]]:
+    """The generated resources with the site's sandbox patients and vendor conventions applied."""
+    patients = site.get("sandbox_patients") or []
+    if patients:
+        resources = adopt_sandbox_patients(resources, patients)
+        resources = extend_histories(resources, patients, new_id)
+    conventions = (site.get("population") or {}).get("conventions")
+    if conventions:
+        apply_conventions(resources, conventions)
+    return resources
+
+
+def category_codes(resource: dict[str, Any]) -> set[str]:
+    return {
+        coding.get("code")
+        for concept in resource.get("category") or []
+        if isinstance(concept, dict)
+        for coding in concept.get("coding", [])
+    }
+
+
+def _walk_references(item: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(item, dict):
+        if isinstance(item.get("reference"), str):
+            yield item
+        for value in item.values():
+            if isinstance(value, dict | list):
+                yield from _walk_references(value)
+    elif isinstance(item, list):
+        for value in item:
+            yield from _walk_references(value)
+
+
+def _subject_id(resource: dict[str, Any]) -> str | None:
+    for key in ("subject", "patient"):
+        ref = resource.get(key)
+        if isinstance(ref, dict) and str(ref.get("reference", "")).startswith("Patient/"):
+            return ref["reference"].split("/", 1)[1]
+    return None
+
+
+def adopt_sandbox_patients(
+    resources: list[dict[str, Any]], patients: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The first generated people become the vendor's documented test patients."""
+    generated = [r for r in resources if r["resourceType"] == "Patient"]
+    renamed: dict[str, str] = {}
+    omit: dict[str, list[dict[str, Any]]] = {}
+    for resource, wanted in zip(generated, patients, strict=False):
+        old = resource["id"]
+        renamed[f"Patient/{old}"] = f"Patient/{wanted['id']}"
+        resource["id"] = str(wanted["id"])
+        name = dict(resource["name"][0]) if resource.get("name") else {}
+        name["family"], name["given"] = wanted["family"], [wanted["given"]]
+        name.pop("text", None)
+        resource["name"] = [name, *resource.get("name", [])[1:]]
+        for key in ("gender", "birthDate"):
+            if wanted.get(key):
+                resource[key] = wanted[key]
+        omit[resource["id"]] = wanted.get("without") or []
+    kept = []
+    for resource in resources:
+        for ref in _walk_references(resource):
+            new = renamed.get(ref["reference"])
+            if new:
+                ref["reference"] = new
+        owner = _subject_id(resource)
+        rules = omit.get(owner or "", [])
+        if any(
+            rule["type"] == resource["resourceType"]
+            and (not rule.get("category") or rule["category"] in category_codes(resource))
+            for rule in rules
+        ):
+            continue
+        kept.append(resource)
+    return kept
+
+
+def extend_histories(
+    resources: list[dict[str, Any]], patients: list[dict[str, Any]], new_id: Callable[..., str]
+) -> list[dict[str, Any]]:
+    """Sandbox patients with long histories (Epic's Derrick Lin has over 1000 vitals): the generated
+    series of a category is repeated further back in time, a day per round, until it is long enough.
+    `at_least: {Type: n}` borrows records of that type from other people when the story has fewer."""
+    out = list(resources)
+    for wanted in patients:
+        for category, size in (wanted.get("history") or {}).items():
+            series = [
+                r
+                for r in resources
+                if r["resourceType"] == "Observation"
+                and _subject_id(r) == wanted["id"]
+                and category in category_codes(r)
+            ]
+            for n in range(max(0, size - len(series)) if series else 0):
+                copy = copy_module.deepcopy(series[n % len(series)])
+                shift = timedelta(days=n // len(series) + 1)
+                for key in ("effectiveDateTime", "issued"):
+                    if isinstance(copy.get(key), str):
+                        copy[key] = _shifted(copy[key], shift)
+                copy["id"] = new_id("Observation", category)
+                out.append(copy)
+        for rtype, least in (wanted.get("at_least") or {}).items():
+            own = [r for r in out if r["resourceType"] == rtype and _subject_id(r) == wanted["id"]]
+            donors = [r for r in out if r["resourceType"] == rtype and _subject_id(r) not in (None, wanted["id"])]
+            for donor in donors[: max(0, least - len(own))]:
+                copy = copy_module.deepcopy(donor)
+                for key in ("subject", "patient"):
+                    if isinstance(copy.get(key), dict):
+                        copy[key] = {"reference": f"Patient/{wanted['id']}"}
+                copy["id"] = new_id(rtype, next(iter(category_codes(copy)), None))
+                out.append(copy)
+    return out
+
+
+def _shifted(value: str, shift: timedelta) -> str:
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    text = (moment - shift).isoformat()
+    return text.replace("+00:00", "Z") if value.endswith("Z") else text
+
+
+def _digest(*parts: str) -> bytes:
+    return hashlib.sha256("|".join(parts).encode()).digest()
+
+
+def local_code(style: str, system: str, source: str) -> str:
+    digest = _digest(system, source)
+    if style == "opaque":
+        return "".join(_OPAQUE[b % len(_OPAQUE)] for b in digest[:24])
+    return str(int.from_bytes(digest[:4], "big") % 90_000_000 + 10_000)
+
+
+def _applies(rule: dict[str, Any], resource: dict[str, Any]) -> bool:
+    if rule.get("resource") not in (None, resource["resourceType"]):
+        return False
+    return not rule.get("category") or rule["category"] in category_codes(resource)
+
+
+def apply_conventions(resources: list[dict[str, Any]], conventions: dict[str, Any]) -> None:
+    fields = {k: str(v) for k, v in (conventions.get("vars") or {}).items()}
+    names = {
+        r["id"]: (r["name"][0].get("family", ""), " ".join(r["name"][0].get("given", [])))
+        for r in resources
+        if r["resourceType"] == "Patient" and r.get("name")
+    }
+    display = conventions.get("reference_display")
+    add_type = conventions.get("reference_type", False)
+    suffix = conventions.get("instant_suffix")
+    tables = conventions.get("tables") or {}
+    for resource in resources:
+        for rule in conventions.get("local_codings") or []:
+            if _applies(rule, resource):
+                _add_local_coding(resource, rule, tables, fields)
+        for rule in conventions.get("extensions") or []:
+            if _applies(rule, resource):
+                resource.setdefault("extension", []).append(rule["extension"])
+        for rule in conventions.get("text_only_codes") or []:
+            if _applies(rule, resource) and isinstance(resource.get("code"), dict):
+                code = resource["code"]
+                text = code.get("text") or next((c.get("display") for c in code.get("coding", [])), None)
+                resource["code"] = {"text": text or "Unknown"}
+        for ref in _walk_references(resource):
+            target_type, _, target_id = ref["reference"].partition("/")
+            if display and target_type == "Patient" and target_id in names:
+                family, given = names[target_id]
+                ref["display"] = display.format(family=family, given=given)
+            if add_type and target_type:
+                ref["type"] = target_type
+        if suffix and suffix != "Z":
+            _restyle_instants(resource, suffix)
+
+
+def _add_local_coding(
+    resource: dict[str, Any], rule: dict[str, Any], tables: dict[str, Any], fields: dict[str, str]
+) -> None:
+    code = resource.get("code")
+    if not isinstance(code, dict) or not code.get("coding"):
+        return
+    first = code["coding"][0]
+    system = rule["system"].format_map(fields)
+    if rule.get("from"):
+        table = tables.get(rule["from"]) or {}
+        value = next((table[c["code"]] for c in code["coding"] if c.get("code") in table), None)
+        if value is None:
+            return
+    else:
+        value = local_code(
+            rule.get("code_style", "digits"), system, f"{first.get('system')}|{first.get('code')}"
+        )
+    coding: dict[str, Any] = {"system": system, "code": value}
+    label = first.get("display") or code.get("text")
+    if label:
+        coding["display"] = label
+    if rule.get("user_selected"):
+        coding["userSelected"] = True
+    if rule.get("position", "first") == "first":
+        code["coding"] = [coding, *code["coding"]]
+    else:
+        code["coding"].append(coding)
+
+
+def _restyle_instants(item: Any, suffix: str) -> None:
+    if isinstance(item, dict):
+        for key, value in item.items():
+            if isinstance(value, str) and _INSTANT_Z.match(value):
+                item[key] = value[:-1] + suffix
+            elif isinstance(value, dict | list):
+                _restyle_instants(value, suffix)
+    elif isinstance(item, list):
+        for index, value in enumerate(item):
+            if isinstance(value, str) and _INSTANT_Z.match(value):
+                item[index] = value[:-1] + suffix
+            elif isinstance(value, dict | list):
+                _restyle_instants(value, suffix)

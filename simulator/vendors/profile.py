@@ -1,0 +1,117 @@
+"""Vendor profiles: how one EHR vendor answers, as data in `scenarios/vendors/NAME.yaml`.
+
+A scenario's site names a profile (`profile: epic`); `resolve_site` merges the profile's `site:`
+defaults (base path, settings, auth, population) and its `quirks:` under the site's own mapping, so
+a hospital variant overrides only what differs. A profile may `extends:` another (a newer vendor
+release, a hospital's local build). Nothing in ehrsim branches on a vendor's name: the quirk layers
+in this package read `quirks:`, the core reads `settings:`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from simulator.scenario import SCENARIO_DIR, ScenarioError, merge
+
+PROFILE_DIR = SCENARIO_DIR / "vendors"
+SCHEMA_PATH = SCENARIO_DIR / "schema" / "profile.schema.json"
+
+
+@dataclass(frozen=True)
+class VendorProfile:
+    name: str
+    version: str
+    display_name: str
+    site: dict[str, Any]  # defaults for a site's mapping: base_path, settings, auth, population
+    quirks: dict[str, Any]  # read by the quirk layers (simulator/vendors/*)
+    sandbox_patients: list[dict[str, Any]] = field(default_factory=list)
+    source: Path | None = None
+
+
+def profile_path(name_or_path: str) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        if not candidate.exists():
+            raise ScenarioError(f"{candidate}: no such vendor profile file")
+        return candidate
+    path = PROFILE_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
+        raise ScenarioError(f"unknown vendor profile '{name_or_path}' (known: {known})")
+    return path
+
+
+def _load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], Path]:
+    path = profile_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{path}: a vendor profile must be a mapping at the top level")
+    parent = data.get("extends")
+    if parent:
+        if parent in seen:
+            raise ScenarioError(f"{path}: 'extends' loops through {' -> '.join((*seen, parent))}")
+        base, _ = _load_raw(str(parent), (*seen, str(parent)))
+        data = merge(base, {k: v for k, v in data.items() if k != "extends"})
+    return data, path
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def validate_profile(data: dict[str, Any], where: str) -> None:
+    """Raise ScenarioError naming the file, the path inside it and what is wrong."""
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        error = errors[0]
+        at = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise ScenarioError(f"{where}: at {at}: {error.message}")
+
+
+@functools.cache
+def load_profile(name_or_path: str) -> VendorProfile:
+    data, path = _load_raw(name_or_path)
+    validate_profile(data, str(path))
+    return VendorProfile(
+        name=str(data["profile"]),
+        version=str(data.get("version", "")),
+        display_name=str(data.get("display_name", data["profile"])),
+        site=data.get("site") or {},
+        quirks=data.get("quirks") or {},
+        sandbox_patients=list(data.get("sandbox_patients") or []),
+        source=path,
+    )
+
+
+def resolve_site(raw: dict[str, Any]) -> dict[str, Any]:
+    """A site mapping with its profile's defaults merged underneath; unchanged without `profile:`."""
+    name = raw.get("profile")
+    if not name:
+        return raw
+    profile = load_profile(str(name))
+    defaults = merge(
+        profile.site,
+        {
+            "quirks": profile.quirks,
+            "sandbox_patients": profile.sandbox_patients,
+            "description": f"{profile.display_name} ({profile.version})",
+        },
+    )
+    site = merge(defaults, raw)
+    settings = site.get("settings") or {}
+    if settings.get("interactions") and "resource_types" not in settings:
+        # A vendor serves the types its CapabilityStatement lists, and no others.
+        site["settings"] = {**settings, "resource_types": sorted(settings["interactions"])}
+    return site
