@@ -18,7 +18,8 @@ from simulator.fhir.validation import model_for
 
 
 def main(path: str) -> None:
-    statement = json.loads(open(path, encoding="utf-8").read())
+    with open(path, encoding="utf-8") as handle:
+        statement = json.load(handle)
     registry = default_registry()
     interactions, params, skipped = {}, {}, []
     for resource in statement["rest"][0]["resource"]:
@@ -26,7 +27,9 @@ def main(path: str) -> None:
         if not registry.for_type(rtype) or model_for(rtype) is None:
             skipped.append(rtype)
             continue
-        interactions[rtype] = [i["code"] for i in resource.get("interaction", []) if i["code"] in INTERACTIONS]
+        interactions[rtype] = [
+            i["code"] for i in resource.get("interaction", []) if i["code"] in INTERACTIONS
+        ]
         params[rtype] = sorted({p["name"] for p in resource.get("searchParam", [])})
     print("interactions:")
     for rtype, codes in interactions.items():

@@ -127,7 +127,9 @@ def extend_histories(
                 out.append(copy)
         for rtype, least in (wanted.get("at_least") or {}).items():
             own = [r for r in out if r["resourceType"] == rtype and _subject_id(r) == wanted["id"]]
-            donors = [r for r in out if r["resourceType"] == rtype and _subject_id(r) not in (None, wanted["id"])]
+            donors = [
+                r for r in out if r["resourceType"] == rtype and _subject_id(r) not in (None, wanted["id"])
+            ]
             for donor in donors[: max(0, least - len(own))]:
                 copy = copy_module.deepcopy(donor)
                 for key in ("subject", "patient"):
@@ -183,7 +185,11 @@ def apply_conventions(resources: list[dict[str, Any]], conventions: dict[str, An
             if _applies(rule, resource):
                 resource.setdefault("extension", []).append(rule["extension"])
         for rule in conventions.get("text_only_codes") or []:
-            if _applies(rule, resource) and isinstance(resource.get("code"), dict):
+            if (
+                _applies(rule, resource)
+                and isinstance(resource.get("code"), dict)
+                and _chosen(resource, float(rule.get("fraction", 1.0)))
+            ):
                 code = resource["code"]
                 text = code.get("text") or next((c.get("display") for c in code.get("coding", [])), None)
                 resource["code"] = {"text": text or "Unknown"}
@@ -211,6 +217,8 @@ def _add_local_coding(
         value = next((table[c["code"]] for c in code["coding"] if c.get("code") in table), None)
         if value is None:
             return
+    elif rule.get("code_style") == "same":  # an alias system for the same code (an OID for LOINC)
+        value = first.get("code")
     else:
         value = local_code(
             rule.get("code_style", "digits"), system, f"{first.get('system')}|{first.get('code')}"
@@ -225,6 +233,12 @@ def _add_local_coding(
         code["coding"] = [coding, *code["coding"]]
     else:
         code["coding"].append(coding)
+
+
+def _chosen(resource: dict[str, Any], fraction: float) -> bool:
+    """A stable pick of `fraction` of resources, by id: same data, same choice."""
+    digest = _digest(resource["resourceType"], str(resource.get("id")))
+    return int.from_bytes(digest[:2], "big") < fraction * 65536
 
 
 def _restyle_instants(item: Any, suffix: str) -> None:
