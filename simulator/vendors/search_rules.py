@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from simulator.fhir.errors import FHIRError
 from simulator.fhir.paging import paging_style
 from simulator.fhir.searchparams import RESULT_PARAMETERS
 from simulator.site import Site
@@ -38,7 +39,11 @@ class SearchRules:
             return
         rtype = parts[0]
         items = query_items(scope)
-        if paging_style(self.site.settings.paging).parse(items) is not None:
+        try:
+            is_page = paging_style(self.site.settings.paging).parse(items) is not None
+        except FHIRError:
+            is_page = True  # a malformed page token: the FHIR API answers it precisely
+        if is_page:
             await self._shape(scope, receive, send, rtype, [], [], quirks)
             return
         outcome = quirks.get("outcome") or {}
