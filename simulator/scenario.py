@@ -109,7 +109,7 @@ def build_scenario(data: dict[str, Any], path: Path | None = None) -> Scenario:
     for index, raw in enumerate(data.get("sites") or []):
         if not isinstance(raw, dict) or "id" not in raw:
             raise ScenarioError(f"{where}: sites[{index}] needs an 'id'")
-        raw = resolve_site(raw)  # a site naming a vendor `profile:` gets its defaults
+        raw = resolve_site(raw, where)  # a site naming a vendor `profile:` gets its defaults
         population = raw.get("population") or {}
         as_of = population.get("as_of", date(2026, 1, 1))
         if isinstance(as_of, str):

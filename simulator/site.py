@@ -87,6 +87,10 @@ class IdGenerator:
         prefix = (spec.get("category_prefix") or {}).get(category or "", spec.get("prefix", ""))
         return f"{prefix}{body}{spec.get('suffix', '')}"
 
+    def reformat(self, formats: dict[str, Any] | None) -> None:
+        """New formats from now on (a vendor upgrade); the sequence itself carries on."""
+        self._formats = formats or {}
+
     def _next_number(self, resource_type: str, digits: int) -> int:
         # Increasing with random gaps: looks like a busy production sequence, never repeats.
         current = self._counters.get(resource_type)

@@ -56,24 +56,31 @@ def _load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict[str, 
         raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: a vendor profile must be a mapping at the top level")
+    return _extended(data, str(path), seen), path
+
+
+def _extended(data: dict[str, Any], where: str, seen: tuple[str, ...]) -> dict[str, Any]:
     parent = data.get("extends")
-    if parent:
-        if parent in seen:
-            raise ScenarioError(f"{path}: 'extends' loops through {' -> '.join((*seen, parent))}")
-        base, _ = _load_raw(str(parent), (*seen, str(parent)))
-        data = merge(base, {k: v for k, v in data.items() if k != "extends"})
-    return data, path
+    if not parent:
+        return data
+    if parent in seen:
+        raise ScenarioError(f"{where}: 'extends' loops through {' -> '.join((*seen, parent))}")
+    base, _ = _load_raw(str(parent), (*seen, str(parent)))
+    return merge(base, {k: v for k, v in data.items() if k != "extends"})
 
 
 @functools.cache
-def _schema() -> dict[str, Any]:
-    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+def _validator() -> jsonschema.Draft202012Validator:
+    schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    # A profile file is the schema's $defs/profile, and names itself.
+    return jsonschema.Draft202012Validator(
+        {"$defs": schema["$defs"], "$ref": "#/$defs/profile", "required": ["profile"]}
+    )
 
 
 def validate_profile(data: dict[str, Any], where: str) -> None:
     """Raise ScenarioError naming the file, the path inside it and what is wrong."""
-    validator = jsonschema.Draft202012Validator(_schema())
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    errors = sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
     if errors:
         error = errors[0]
         at = "/".join(str(p) for p in error.absolute_path) or "(top level)"
@@ -84,6 +91,19 @@ def validate_profile(data: dict[str, Any], where: str) -> None:
 def load_profile(name_or_path: str) -> VendorProfile:
     data, path = _load_raw(name_or_path)
     validate_profile(data, str(path))
+    return _profile(data, path)
+
+
+def inline_profile(data: dict[str, Any], where: str) -> VendorProfile:
+    """A site's own profile mapping: it `extends` a named profile and overrides parts of it."""
+    if not data.get("extends"):
+        raise ScenarioError(f"{where}: an inline profile needs 'extends: <profile name>'")
+    merged = _extended(data, where, ())
+    validate_profile(merged, where)
+    return _profile(merged, None)
+
+
+def _profile(data: dict[str, Any], path: Path | None) -> VendorProfile:
     return VendorProfile(
         name=str(data["profile"]),
         version=str(data.get("version", "")),
@@ -95,23 +115,47 @@ def load_profile(name_or_path: str) -> VendorProfile:
     )
 
 
-def resolve_site(raw: dict[str, Any]) -> dict[str, Any]:
-    """A site mapping with its profile's defaults merged underneath; unchanged without `profile:`."""
-    name = raw.get("profile")
-    if not name:
-        return raw
-    profile = load_profile(str(name))
+def profile_of(spec: Any, where: str = "<scenario>") -> VendorProfile | None:
+    """The profile a site mapping names (`profile: epic` or an inline mapping), if any."""
+    if not spec:
+        return None
+    if isinstance(spec, dict):
+        return inline_profile(spec, where)
+    return load_profile(str(spec))
+
+
+def site_defaults(profile: VendorProfile) -> dict[str, Any]:
+    """What a profile contributes to a site's mapping (`quirks` and `sandbox_patients` are read by
+    the vendor layers and the population step, not by the scenario schema)."""
     defaults = merge(
         profile.site,
         {
             "quirks": profile.quirks,
             "sandbox_patients": profile.sandbox_patients,
             "description": f"{profile.display_name} ({profile.version})",
+            "vendor_profile": profile.name,
         },
     )
-    site = merge(defaults, raw)
+    return defaults
+
+
+def _with_resource_types(site: dict[str, Any]) -> dict[str, Any]:
     settings = site.get("settings") or {}
     if settings.get("interactions") and "resource_types" not in settings:
         # A vendor serves the types its CapabilityStatement lists, and no others.
         site["settings"] = {**settings, "resource_types": sorted(settings["interactions"])}
     return site
+
+
+def resolve_site(raw: dict[str, Any], where: str = "<scenario>") -> dict[str, Any]:
+    """A site mapping with its profile's defaults merged underneath; unchanged without `profile:`."""
+    profile = profile_of(raw.get("profile"), f"{where}: site '{raw.get('id')}' profile")
+    if profile is None:
+        return raw
+    site = {k: v for k, v in raw.items() if k != "profile"}
+    return _with_resource_types(merge(site_defaults(profile), site))
+
+
+def settings_of(profile: VendorProfile) -> dict[str, Any]:
+    """The SiteSettings mapping a profile gives a site on its own (for a switch at run time)."""
+    return _with_resource_types(site_defaults(profile)).get("settings") or {}
