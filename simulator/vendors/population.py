@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+from simulator.population import MRN_SYSTEM
+
 _INSTANT_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?Z$")
 _OPAQUE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -177,7 +179,12 @@ def apply_conventions(resources: list[dict[str, Any]], conventions: dict[str, An
     add_type = conventions.get("reference_type", False)
     suffix = conventions.get("instant_suffix")
     tables = conventions.get("tables") or {}
+    mrn_system = str(conventions["mrn_system"]).format_map(fields) if conventions.get("mrn_system") else None
     for resource in resources:
+        if mrn_system and resource["resourceType"] == "Patient":
+            for identifier in resource.get("identifier", []):
+                if identifier.get("system") == MRN_SYSTEM:
+                    identifier["system"] = mrn_system
         for rule in conventions.get("local_codings") or []:
             if _applies(rule, resource):
                 _add_local_coding(resource, rule, tables, fields)
