@@ -134,7 +134,11 @@ def test_bad_query_strings(fhir: httpx.Client, server) -> None:
     body=st.one_of(
         st.binary(max_size=300),
         st.recursive(
-            st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.floats(allow_nan=False, allow_infinity=False)
+            | st.text(max_size=20),
             lambda children: (
                 st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
             ),
