@@ -345,3 +345,24 @@ def test_same_scenario_same_bytes() -> None:
             bodies.append(masked.replace(str(server.port).encode(), b"PORT"))
     assert bodies[0] == bodies[1]
     assert b"L-" in bodies[0]
+
+
+def test_epic_summary_count_keeps_the_total_and_no_4101(epic: httpx.Client) -> None:
+    bundle = epic.get(
+        "/Observation", params={**{"patient": DERRICK, "category": "vital-signs"}, "_summary": "count"}
+    ).json()
+    assert bundle["total"] >= 1100  # other tests in this module may have added vitals
+    assert _outcome_entry(bundle) is None
+
+
+def test_vendor_page_requests_are_journaled_as_pages() -> None:
+    from simulator.admin_client import AdminClient
+
+    with serve_in_thread("meditech") as server, httpx.Client(timeout=30) as client:
+        first = client.get(
+            server.fhir_base + "/Observation", params={"patient": PAULA, "category": "laboratory"}
+        )
+        nxt = next(link["url"] for link in first.json()["link"] if link["relation"] == "next")
+        assert client.get(nxt).status_code == 200
+        entries = [e for e in AdminClient(server.origin).journal() if e.get("resource_type") == "Observation"]
+    assert [e["interaction"] for e in entries] == ["search", "page"]

@@ -14,7 +14,7 @@ import binascii
 import zlib
 from dataclasses import dataclass
 from typing import Protocol
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from simulator.fhir.bundles import SearchSnapshot, page_link, self_link
 from simulator.fhir.errors import FHIRError
@@ -159,6 +159,14 @@ PAGING_STYLES: dict[str, PagingStyle] = {
     "page-context": PageContext(),
     "continue": ContinueCursor(),
 }
+
+
+_PAGE_PARAMETERS = frozenset(("_getpages", SessionId.param, PageContext.param, ContinueCursor.param))
+
+
+def is_page_query(query: str) -> bool:
+    """Whether a query string asks for a page of an earlier search, in any style (for the journal)."""
+    return any(name in _PAGE_PARAMETERS for name, _ in parse_qsl(query, keep_blank_values=True))
 
 
 def paging_style(name: str) -> PagingStyle:

@@ -10,10 +10,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simulator.fhir.errors import FHIRError
 from simulator.site import Site
-from simulator.vendors.http import path_parts, query_items, respond_json
+from simulator.vendors.http import path_parts, respond_json
 
 
-def interaction_of(method: str, parts: list[str], has_query: bool) -> str | None:
+def interaction_of(method: str, parts: list[str]) -> str | None:
     """The FHIR interaction code a request is, for `[type]...` paths; None for anything else."""
     n = len(parts)
     if n == 1:
@@ -41,7 +41,7 @@ class InteractionRules:
         allowed = self.site.settings.interactions
         parts = path_parts(scope)
         if allowed is not None and parts and parts[0] in allowed:
-            code = interaction_of(scope["method"], parts, bool(query_items(scope)))
+            code = interaction_of(scope["method"], parts)
             offered = allowed[parts[0]]
             if code is not None and code not in offered:
                 error = FHIRError.of(

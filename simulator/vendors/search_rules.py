@@ -122,7 +122,9 @@ class SearchRules:
                     issues.append(
                         render_issue(extra["issue"], outcome, type=rtype, subtype=extra.get("subtype"))
                     )
-        if items and not matches and rules.get("empty_outcome"):
+        counting = dict(items).get("_summary") == "count"
+        empty = bundle.get("total") == 0 if "total" in bundle else not matches
+        if items and empty and rules.get("empty_outcome"):
             issues.append(render_issue(rules["empty_outcome"]["issue"], outcome, type=rtype))
         if rules.get("entry_self_link"):
             for entry in matches:
@@ -145,7 +147,7 @@ class SearchRules:
         total = rules.get("total", "accurate")
         if total == "omit":
             bundle.pop("total", None)
-        elif total == "page":
+        elif total == "page" and not counting:
             bundle["total"] = len(matches)
         if rules.get("self_link_params") == "sorted":
             for link in bundle.get("link", []):
