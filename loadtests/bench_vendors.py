@@ -31,7 +31,9 @@ def without_quirks(scenario: Scenario) -> Scenario:
     """The same scenario with each site's vendor quirks and interaction limits removed."""
     for spec in scenario.sites:
         spec.raw = {k: v for k, v in spec.raw.items() if k != "quirks"}
-        spec.settings = {k: v for k, v in spec.settings.items() if k not in ("interactions", "resource_types")}
+        spec.settings = {
+            k: v for k, v in spec.settings.items() if k not in ("interactions", "resource_types")
+        }
     return scenario
 
 
