@@ -366,3 +366,15 @@ def test_vendor_page_requests_are_journaled_as_pages() -> None:
         assert client.get(nxt).status_code == 200
         entries = [e for e in AdminClient(server.origin).journal() if e.get("resource_type") == "Observation"]
     assert [e["interaction"] for e in entries] == ["search", "page"]
+
+
+def test_meditech_older_r4_base_answers_the_same_way() -> None:
+    with serve_in_thread("meditech") as server, httpx.Client(timeout=30) as client:
+        base = server.site_base("meditech-r4")
+        assert base.endswith("/v1/uscore/R4")
+        assert client.get(f"{base}/Patient/{PAULA}").json()["name"][0]["family"] == "Bond"
+        missing = client.get(f"{base}/Patient/nobody")
+        assert (missing.status_code, missing.json()) == (
+            404,
+            {"resource": "v1/resource/error/_version/1/", "detail": "Not Found"},
+        )
