@@ -18,6 +18,7 @@ import httpx
 
 from simulator.scenario import Scenario, load_scenario
 from simulator.testing import serve_in_thread
+from simulator.vendors.fidelity import NO_AUTH
 
 DERRICK = "eq081-VQEgP8drUUqCWzHfw3"
 REQUESTS = {
@@ -51,8 +52,8 @@ def main() -> None:
     args = parser.parse_args()
     rounds, seconds = (1, 0.5) if args.quick else (5, 2.0)
     with (
-        serve_in_thread("epic") as vendor,
-        serve_in_thread(without_quirks(load_scenario("epic"))) as plain,
+        serve_in_thread("epic", options=NO_AUTH) as vendor,
+        serve_in_thread(without_quirks(load_scenario("epic")), options=NO_AUTH) as plain,
         httpx.Client(timeout=30) as client,
     ):
         print(f"{'request':32} {'quirks req/s':>13} {'plain req/s':>12} {'ratio':>6}")

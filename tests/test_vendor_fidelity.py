@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simulator.testing import RunningServer, serve_in_thread
 from simulator.vendors import fidelity
+from simulator.vendors.fidelity import NO_AUTH
 from simulator.vendors.layers import vendor_quirks
 
 CAPTURES = fidelity.load_captures()
@@ -25,9 +26,9 @@ CAPTURE_DIR = Path(__file__).parent / "fixtures" / "vendor-captures"
 @pytest.fixture(scope="module")
 def vendor_servers() -> Iterator[dict[str, RunningServer]]:
     with (
-        serve_in_thread("epic") as epic,
-        serve_in_thread("oracle-health") as oracle,
-        serve_in_thread("meditech") as meditech,
+        serve_in_thread("epic", options=NO_AUTH) as epic,
+        serve_in_thread("oracle-health", options=NO_AUTH) as oracle,
+        serve_in_thread("meditech", options=NO_AUTH) as meditech,
     ):
         yield {"epic": epic, "oracle-health": oracle, "meditech": meditech}
 

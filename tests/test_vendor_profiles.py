@@ -15,6 +15,7 @@ from simulator.fhir.paging import PAGING_STYLES, PageRequest
 from simulator.scenario import ScenarioError, build_scenario
 from simulator.site import IdGenerator
 from simulator.testing import serve_in_thread
+from simulator.vendors.fidelity import NO_AUTH
 from simulator.vendors.profile import load_profile, validate_profile
 
 DERRICK = "eq081-VQEgP8drUUqCWzHfw3"
@@ -104,7 +105,7 @@ def test_every_paging_style_round_trips(style: str) -> None:
 
 
 def test_two_hospitals_same_vendor_different_setup() -> None:
-    with serve_in_thread("two-hospitals") as server, httpx.Client(timeout=30) as client:
+    with serve_in_thread("two-hospitals", options=NO_AUTH) as server, httpx.Client(timeout=30) as client:
         north, south = server.site_base("north"), server.site_base("south")
         patients = {
             name: client.get(f"{base}/Patient", params={"gender": "female"}).json()
@@ -144,7 +145,7 @@ def test_two_hospitals_same_vendor_different_setup() -> None:
 
 def test_vendor_upgrade_switches_profile_at_the_scheduled_time() -> None:
     with (
-        serve_in_thread("vendor-upgrade") as server,
+        serve_in_thread("vendor-upgrade", options=NO_AUTH) as server,
         httpx.Client(base_url=server.fhir_base, timeout=30) as fhir,
     ):
         admin = AdminClient(server.origin)

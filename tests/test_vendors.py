@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from simulator.testing import serve_in_thread
+from simulator.vendors.fidelity import NO_AUTH
 
 CAPTURES = Path(__file__).parent / "fixtures" / "vendor-captures"
 EPIC_OID = "urn:oid:1.2.840.114350.1.13.0.1.7.2.657369"
@@ -22,14 +23,17 @@ VITALS = {"resourceType": "Observation", "status": "final"}
 
 @pytest.fixture(scope="module")
 def epic() -> Iterator[httpx.Client]:
-    with serve_in_thread("epic") as server, httpx.Client(base_url=server.fhir_base, timeout=30) as client:
+    with (
+        serve_in_thread("epic", options=NO_AUTH) as server,
+        httpx.Client(base_url=server.fhir_base, timeout=30) as client,
+    ):
         yield client
 
 
 @pytest.fixture(scope="module")
 def oracle() -> Iterator[httpx.Client]:
     with (
-        serve_in_thread("oracle-health") as server,
+        serve_in_thread("oracle-health", options=NO_AUTH) as server,
         httpx.Client(base_url=server.fhir_base, timeout=30) as client,
     ):
         yield client
@@ -37,7 +41,10 @@ def oracle() -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def meditech() -> Iterator[httpx.Client]:
-    with serve_in_thread("meditech") as server, httpx.Client(base_url=server.fhir_base, timeout=30) as client:
+    with (
+        serve_in_thread("meditech", options=NO_AUTH) as server,
+        httpx.Client(base_url=server.fhir_base, timeout=30) as client,
+    ):
         yield client
 
 
@@ -320,7 +327,7 @@ def test_metadata_matches_the_vendor_capability_statement(vendor: str) -> None:
         for r in statement["rest"][0]["resource"]
         if r["type"] not in ("Binary", "CapabilityStatement", "OperationDefinition", "StructureDefinition")
     }
-    with serve_in_thread(vendor) as server:
+    with serve_in_thread(vendor, options=NO_AUTH) as server:
         ours_statement = httpx.get(server.fhir_base + "/metadata").json()
     ours = {r["type"]: {i["code"] for i in r["interaction"]} for r in ours_statement["rest"][0]["resource"]}
     for rtype, codes in theirs.items():
@@ -336,7 +343,7 @@ def test_metadata_matches_the_vendor_capability_statement(vendor: str) -> None:
 def test_same_scenario_same_bytes() -> None:
     bodies = []
     for _ in range(2):
-        with serve_in_thread("oracle-health") as server:
+        with serve_in_thread("oracle-health", options=NO_AUTH) as server:
             response = httpx.get(
                 server.fhir_base + "/Observation", params={"patient": NANCY, "category": "laboratory"}
             )
@@ -358,7 +365,7 @@ def test_epic_summary_count_keeps_the_total_and_no_4101(epic: httpx.Client) -> N
 def test_vendor_page_requests_are_journaled_as_pages() -> None:
     from simulator.admin_client import AdminClient
 
-    with serve_in_thread("meditech") as server, httpx.Client(timeout=30) as client:
+    with serve_in_thread("meditech", options=NO_AUTH) as server, httpx.Client(timeout=30) as client:
         first = client.get(
             server.fhir_base + "/Observation", params={"patient": PAULA, "category": "laboratory"}
         )
@@ -369,7 +376,7 @@ def test_vendor_page_requests_are_journaled_as_pages() -> None:
 
 
 def test_meditech_older_r4_base_answers_the_same_way() -> None:
-    with serve_in_thread("meditech") as server, httpx.Client(timeout=30) as client:
+    with serve_in_thread("meditech", options=NO_AUTH) as server, httpx.Client(timeout=30) as client:
         base = server.site_base("meditech-r4")
         assert base.endswith("/v1/uscore/R4")
         assert client.get(f"{base}/Patient/{PAULA}").json()["name"][0]["family"] == "Bond"
@@ -378,3 +385,28 @@ def test_meditech_older_r4_base_answers_the_same_way() -> None:
             404,
             {"resource": "v1/resource/error/_version/1/", "detail": "Not Found"},
         )
+
+
+def test_oracle_combined_patients_are_read_but_never_found(oracle: httpx.Client) -> None:
+    current = oracle.get("/Patient/12744580")
+    merged = {
+        **current.json(),
+        "active": False,
+        "link": [{"other": {"reference": f"Patient/{NANCY}"}, "type": "replaced-by"}],
+    }
+    headers = {"content-type": "application/fhir+json", "if-match": current.headers["etag"]}
+    assert oracle.put("/Patient/12744580", json=merged, headers=headers).status_code == 200
+    assert oracle.get("/Patient/12744580").json()["link"][0]["type"] == "replaced-by"
+    found = oracle.get("/Patient", params={"_id": "12744580"}).json()
+    assert "entry" not in found
+    assert [e["resource"]["id"] for e in oracle.get("/Patient", params={"_id": NANCY}).json()["entry"]] == [
+        NANCY
+    ]
+
+
+def test_epic_labels_json_as_asked(epic: httpx.Client) -> None:
+    plain = epic.get(f"/Patient/{DERRICK}", headers={"accept": "application/json"})
+    assert plain.headers["content-type"] == "application/json; charset=utf-8"
+    fhir = epic.get(f"/Patient/{DERRICK}", headers={"accept": "application/fhir+json"})
+    assert fhir.headers["content-type"] == "application/fhir+json; charset=utf-8"
+    assert plain.json() == fhir.json()

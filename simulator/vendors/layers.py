@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from starlette.types import ASGIApp
 
 from simulator.site import Site
+from simulator.vendors.content_types import ContentTypes
 from simulator.vendors.error_shapes import ErrorShapes
 from simulator.vendors.interactions import InteractionRules
 from simulator.vendors.profile_switch import ACTIVE_KEY, ProfileSwitch, scenario_switches_profiles
@@ -35,6 +36,6 @@ def vendor_quirks(app: ASGIApp, site: Site, sandbox: Sandbox) -> ASGIApp:
         return app
     # Innermost first: error shapes sit outside the others so every error leaves in vendor form;
     # the profile switch is outermost so a switch applies to the request that triggers it.
-    for layer in (WriteRules, SearchRules, InteractionRules, UnknownTypePage, ErrorShapes):
+    for layer in (WriteRules, SearchRules, InteractionRules, UnknownTypePage, ErrorShapes, ContentTypes):
         app = layer(app, site)
     return ProfileSwitch(app, site, sandbox)

@@ -23,6 +23,7 @@ from simulator.site import Site
 from simulator.vendors.http import capture, path_parts, query_items, respond, respond_json
 from simulator.vendors.outcomes import operation_outcome, render_issue
 from simulator.vendors.quirks import quirks_of
+from simulator.vendors.rules import holds
 
 _ALWAYS_KNOWN = RESULT_PARAMETERS | {"_format", "_pretty"}
 
@@ -109,6 +110,12 @@ class SearchRules:
             return
         entries = bundle.get("entry", [])
         matches = [e for e in entries if (e.get("search") or {}).get("mode") != "outcome"]
+        hidden = [r for r in rules.get("exclude") or [] if r.get("type", rtype) == rtype]
+        if hidden:  # e.g. Oracle's combined patients: readable, never found by a search
+            kept = [e for e in matches if not any(holds(e.get("resource"), r) for r in hidden)]
+            if "total" in bundle:
+                bundle["total"] -= len(matches) - len(kept)
+            matches = kept
         issues = list(notes)
         if items:  # a new search (not a page request): the vendor's standing notes
             params = {n.split(":")[0] for n, _ in items}

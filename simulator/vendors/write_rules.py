@@ -9,8 +9,6 @@ PUT without If-Match; `create_response: minimal` answers 201 with an empty body,
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -18,36 +16,7 @@ from simulator.site import Site
 from simulator.vendors.http import path_parts, read_body, replay, request_header, respond_json
 from simulator.vendors.outcomes import operation_outcome, render_issue
 from simulator.vendors.quirks import quirks_of
-
-
-def values_at(data: Any, path: str) -> list[Any]:
-    current = [data]
-    for key in path.split("."):
-        found: list[Any] = []
-        for item in current:
-            value = item.get(key) if isinstance(item, dict) else None
-            if isinstance(value, list):
-                found.extend(value)
-            elif value is not None:
-                found.append(value)
-        current = found
-    return current
-
-
-def broken_rules(resource: Any, rules: list[dict[str, Any]]) -> list[str]:
-    """The messages of the rules `resource` breaks, in rule order."""
-    out = []
-    for rule in rules:
-        values = values_at(resource, rule["path"])
-        if "equals" in rule:
-            ok = rule["equals"] in values
-        elif "one_of" in rule:
-            ok = any(v in rule["one_of"] for v in values)
-        else:
-            ok = bool(values)
-        if not ok:
-            out.append(str(rule.get("message", f"{rule['path']} is required")))
-    return out
+from simulator.vendors.rules import broken_rules
 
 
 class WriteRules:
