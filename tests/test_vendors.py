@@ -410,3 +410,18 @@ def test_epic_labels_json_as_asked(epic: httpx.Client) -> None:
     fhir = epic.get(f"/Patient/{DERRICK}", headers={"accept": "application/fhir+json"})
     assert fhir.headers["content-type"] == "application/fhir+json; charset=utf-8"
     assert plain.json() == fhir.json()
+
+
+def test_epic_post_search_follows_the_same_rules(epic: httpx.Client) -> None:
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    refused = epic.post("/Patient/_search", content=b"", headers=form)
+    assert refused.status_code == 400
+    assert _codes(refused.json()) == [("fatal", "59159")]
+    found = epic.post("/Patient/_search", content=b"family=Lin&shoe-size=11", headers=form)
+    assert found.status_code == 200
+    bundle = found.json()
+    assert [e["resource"]["id"] for e in bundle["entry"] if e["search"]["mode"] == "match"] == [DERRICK]
+    assert _codes(_outcome_entry(bundle)) == [("information", "59100")]
+    not_a_form = epic.post("/Patient/_search", content=b"family=Lin", headers={"content-type": "text/plain"})
+    assert not_a_form.status_code == 415
+    assert not_a_form.json()["issue"][0]["details"]["coding"][0]["system"] == EPIC_OID

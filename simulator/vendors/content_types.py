@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from simulator.site import Site
-from simulator.vendors.http import request_header
+from simulator.vendors.asgi import request_header
 from simulator.vendors.quirks import quirks_of
 
 

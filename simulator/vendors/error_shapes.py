@@ -16,7 +16,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from simulator.site import Site
-from simulator.vendors.http import FHIR_JSON, respond
+from simulator.vendors.asgi import FHIR_JSON, respond
 from simulator.vendors.outcomes import fill, operation_outcome, render_issue, restyle_issue
 from simulator.vendors.quirks import quirks_of
 

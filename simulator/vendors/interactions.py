@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simulator.fhir.errors import FHIRError
 from simulator.site import Site
-from simulator.vendors.http import path_parts, respond_json
+from simulator.vendors.asgi import path_parts, respond_json
 
 
 def interaction_of(method: str, parts: list[str]) -> str | None:

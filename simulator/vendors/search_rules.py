@@ -20,7 +20,16 @@ from simulator.fhir.errors import FHIRError
 from simulator.fhir.paging import paging_style
 from simulator.fhir.searchparams import RESULT_PARAMETERS
 from simulator.site import Site
-from simulator.vendors.http import capture, path_parts, query_items, respond, respond_json
+from simulator.vendors.asgi import (
+    capture,
+    path_parts,
+    query_items,
+    read_body,
+    replay,
+    request_header,
+    respond,
+    respond_json,
+)
 from simulator.vendors.outcomes import operation_outcome, render_issue
 from simulator.vendors.quirks import quirks_of
 from simulator.vendors.rules import holds
@@ -35,35 +44,51 @@ class SearchRules:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         quirks = quirks_of(self.site)
         parts = path_parts(scope)
-        if not quirks or scope["method"] != "GET" or len(parts) != 1 or not self.site.supports(parts[0]):
+        method = scope["method"]
+        is_get = method == "GET" and len(parts) == 1
+        is_post = method == "POST" and len(parts) == 2 and parts[1] == "_search"
+        if not quirks or not (is_get or is_post) or not self.site.supports(parts[0]):
             await self.app(scope, receive, send)
             return
         rtype = parts[0]
         items = query_items(scope)
+        form: list[tuple[str, str]] = []
+        if is_post:  # the same rules for POST [type]/_search: its form body joins the query
+            body, within = await read_body(receive, self.site.settings.max_body_bytes)
+            receive = replay(body)
+            text = _form_text(scope, body) if within else None
+            if text is None:
+                await self.app(scope, receive, send)  # the FHIR API answers these precisely
+                return
+            form = parse_qsl(text, keep_blank_values=True)
         try:
-            is_page = paging_style(self.site.settings.paging).parse(items) is not None
+            is_page = is_get and paging_style(self.site.settings.paging).parse(items) is not None
         except FHIRError:
             is_page = True  # a malformed page token: the FHIR API answers it precisely
         if is_page:
             await self._shape(scope, receive, send, rtype, [], [], quirks)
             return
         outcome = quirks.get("outcome") or {}
-        unknown = [name for name, _ in items if not self._known(rtype, name, quirks)]
+        unknown = [name for name, _ in items + form if not self._known(rtype, name, quirks)]
         notes: list[dict[str, Any]] = []
         rule = quirks.get("unknown_parameters") or {}
         if unknown and rule.get("action", "reject") == "ignore":
             items = [(n, v) for n, v in items if n not in unknown]
+            form = [(n, v) for n, v in form if n not in unknown]
             template = rule.get("issue")
             if template:
                 notes = [render_issue(template, outcome, name=n, type=rtype) for n in dict.fromkeys(unknown)]
             scope = dict(scope)
             scope["query_string"] = urlencode(items).encode()
+            if is_post:
+                receive = replay(urlencode(form).encode())
+                scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
         required = self._required_rule(rtype, quirks)
-        if required and not _satisfied(required, [n for n, _ in items]):
+        if required and not _satisfied(required, [n for n, _ in items + form]):
             issue = render_issue(required["issue"], outcome, type=rtype)
             await respond_json(send, int(required.get("status", 400)), operation_outcome([*notes, issue]))
             return
-        await self._shape(scope, receive, send, rtype, items, notes, quirks)
+        await self._shape(scope, receive, send, rtype, items + form, notes, quirks)
 
     def _known(self, rtype: str, name: str, quirks: dict[str, Any]) -> bool:
         base = name.split(":")[0].split(".")[0]
@@ -164,6 +189,17 @@ class SearchRules:
             bundle.pop("id", None)
             bundle.pop("meta", None)
         await respond(send, 200, orjson.dumps(bundle), _content_type(answer), answer.headers)
+
+
+def _form_text(scope: Scope, body: bytes) -> str | None:
+    """A POST _search body as text, or None when it is not a form the FHIR API would accept."""
+    kind = (request_header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
+    if body and kind != b"application/x-www-form-urlencoded":
+        return None
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _satisfied(rule: dict[str, Any], names: list[str]) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simulator.site import Site
-from simulator.vendors.http import path_parts, respond
+from simulator.vendors.asgi import path_parts, respond
 from simulator.vendors.quirks import quirks_of
 
 

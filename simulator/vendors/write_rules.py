@@ -13,7 +13,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simulator.site import Site
-from simulator.vendors.http import path_parts, read_body, replay, request_header, respond_json
+from simulator.vendors.asgi import path_parts, read_body, replay, request_header, respond_json
 from simulator.vendors.outcomes import operation_outcome, render_issue
 from simulator.vendors.quirks import quirks_of
 from simulator.vendors.rules import broken_rules
