@@ -1,25 +1,22 @@
-"""Vendor data conventions applied to a site's generated population, and its documented test patients.
+"""Vendor rules applied to a site's generated population, and the vendor's documented test patients.
 
-`population.conventions` in a profile (keys documented in docs/vendors.md) says how the vendor
-writes data: local code systems beside LOINC/SNOMED, vendor extensions, how a reference to a patient
-is displayed ("Lin, Derrick" or "Bond,Paula"), whether references carry `type`, and whether instants
-end in `Z` or `+00:00`. `sandbox_patients` gives the vendor's documented test patients their ids,
-names and birth dates, so requests copied from vendor docs work unchanged. Everything is derived
-from the data itself (hashes, tables), so the same seed gives the same bytes.
+The generator itself follows the hospital conventions it knows (`reference_display`,
+`instant_suffix`, `reference_type`, `mrn_system`, `local_codes`; docs/population.md). A profile's
+vendor rules are applied here, after generation (keys in docs/vendors.md): `local_codings` (vendor
+code systems beside LOINC/SNOMED: Epic flowsheet ids, Oracle code sets), `extensions` (Epic's
+template-id), `text_only_codes`, with `tables`. `sandbox_patients` gives the vendor's documented
+test patients their ids, names and birth dates, so requests copied from vendor docs work unchanged.
+Everything is derived from the data itself (hashes, tables), so the same seed gives the same bytes.
 """
 
 from __future__ import annotations
 
 import copy as copy_module
 import hashlib
-import re
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from simulator.population import MRN_SYSTEM
-
-_INSTANT_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d(\.\d+)?)?Z$")
 _OPAQUE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
@@ -28,12 +25,13 @@ def prepare_population(
 ) -> list[dict[str, Any]]:
     """The generated resources with the site's sandbox patients and vendor conventions applied."""
     patients = site.get("sandbox_patients") or []
+    conventions = (site.get("population") or {}).get("conventions") or {}
     if patients:
-        resources = adopt_sandbox_patients(resources, patients)
+        display = conventions.get("reference_display", "{given} {family}")
+        resources = adopt_sandbox_patients(resources, patients, display)
         resources = extend_histories(resources, patients, new_id)
-    conventions = (site.get("population") or {}).get("conventions")
     if conventions:
-        apply_conventions(resources, conventions)
+        apply_vendor_rules(resources, conventions)
     return resources
 
 
@@ -72,6 +70,7 @@ def adopt_sandbox_patients(
     """The first generated people become the vendor's documented test patients."""
     generated = [r for r in resources if r["resourceType"] == "Patient"]
     renamed: dict[str, str] = {}
+    adopted: dict[str, dict[str, Any]] = {}
     omit: dict[str, list[dict[str, Any]]] = {}
     for resource, wanted in zip(generated, patients, strict=False):
         old = resource["id"]
@@ -85,12 +84,16 @@ def adopt_sandbox_patients(
             if wanted.get(key):
                 resource[key] = wanted[key]
         omit[resource["id"]] = wanted.get("without") or []
+        adopted[f"Patient/{resource['id']}"] = wanted
     kept = []
     for resource in resources:
         for ref in _walk_references(resource):
             new = renamed.get(ref["reference"])
             if new:
                 ref["reference"] = new
+                wanted = adopted[new]
+                if display and "display" in ref:
+                    ref["display"] = display.format(given=wanted["given"], family=wanted["family"])
         owner = _subject_id(resource)
         rules = omit.get(owner or "", [])
         if any(
@@ -168,23 +171,10 @@ def _applies(rule: dict[str, Any], resource: dict[str, Any]) -> bool:
     return not rule.get("category") or rule["category"] in category_codes(resource)
 
 
-def apply_conventions(resources: list[dict[str, Any]], conventions: dict[str, Any]) -> None:
+def apply_vendor_rules(resources: list[dict[str, Any]], conventions: dict[str, Any]) -> None:
     fields = {k: str(v) for k, v in (conventions.get("vars") or {}).items()}
-    names = {
-        r["id"]: (r["name"][0].get("family", ""), " ".join(r["name"][0].get("given", [])))
-        for r in resources
-        if r["resourceType"] == "Patient" and r.get("name")
-    }
-    display = conventions.get("reference_display")
-    add_type = conventions.get("reference_type", False)
-    suffix = conventions.get("instant_suffix")
     tables = conventions.get("tables") or {}
-    mrn_system = str(conventions["mrn_system"]).format_map(fields) if conventions.get("mrn_system") else None
     for resource in resources:
-        if mrn_system and resource["resourceType"] == "Patient":
-            for identifier in resource.get("identifier", []):
-                if identifier.get("system") == MRN_SYSTEM:
-                    identifier["system"] = mrn_system
         for rule in conventions.get("local_codings") or []:
             if _applies(rule, resource):
                 _add_local_coding(resource, rule, tables, fields)
@@ -200,15 +190,6 @@ def apply_conventions(resources: list[dict[str, Any]], conventions: dict[str, An
                 code = resource["code"]
                 text = code.get("text") or next((c.get("display") for c in code.get("coding", [])), None)
                 resource["code"] = {"text": text or "Unknown"}
-        for ref in _walk_references(resource):
-            target_type, _, target_id = ref["reference"].partition("/")
-            if display and target_type == "Patient" and target_id in names:
-                family, given = names[target_id]
-                ref["display"] = display.format(family=family, given=given)
-            if add_type and target_type:
-                ref["type"] = target_type
-        if suffix and suffix != "Z":
-            _restyle_instants(resource, suffix)
 
 
 def _add_local_coding(
@@ -246,18 +227,3 @@ def _chosen(resource: dict[str, Any], fraction: float) -> bool:
     """A stable pick of `fraction` of resources, by id: same data, same choice."""
     digest = _digest(resource["resourceType"], str(resource.get("id")))
     return int.from_bytes(digest[:2], "big") < fraction * 65536
-
-
-def _restyle_instants(item: Any, suffix: str) -> None:
-    if isinstance(item, dict):
-        for key, value in item.items():
-            if isinstance(value, str) and _INSTANT_Z.match(value):
-                item[key] = value[:-1] + suffix
-            elif isinstance(value, dict | list):
-                _restyle_instants(value, suffix)
-    elif isinstance(item, list):
-        for index, value in enumerate(item):
-            if isinstance(value, str) and _INSTANT_Z.match(value):
-                item[index] = value[:-1] + suffix
-            elif isinstance(value, dict | list):
-                _restyle_instants(value, suffix)

@@ -19,6 +19,7 @@ import jsonschema
 import yaml
 
 from simulator.scenario import SCENARIO_DIR, ScenarioError, merge
+from simulator.vendors.outcomes import fill
 
 PROFILE_DIR = SCENARIO_DIR / "vendors"
 SCHEMA_PATH = SCENARIO_DIR / "schema" / "profile.schema.json"
@@ -153,7 +154,28 @@ def resolve_site(raw: dict[str, Any], where: str = "<scenario>") -> dict[str, An
     if profile is None:
         return raw
     site = {k: v for k, v in raw.items() if k != "profile"}
-    return _with_resource_types(merge(site_defaults(profile), site))
+    return _with_vars_filled(_with_resource_types(merge(site_defaults(profile), site)))
+
+
+def _with_vars_filled(site: dict[str, Any]) -> dict[str, Any]:
+    """`{name}` in population conventions filled from `conventions.vars` (an Epic instance's OID
+    root, an Oracle tenant), so the generator and the vendor rules see plain systems."""
+    conventions = (site.get("population") or {}).get("conventions")
+    if not conventions or not conventions.get("vars"):
+        return site
+    fields = {k: str(v) for k, v in conventions["vars"].items()}
+
+    def filled(value: Any) -> Any:
+        if isinstance(value, str):
+            return fill(value, fields)
+        if isinstance(value, dict):
+            return {k: (v if k == "vars" else filled(v)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [filled(v) for v in value]
+        return value
+
+    site["population"] = {**site["population"], "conventions": filled(conventions)}
+    return site
 
 
 def settings_of(profile: VendorProfile) -> dict[str, Any]:
