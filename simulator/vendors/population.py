@@ -65,9 +65,12 @@ def _subject_id(resource: dict[str, Any]) -> str | None:
 
 
 def adopt_sandbox_patients(
-    resources: list[dict[str, Any]], patients: list[dict[str, Any]]
+    resources: list[dict[str, Any]],
+    patients: list[dict[str, Any]],
+    display: str | None = "{given} {family}",
 ) -> list[dict[str, Any]]:
-    """The first generated people become the vendor's documented test patients."""
+    """The first generated people become the vendor's documented test patients; references to them
+    are renamed and re-displayed (`display` is the site's reference_display convention)."""
     generated = [r for r in resources if r["resourceType"] == "Patient"]
     renamed: dict[str, str] = {}
     adopted: dict[str, dict[str, Any]] = {}
