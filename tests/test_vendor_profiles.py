@@ -180,3 +180,32 @@ def test_vendor_upgrade_switches_profile_at_the_scheduled_time() -> None:
         assert re.fullmatch(r"g[A-Za-z0-9.-]{50}5", created.json()["id"])
         switches = [e for e in admin.journal() if e.get("kind") == "profile_switch"]
         assert [(e["site"], e["profile"]) for e in switches] == [("epic", "epic-2026-08")]
+
+
+@pytest.mark.parametrize("vendor", ["epic", "oracle-health"])
+def test_sandbox_patients_are_the_vendors_documented_ones(vendor: str) -> None:
+    documented = json.loads(
+        (Path(__file__).parent / "fixtures/vendor-captures" / vendor / "sandbox_patients.json").read_text()
+    )
+    ours = {p["id"]: p for p in load_profile(vendor).sandbox_patients}
+    assert set(ours) == {p["id"] for p in documented["patients"]}
+    for patient in documented["patients"]:
+        mine = ours[patient["id"]]
+        assert patient["display_name"].split()[0] in (mine["given"].split()[0], mine["family"])
+        assert mine.get("birthDate") == patient["birthDate"]
+        assert mine.get("gender") == patient["gender"]
+
+
+def test_vendor_refusals_say_which_rule_in_the_journal() -> None:
+    with serve_in_thread("epic", options=NO_AUTH) as server, httpx.Client(base_url=server.fhir_base) as fhir:
+        assert fhir.get("/Patient").status_code == 400
+        assert fhir.get("/Spaceship").status_code == 404
+        assert fhir.delete(f"/Patient/{DERRICK}").status_code == 405
+        assert fhir.post("/Observation", json={"resourceType": "Observation"}).status_code == 400
+        entries = AdminClient(server.origin).journal()
+    assert [e.get("vendor_rule") for e in entries if e.get("status", 0) >= 400] == [
+        "required-parameters",
+        "unknown-type-page",
+        "interaction-not-supported",
+        "required-fields",
+    ]

@@ -110,3 +110,10 @@ def query_items(scope: Scope) -> list[tuple[str, str]]:
 
 def request_header(scope: Scope, name: bytes) -> bytes | None:
     return next((v for k, v in scope.get("headers", []) if k.lower() == name), None)
+
+
+def note_rule(scope: Scope, rule: str) -> None:
+    """Say in the journal entry which vendor rule answered this request (e.g. required-parameters)."""
+    entry = scope.get("ehrsim.entry")
+    if entry is not None:
+        entry["vendor_rule"] = rule

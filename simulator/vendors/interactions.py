@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simulator.fhir.errors import FHIRError
 from simulator.site import Site
-from simulator.vendors.asgi import path_parts, respond_json
+from simulator.vendors.asgi import note_rule, path_parts, respond_json
 
 
 def interaction_of(method: str, parts: list[str]) -> str | None:
@@ -49,6 +49,7 @@ class InteractionRules:
                     "not-supported",
                     f"{parts[0]} does not support the {code} interaction here (supported: {', '.join(offered)})",
                 )
+                note_rule(scope, "interaction-not-supported")
                 await respond_json(send, 405, error.outcome(), [(b"allow", _allow(offered).encode())])
                 return
         await self.app(scope, receive, send)

@@ -22,6 +22,7 @@ from simulator.fhir.searchparams import RESULT_PARAMETERS
 from simulator.site import Site
 from simulator.vendors.asgi import (
     capture,
+    note_rule,
     path_parts,
     query_items,
     read_body,
@@ -86,6 +87,7 @@ class SearchRules:
         required = self._required_rule(rtype, quirks)
         if required and not _satisfied(required, [n for n, _ in items + form]):
             issue = render_issue(required["issue"], outcome, type=rtype)
+            note_rule(scope, "required-parameters")
             await respond_json(send, int(required.get("status", 400)), operation_outcome([*notes, issue]))
             return
         await self._shape(scope, receive, send, rtype, items + form, notes, quirks)
@@ -131,6 +133,7 @@ class SearchRules:
             and bundle.get("total", 0) > int(too_many["limit"])
         ):
             issue = render_issue(too_many["issue"], outcome, type=rtype, limit=too_many["limit"])
+            note_rule(scope, "max-matches")
             await respond_json(send, int(too_many.get("status", 422)), operation_outcome([issue]))
             return
         entries = bundle.get("entry", [])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simulator.site import Site
-from simulator.vendors.asgi import path_parts, respond
+from simulator.vendors.asgi import note_rule, path_parts, respond
 from simulator.vendors.quirks import quirks_of
 
 
@@ -18,6 +18,7 @@ class UnknownTypePage:
         parts = path_parts(scope)
         if page and parts and parts[0][:1].isupper() and not self.site.supports(parts[0]):
             body = str(page.get("body", "")).encode("utf-8")
+            note_rule(scope, "unknown-type-page")
             await respond(
                 send, int(page.get("status", 404)), body, str(page.get("content_type", "text/html"))
             )

@@ -13,7 +13,7 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simulator.site import Site
-from simulator.vendors.asgi import path_parts, read_body, replay, request_header, respond_json
+from simulator.vendors.asgi import note_rule, path_parts, read_body, replay, request_header, respond_json
 from simulator.vendors.outcomes import operation_outcome, render_issue
 from simulator.vendors.quirks import quirks_of
 from simulator.vendors.rules import broken_rules
@@ -39,6 +39,7 @@ class WriteRules:
         ):
             rule = writes["update_requires_if_match"]
             issue = render_issue(rule["issue"], outcome, type=parts[0])
+            note_rule(scope, "update-requires-if-match")
             await respond_json(send, int(rule.get("status", 412)), operation_outcome([issue]))
             return
         if method == "POST" and len(parts) == 1:
@@ -56,6 +57,7 @@ class WriteRules:
                         issues = [
                             render_issue(required["issue"], outcome, missing=m, type=parts[0]) for m in broken
                         ]
+                        note_rule(scope, "required-fields")
                         await respond_json(send, int(required.get("status", 400)), operation_outcome(issues))
                         return
             if writes.get("create_response") == "minimal":
