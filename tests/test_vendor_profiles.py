@@ -209,3 +209,12 @@ def test_vendor_refusals_say_which_rule_in_the_journal() -> None:
         "interaction-not-supported",
         "required-fields",
     ]
+
+
+def test_issue_templates_fill_fields_and_survive_stray_braces() -> None:
+    from simulator.vendors.outcomes import fill
+
+    assert fill("Unknown parameter: {NAME}. {type} {missing}", {"name": "shoe-size", "type": "Patient"}) == (
+        "Unknown parameter: SHOE-SIZE. Patient {missing}"
+    )
+    assert fill('{"a": 1} {0}', {"name": "x"}) == '{"a": 1} {0}'

@@ -21,7 +21,10 @@ def fill(text: str, fields: dict[str, Any]) -> str:
     values = _Fields({k: v for k, v in fields.items() if v is not None})
     if "name" in values:
         values.setdefault("NAME", str(values["name"]).upper())
-    return text.format_map(values)
+    try:
+        return text.format_map(values)
+    except (ValueError, IndexError):  # stray braces in a profile's text: keep it as written
+        return text
 
 
 def render_issue(template: dict[str, Any], outcome: dict[str, Any], **fields: Any) -> dict[str, Any]:
