@@ -120,3 +120,16 @@ def test_meditech_unauthorised_read_is_the_capture_envelope() -> None:
     assert response.status_code == 401
     assert response.headers["content-type"] == "application/json"
     assert response.json() == expected
+
+
+def test_epic_unauthorised_is_an_empty_json_string_with_invalid_token() -> None:
+    """Epic's 401 (captured in us-core-deviations.json transport_findings): body `""`, JSON, and a
+    WWW-Authenticate naming invalid_token."""
+    with serve_in_thread("epic", layers=[vendor_quirks, _Unauthorized]) as server:
+        response = httpx.get(server.fhir_base + "/Patient/eq081-VQEgP8drUUqCWzHfw3")
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/json; charset=utf-8"
+    assert response.content == b'""'
+    assert response.headers["www-authenticate"] == (
+        'Bearer error="invalid_token", error_description="The access token provided is not valid"'
+    )

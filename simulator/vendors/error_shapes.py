@@ -3,7 +3,8 @@
 Every 4xx/5xx that leaves a vendor site passes here. Rules in the profile's `quirks.errors` match a
 status (`404`, or a class such as `4xx`) and optionally the core issue's `code`; a rule either
 replaces the issues with its own template(s) or replaces the whole body with an `envelope` (MEDITECH's
-`{"resource": ..., "detail": ...}`). Errors no rule matches keep ehrsim's diagnostics but take the
+`{"resource": ..., "detail": ...}`), or with any JSON value (`json`), optionally setting headers
+(`headers`, e.g. Epic's WWW-Authenticate). Errors no rule matches keep ehrsim's diagnostics but take the
 vendor's code for their issue type (`quirks.outcome.codes`) and its severity words.
 """
 
@@ -38,7 +39,7 @@ def reshape(body: Any, status: int, quirks: dict[str, Any]) -> tuple[Any, str]:
     outcome = quirks.get("outcome") or {}
     issues = body.get("issue", []) if isinstance(body, dict) else []
     first = issues[0] if issues else {}
-    rule = rule_for(quirks.get("errors") or [], status, first.get("code"))
+    rule = rule_for(quirks.get("errors") or [], status, _first_code(body))
     fields = {
         "status": status,
         "reason": _reason(status),
@@ -48,9 +49,16 @@ def reshape(body: Any, status: int, quirks: dict[str, Any]) -> tuple[Any, str]:
     if rule and "envelope" in rule:
         envelope = {k: fill(str(v), fields) for k, v in rule["envelope"].items()}
         return envelope, str(rule.get("content_type", "application/json"))
+    if rule and "json" in rule:  # any JSON value, e.g. Epic's 401 body: the empty string ""
+        return rule["json"], str(rule.get("content_type", "application/json"))
     if rule and "issue" in rule:
         return operation_outcome([render_issue(rule["issue"], outcome, **fields)]), FHIR_JSON
     return operation_outcome([restyle_issue(i, outcome) for i in issues]), FHIR_JSON
+
+
+def _first_code(body: Any) -> str | None:
+    issues = body.get("issue") if isinstance(body, dict) else None
+    return issues[0].get("code") if issues and isinstance(issues[0], dict) else None
 
 
 def _reason(status: int) -> str:
@@ -100,4 +108,8 @@ class ErrorShapes:
         except orjson.JSONDecodeError:
             data = {}
         shaped, content_type = reshape(data, start["status"], quirks)
+        rule = rule_for(quirks.get("errors") or [], start["status"], _first_code(data))
+        for name, value in ((rule or {}).get("headers") or {}).items():
+            key = name.lower().encode()
+            headers = [(k, v) for k, v in headers if k.lower() != key] + [(key, str(value).encode())]
         await respond(send, start["status"], orjson.dumps(shaped), content_type, headers)
