@@ -3,8 +3,8 @@
 The generator itself follows the hospital conventions it knows (`reference_display`,
 `instant_suffix`, `reference_type`, `mrn_system`, `local_codes`; docs/population.md). A profile's
 vendor rules are applied here, after generation (keys in docs/vendors.md): `local_codings` (vendor
-code systems beside LOINC/SNOMED: Epic flowsheet ids, Oracle code sets), `extensions` (Epic's
-template-id), `text_only_codes`, with `tables`. `sandbox_patients` gives the vendor's documented
+code systems beside LOINC/SNOMED: Epic flowsheet ids, Oracle code sets) and `extensions` (Epic's
+template-id), with `tables`. `sandbox_patients` gives the vendor's documented
 test patients their ids, names and birth dates, so requests copied from vendor docs work unchanged.
 Everything is derived from the data itself (hashes, tables), so the same seed gives the same bytes.
 """
@@ -184,15 +184,6 @@ def apply_vendor_rules(resources: list[dict[str, Any]], conventions: dict[str, A
         for rule in conventions.get("extensions") or []:
             if _applies(rule, resource):
                 resource.setdefault("extension", []).append(rule["extension"])
-        for rule in conventions.get("text_only_codes") or []:
-            if (
-                _applies(rule, resource)
-                and isinstance(resource.get("code"), dict)
-                and _chosen(resource, float(rule.get("fraction", 1.0)))
-            ):
-                code = resource["code"]
-                text = code.get("text") or next((c.get("display") for c in code.get("coding", [])), None)
-                resource["code"] = {"text": text or "Unknown"}
 
 
 def _add_local_coding(
@@ -224,9 +215,3 @@ def _add_local_coding(
         code["coding"] = [coding, *code["coding"]]
     else:
         code["coding"].append(coding)
-
-
-def _chosen(resource: dict[str, Any], fraction: float) -> bool:
-    """A stable pick of `fraction` of resources, by id: same data, same choice."""
-    digest = _digest(resource["resourceType"], str(resource.get("id")))
-    return int.from_bytes(digest[:2], "big") < fraction * 65536
