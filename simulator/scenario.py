@@ -8,6 +8,7 @@ before it is built; `validate_file` reports every problem with its file, line, p
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -246,14 +247,19 @@ def schema_validator() -> Draft202012Validator:
     """The scenario schema with its section files (scenarios/schema/*.schema.json) as references."""
     global _validator
     if _validator is None:
-        resources = []
-        for file in sorted(SCHEMA_DIR.glob("*.schema.json")):
-            schema = json.loads(file.read_text(encoding="utf-8"))
-            resources.append((schema["$id"], Resource.from_contents(schema)))
-        registry = Registry().with_resources(resources)
         root = json.loads((SCHEMA_DIR / "scenario.schema.json").read_text(encoding="utf-8"))
-        _validator = Draft202012Validator(root, registry=registry)
+        _validator = Draft202012Validator(root, registry=schema_registry())
     return _validator
+
+
+@functools.cache
+def schema_registry() -> Registry:
+    """Every section schema (scenarios/schema/*.schema.json) by its $id, for cross-file $refs."""
+    resources = []
+    for file in sorted(SCHEMA_DIR.glob("*.schema.json")):
+        schema = json.loads(file.read_text(encoding="utf-8"))
+        resources.append((schema["$id"], Resource.from_contents(schema)))
+    return Registry().with_resources(resources)
 
 
 def _plain(value: Any) -> Any:

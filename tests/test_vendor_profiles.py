@@ -58,6 +58,18 @@ def test_a_bad_profile_names_the_file_the_path_and_the_problem() -> None:
         )
 
 
+def test_profile_population_and_auth_sections_use_the_scenario_schemas() -> None:
+    bad_population = {"extends": "oracle-health", "site": {"population": {"conventions": {"bogus": 1}}}}
+    with pytest.raises(ScenarioError, match=r"at site/population/conventions: .*'bogus' was unexpected"):
+        build_scenario({"sites": [{"id": "x", "profile": bad_population}]})
+    bad_rule = {
+        "extends": "epic",
+        "site": {"population": {"conventions": {"local_codings": [{"code_style": "digits"}]}}},
+    }
+    with pytest.raises(ScenarioError, match=r"local_codings/0: 'system' is a required property"):
+        build_scenario({"sites": [{"id": "x", "profile": bad_rule}]})
+
+
 def test_id_formats_are_data_and_deterministic() -> None:
     formats = {
         "default": {"style": "numeric", "digits": 8},

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+from simulator.population.messiness import local_code
+
 _OPAQUE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
@@ -161,11 +163,12 @@ def _digest(*parts: str) -> bytes:
     return hashlib.sha256("|".join(parts).encode()).digest()
 
 
-def local_code(style: str, system: str, source: str) -> str:
-    digest = _digest(system, source)
+def vendor_code(style: str, system: str, source: str) -> str:
+    """A vendor's own code for a concept: digits (the population's `local_code`) or an opaque token
+    like Epic's flowsheet ids; stable per (system, concept)."""
     if style == "opaque":
-        return "".join(_OPAQUE[b % len(_OPAQUE)] for b in digest[:24])
-    return str(int.from_bytes(digest[:4], "big") % 90_000_000 + 10_000)
+        return "".join(_OPAQUE[b % len(_OPAQUE)] for b in _digest(system, source)[:24])
+    return local_code(system, source)
 
 
 def _applies(rule: dict[str, Any], resource: dict[str, Any]) -> bool:
@@ -202,7 +205,7 @@ def _add_local_coding(
     elif rule.get("code_style") == "same":  # an alias system for the same code (an OID for LOINC)
         value = first.get("code")
     else:
-        value = local_code(
+        value = vendor_code(
             rule.get("code_style", "digits"), system, f"{first.get('system')}|{first.get('code')}"
         )
     coding: dict[str, Any] = {"system": system, "code": value}

@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from simulator.scenario import SCENARIO_DIR, ScenarioError, merge
+from simulator.scenario import SCENARIO_DIR, ScenarioError, merge, schema_registry
 from simulator.vendors.outcomes import fill
 
 PROFILE_DIR = SCENARIO_DIR / "vendors"
@@ -73,9 +73,10 @@ def _extended(data: dict[str, Any], where: str, seen: tuple[str, ...]) -> dict[s
 @functools.cache
 def _validator() -> jsonschema.Draft202012Validator:
     schema = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
-    # A profile file is the schema's $defs/profile, and names itself.
+    # A profile file is the schema's $defs/profile, and names itself; its site sections refer to
+    # the scenario's section schemas (population, auth), found through the shared registry.
     return jsonschema.Draft202012Validator(
-        {"$defs": schema["$defs"], "$ref": "#/$defs/profile", "required": ["profile"]}
+        {"$ref": f"{schema['$id']}#/$defs/profile", "required": ["profile"]}, registry=schema_registry()
     )
 
 
