@@ -425,3 +425,35 @@ def test_epic_post_search_follows_the_same_rules(epic: httpx.Client) -> None:
     not_a_form = epic.post("/Patient/_search", content=b"family=Lin", headers={"content-type": "text/plain"})
     assert not_a_form.status_code == 415
     assert not_a_form.json()["issue"][0]["details"]["coding"][0]["system"] == EPIC_OID
+
+
+NASTY = [
+    ("GET", "/Observation?patient=%FF%FE&category=vital-signs", b""),
+    ("GET", "/Observation?_count=abc&patient=x&category=laboratory", b""),
+    ("GET", "/Observation?sessionID=", b""),
+    ("GET", "/Observation?sessionID=9-ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ", b""),
+    ("GET", "/Observation?-pageContext=%25%25%25&-pageDirection=NEXT", b""),
+    ("GET", "/Observation?continue=LA.not-a-cursor", b""),
+    ("GET", "/Patient?=&&=x&" + "a" * 5000 + "=1", b""),
+    ("GET", "/Patient?_id=a&_id=b&_id=c&family:exact=", b""),
+    ("POST", "/Observation", b"\xff\xfe not json"),
+    ("POST", "/Observation", b'{"resourceType": "Observation", "category": 7, "code": "x"}'),
+    ("POST", "/Patient/_search", b"\xff\xfe=\x00"),
+    ("PUT", "/Condition/1", b"[]"),
+    ("DELETE", "/Spaceship/1", b""),
+    ("GET", "/Patient/" + "x" * 300, b""),
+]
+
+
+@pytest.mark.parametrize("vendor", ["epic", "oracle-health", "meditech"])
+def test_bad_input_gets_a_vendor_shaped_answer_never_a_500(vendor: str, epic, oracle, meditech) -> None:
+    client = {"epic": epic, "oracle-health": oracle, "meditech": meditech}[vendor]
+    for method, path, body in NASTY:
+        kind = "application/x-www-form-urlencoded" if path.endswith("_search") else "application/fhir+json"
+        response = client.request(
+            method, path, content=body, headers={"content-type": kind, "if-match": "garbage"}
+        )
+        assert response.status_code < 500, (vendor, method, path, response.text[:200])
+        if response.status_code >= 400 and "html" not in response.headers["content-type"]:
+            shaped = response.json()
+            assert shaped == "" or "issue" in shaped or set(shaped) == {"resource", "detail"}, (path, shaped)
