@@ -175,25 +175,39 @@ def compare(capture: Capture, status: int, body: Any, vendor_base: str, our_base
     for relation in set(ours_links) & set(their_links):
         if ours_links[relation] != their_links[relation]:
             diffs.append(f"{relation} link style {ours_links[relation]}, vendor {their_links[relation]}")
-    modes = lambda entries: sorted({e.get("search", {}).get("mode") for e in entries})  # noqa: E731
-    if modes(ours_entries) != modes(their_entries):
-        diffs.append(f"search modes {modes(ours_entries)}, vendor {modes(their_entries)}")
-    kinds = lambda rs: sorted({r["resourceType"] for r in rs})  # noqa: E731
-    if kinds(ours_matches) != kinds(their_matches):
-        diffs.append(f"match types {kinds(ours_matches)}, vendor {kinds(their_matches)}")
-    outcome = lambda entries: sorted(  # noqa: E731
-        i for e in entries if e.get("search", {}).get("mode") == "outcome" for i in _issues(e["resource"])
+    if _modes(ours_entries) != _modes(their_entries):
+        diffs.append(f"search modes {_modes(ours_entries)}, vendor {_modes(their_entries)}")
+    if _kinds(ours_matches) != _kinds(their_matches):
+        diffs.append(f"match types {_kinds(ours_matches)}, vendor {_kinds(their_matches)}")
+    if _outcome_issues(ours_entries) != _outcome_issues(their_entries):
+        diffs.append(
+            f"outcome-entry issues {_outcome_issues(ours_entries)}, vendor {_outcome_issues(their_entries)}"
+        )
+    linked_ours, linked_theirs = (
+        any("link" in e for e in ours_entries),
+        any("link" in e for e in their_entries),
     )
-    if outcome(ours_entries) != outcome(their_entries):
-        diffs.append(f"outcome-entry issues {outcome(ours_entries)}, vendor {outcome(their_entries)}")
-    linked = lambda entries: any("link" in e for e in entries)  # noqa: E731
-    if linked(ours_entries) != linked(their_entries):
-        diffs.append(f"per-entry links {linked(ours_entries)}, vendor {linked(their_entries)}")
+    if linked_ours != linked_theirs:
+        diffs.append(f"per-entry links {linked_ours}, vendor {linked_theirs}")
     ours_ids = {id_class(r["id"]) for r in ours_matches}
     their_ids = {id_class(r["id"]) for r in their_matches}
     if not ours_ids <= their_ids:
         diffs.append(f"id formats {sorted(ours_ids)}, vendor {sorted(their_ids)}")
     return diffs + _coding_differences(ours_matches, their_matches)
+
+
+def _modes(entries: list[dict[str, Any]]) -> list[str]:
+    return sorted({e.get("search", {}).get("mode") for e in entries})
+
+
+def _kinds(resources: list[dict[str, Any]]) -> list[str]:
+    return sorted({r["resourceType"] for r in resources})
+
+
+def _outcome_issues(entries: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return sorted(
+        i for e in entries if e.get("search", {}).get("mode") == "outcome" for i in _issues(e["resource"])
+    )
 
 
 def _coding_differences(ours: list[dict[str, Any]], theirs: list[dict[str, Any]]) -> list[str]:
