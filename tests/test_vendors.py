@@ -387,6 +387,20 @@ def test_meditech_older_r4_base_answers_the_same_way() -> None:
         )
 
 
+def test_oracle_population_has_combined_patients_that_search_skips(oracle: httpx.Client) -> None:
+    everyone = oracle.get("/Patient", params={"birthdate": "ge1800-01-01"}).json()["entry"]
+    found = {e["resource"]["id"] for e in everyone}
+    for entry in everyone:
+        for link in entry["resource"].get("link", []):
+            if link["type"] == "replaces":  # the surviving record: its merged twin reads but is never found
+                twin = link["other"]["reference"].split("/")[1]
+                assert twin not in found
+                read = oracle.get(f"/Patient/{twin}").json()
+                assert read["active"] is False and read["link"][0]["type"] == "replaced-by"
+                return
+    raise AssertionError("the oracle-health population should hold a combined patient (messiness.merged)")
+
+
 def test_oracle_combined_patients_are_read_but_never_found(oracle: httpx.Client) -> None:
     current = oracle.get("/Patient/12744580")
     merged = {

@@ -73,7 +73,13 @@ def adopt_sandbox_patients(
 ) -> list[dict[str, Any]]:
     """The first generated people become the vendor's documented test patients; references to them
     are renamed and re-displayed (`display` is the site's reference_display convention)."""
-    generated = [r for r in resources if r["resourceType"] == "Patient"]
+    # A record merged into another (link replaced-by) stays what it is: it is not a test patient.
+    generated = [
+        r
+        for r in resources
+        if r["resourceType"] == "Patient"
+        and not any(link.get("type") == "replaced-by" for link in r.get("link", []))
+    ]
     renamed: dict[str, str] = {}
     adopted: dict[str, dict[str, Any]] = {}
     omit: dict[str, list[dict[str, Any]]] = {}
