@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from simulator.admin_client import AdminClient, AdminError
+from simulator.scenario import load_scenario
 from simulator.testing import RunningServer
 from tests.smart_support import REDIRECT, TIMEOUT, bearer, serve_auth
 
@@ -164,3 +165,16 @@ def test_registered_client_metadata_round_trips(smart: RunningServer, admin: Adm
     listed = {c["client_id"]: c for c in admin.clients(site="s")["clients"]}
     assert listed[made["client_id"]]["client_name"] == "picker app"
     assert "client_secret" not in listed[made["client_id"]]
+
+
+@pytest.mark.parametrize(("vendor", "everything"), [("epic", "user/*.*"), ("oracle-health", "user/*.cruds")])
+def test_token_on_a_site_without_clients_uses_an_admin_client(vendor: str, everything: str) -> None:
+    with serve_auth(load_scenario(vendor)) as server, AdminClient(server.origin) as admin:
+        minted = admin.token()
+        assert minted["client_id"] == "ehrsim-admin"
+        assert minted["scope"] == f"openid fhirUser {everything}"  # in the syntax the site accepts
+        site = next(iter(server.sandbox.sites.values())).site
+        patient = next(iter(site.store.current("Patient")))
+        read = httpx.get(f"{server.fhir_base}/Patient/{patient}", headers=bearer(minted), timeout=TIMEOUT)
+        assert read.status_code == 200
+        assert httpx.get(f"{server.fhir_base}/Patient/{patient}", timeout=TIMEOUT).status_code == 401

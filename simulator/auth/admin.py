@@ -65,6 +65,15 @@ def _server(sandbox: Sandbox, site_id: str | None) -> tuple[AuthorizationServer,
     return server, runtime.site
 
 
+ADMIN_CLIENT = {
+    "client_id": "ehrsim-admin",
+    "client_name": "ehrsim admin API (tokens minted by /_admin/token)",
+    "token_endpoint_auth_method": "none",
+    "grant_types": ["authorization_code"],
+    "redirect_uris": ["http://127.0.0.1/ehrsim-admin"],
+}
+
+
 def admin_routes(sandbox: Sandbox) -> list[Route]:
     async def clients(request: Request) -> Response:
         try:
@@ -118,11 +127,16 @@ def admin_routes(sandbox: Sandbox) -> list[Route]:
 
 
 def mint(server: AuthorizationServer, base: str, body: dict[str, Any]) -> dict[str, Any]:
-    client = server.clients.get(body["client_id"]) if body.get("client_id") else server.clients.first()
-    if client is None:
-        which = f"'{body['client_id']}'" if body.get("client_id") else "registered"
-        raise AdminError(404, "not_found", f"no client {which} on this site; POST /_admin/clients first")
-    scope = body.get("scope") or client.scope or _default_scope(client)
+    if body.get("client_id"):
+        client = server.clients.get(body["client_id"])
+        if client is None:
+            raise AdminError(
+                404, "not_found", f"no client '{body['client_id']}' on this site; POST /_admin/clients first"
+            )
+    else:
+        # A site nobody registered a client on (e.g. a vendor scenario) gets a public one to hold tokens.
+        client = server.clients.first() or server.register(ADMIN_CLIENT)
+    scope = body.get("scope") or client.scope or _default_scope(client, server.settings.scope_syntax)
     try:
         scopes = server.parse_scopes(scope)
     except ScopeError as exc:
@@ -138,7 +152,9 @@ def mint(server: AuthorizationServer, base: str, body: dict[str, Any]) -> dict[s
     return {"client_id": client.client_id, **response}
 
 
-def _default_scope(client: Any) -> str:
+def _default_scope(client: Any, syntax: list[str]) -> str:
+    """Everything the client could have, in a scope syntax the site accepts."""
+    everything = "cruds" if "v2" in syntax else "*"
     if "client_credentials" in client.grant_types and not client.public:
-        return "system/*.cruds"
-    return "openid fhirUser user/*.cruds"
+        return f"system/*.{everything}"
+    return f"openid fhirUser user/*.{everything}"
