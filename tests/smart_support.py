@@ -3,9 +3,7 @@ and backend-services keys and assertions. Everything talks to a real ehrsim over
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import hashlib
 import re
 import secrets
 import tempfile
@@ -19,6 +17,7 @@ import httpx
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
+from conformance.smart_checks import pkce
 from simulator.scenario import Scenario, build_scenario
 from simulator.testing import RunningServer, serve_in_thread
 
@@ -27,7 +26,6 @@ KEYS = tempfile.TemporaryDirectory(prefix="ehrsim-test-keys-")
 
 REDIRECT = "http://127.0.0.1:9999/callback"
 TIMEOUT = 30.0  # the test machine is shared and may be slow; slowness is not what these tests check
-CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 PUBLIC = {
     "client_id": "public-app",
     "token_endpoint_auth_method": "none",
@@ -75,12 +73,6 @@ def serve_auth(
     options = {"data_dir": KEYS.name, **(options_extra or {})}
     with serve_in_thread(scenario or auth_scenario(), options=options, **kwargs) as server:
         yield server
-
-
-def pkce() -> tuple[str, str]:
-    verifier = secrets.token_urlsafe(48)
-    challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    return verifier, challenge
 
 
 def authorize_params(base: str, scope: str, client_id: str = "public-app", **extra: str) -> dict[str, str]:

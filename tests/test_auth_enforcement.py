@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from conformance.smart_checks import CATEGORY
 from simulator.testing import RunningServer
-from tests.smart_support import CATEGORY, TIMEOUT, auth_scenario, bearer, login, serve_auth, token_request
+from tests.smart_support import TIMEOUT, auth_scenario, bearer, login, serve_auth, token_request
 
 SYSTEM_SECRET = ("confidential-app", "s3cret")
 

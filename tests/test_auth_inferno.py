@@ -1,10 +1,11 @@
-"""Inferno's SMART App Launch / g(10) server checks (`smart_server_checks.py`) pass against ehrsim,
+"""Inferno's SMART App Launch / g(10) server checks (`conformance/smart_checks.py`) pass against ehrsim,
 and each fails against a deliberately broken configuration: a setting or injected failure where
 ehrsim has one, otherwise a layer that breaks the one behaviour the check is about on its way out
 (a stand-in for a non-conformant server)."""
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -14,10 +15,13 @@ import orjson
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from conformance.check import Check
+from conformance.report import exit_code, junit_xml, text
+from conformance.runner import run_checks
+from conformance.smart_checks import SMART_CHECKS, SmartTarget, run_smart_checks
 from simulator.auth import auth_layer
 from simulator.site import Site
 from simulator.testing import RunningServer
-from tests.smart_server_checks import CHECKS, Check, Target
 from tests.smart_support import TIMEOUT, auth_scenario, serve_auth
 
 WALL_CLOCK = {"start": "now", "speed": 1.0}  # checks compare token times with their own clock
@@ -198,22 +202,50 @@ def conformant() -> Iterator[RunningServer]:
 
 
 def test_every_check_has_a_broken_configuration() -> None:
-    assert sorted(BROKEN) == sorted(FAILS_WITH) == sorted(c.id for c in CHECKS)
+    assert sorted(BROKEN) == sorted(FAILS_WITH) == sorted(c.id for c in SMART_CHECKS)
 
 
-@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.id)
+@pytest.mark.parametrize("check", SMART_CHECKS, ids=lambda c: c.id)
+def target(server: RunningServer, http: httpx.Client) -> SmartTarget:
+    return SmartTarget(server.fhir_base, http, secret_auth=("confidential-app", "s3cret"))
+
+
+@pytest.mark.parametrize("check", SMART_CHECKS, ids=lambda c: c.id)
 def test_check_passes_against_ehrsim(conformant: RunningServer, check: Check) -> None:
     with httpx.Client(timeout=TIMEOUT) as http:
-        check.run(Target(conformant.fhir_base, http))
+        (result,) = run_checks(target(conformant, http), [check])
+    assert (result.status, result.message) == ("passed", "")
 
 
-@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.id)
+@pytest.mark.parametrize("check", SMART_CHECKS, ids=lambda c: c.id)
 def test_check_fails_against_a_broken_configuration(check: Check) -> None:
     broken = BROKEN[check.id]
     with (
         serve_auth(broken["scenario"], layers=broken.get("layers")) as server,
         httpx.Client(timeout=TIMEOUT) as http,
-        pytest.raises(AssertionError) as failure,
     ):
-        check.run(Target(server.fhir_base, http))
-    assert FAILS_WITH[check.id] in str(failure.value)
+        (result,) = run_checks(target(server, http), [check])
+    assert result.status == "failed"
+    assert FAILS_WITH[check.id] in result.message
+
+
+def test_run_smart_checks_reports_like_the_rest_of_the_suite(conformant: RunningServer) -> None:
+    results = run_smart_checks(conformant.fhir_base, secret_auth=("confidential-app", "s3cret"))
+    assert f"{len(SMART_CHECKS)} passed, 0 failed, 0 skipped" in text(results)
+    assert exit_code(results) == 0
+    suite = ET.fromstring(junit_xml(results))
+    assert (suite.get("tests"), suite.get("failures")) == (str(len(SMART_CHECKS)), "0")
+    assert {case.get("classname") for case in suite} == {"ehrsim-conformance.smart"}
+
+
+def unknown_sign_in_page(p: str, status: int, headers: dict, body: bytes) -> tuple:
+    return status, headers, b"<html><body>Log in with your hospital account</body></html>"
+
+
+def test_flow_checks_skip_on_a_sign_in_page_they_cannot_fill_in() -> None:
+    layers = [breaking(edit_response=on_path("/auth/authorize", unknown_sign_in_page)), auth_layer]
+    with serve_auth(scenario(), layers=layers) as server, httpx.Client(timeout=TIMEOUT) as http:
+        results = {r.check.id: r for r in run_checks(target(server, http), SMART_CHECKS)}
+    assert results["smart_code_received"].status == "skipped"
+    assert "asks a person to sign in" in results["smart_code_received"].message
+    assert results["smart_well_known_endpoint"].status == "passed"
