@@ -64,13 +64,26 @@ def _conformance_parser(sub: argparse._SubParsersAction) -> None:
     server.add_argument("--token", help="a bearer token to send (e.g. from `ehrsim token`)")
     server.add_argument("--group", action="append", help="only these check groups (repeatable)")
     server.add_argument("--junit", help="also write the results as JUnit XML to this file")
+    smart = kinds.add_parser("smart", help="SMART App Launch server checks (Inferno's; docs/auth.md)")
+    smart.add_argument("--fhir-base", required=True, help="the server's FHIR base URL")
+    smart.add_argument("--client-id", required=True, help="a public client registered for the code flow")
+    smart.add_argument("--redirect-uri", default="http://127.0.0.1:9999/callback", help="its redirect URI")
+    smart.add_argument("--confidential", metavar="ID:SECRET", help="a confidential client, for introspection")
+    smart.add_argument("--junit", help="also write the results as JUnit XML to this file")
 
 
 def conformance_command(args: argparse.Namespace) -> int:
     from conformance.report import exit_code, junit_xml, text
     from conformance.runner import run_server_checks
+    from conformance.smart_checks import run_smart_checks
 
-    results = run_server_checks(args.fhir_base, args.token, args.group)
+    if args.suite == "smart":
+        secret = tuple(args.confidential.split(":", 1)) if args.confidential else None
+        results = run_smart_checks(
+            args.fhir_base, client_id=args.client_id, redirect_uri=args.redirect_uri, secret_auth=secret
+        )
+    else:
+        results = run_server_checks(args.fhir_base, args.token, args.group)
     print(text(results))
     if args.junit:
         with open(args.junit, "wb") as out:

@@ -249,3 +249,56 @@ def test_flow_checks_skip_on_a_sign_in_page_they_cannot_fill_in() -> None:
     assert results["smart_code_received"].status == "skipped"
     assert "asks a person to sign in" in results["smart_code_received"].message
     assert results["smart_well_known_endpoint"].status == "passed"
+
+
+def test_cli_runs_the_smart_checks_against_the_token_expiry_scenario(tmp_path: Any) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from simulator.scenario import load_scenario
+
+    report = tmp_path / "smart.xml"
+    with serve_auth(load_scenario("token-expiry")) as server:
+        unknown = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "simulator",
+                "conformance",
+                "smart",
+                "--fhir-base",
+                server.fhir_base,
+                "--client-id",
+                "nobody",
+            ],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "simulator",
+                "conformance",
+                "smart",
+                "--fhir-base",
+                server.fhir_base,
+                "--client-id",
+                "ehrsim-public-app",
+                "--confidential",
+                "ehrsim-confidential-app:ehrsim-sandbox-secret",
+                "--junit",
+                str(report),
+            ],
+            cwd=Path(__file__).resolve().parent.parent,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert unknown.returncode == 1 and "FAIL smart_code_received" in unknown.stdout
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{len(SMART_CHECKS)} passed, 0 failed, 0 skipped" in result.stdout
+    assert ET.fromstring(report.read_bytes()).get("tests") == str(len(SMART_CHECKS))
