@@ -100,20 +100,21 @@ class RateLimit:
             raw=dict(data),
         )
 
-    def take(self, key: str, cost: int, now: float) -> float | None:
-        """Consume `cost` tokens; None if allowed, else the simulated seconds until it would be."""
+    def take(self, key: str, cost: int, now: float, stamp: float) -> float | None:
+        """Consume `cost` tokens; None if allowed, else the simulated seconds until it would be.
+        `now`: simulated seconds since the clock start; `stamp`: simulated POSIX time (for days)."""
         bucket = self.buckets.get(key)
         if bucket is None:
             bucket = self.buckets[key] = Bucket(self.burst, now)
         bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
         bucket.updated = now
         if self.daily_quota is not None:
-            day = int(now // DAY)
+            day = int(stamp // DAY)
             if day != bucket.day:
                 bucket.day, bucket.used_today = day, 0
             if bucket.used_today + cost > self.daily_quota:
                 self.rejected += 1
-                return (day + 1) * DAY - now
+                return (day + 1) * DAY - stamp
         if bucket.tokens < cost:
             self.rejected += 1
             return (cost - bucket.tokens) / self.rate
@@ -153,13 +154,13 @@ class RateLimiter:
 
     def check(self, site: str, request: Mapping[str, Any], cost: int = 1) -> FHIRError | None:
         """Charge `cost` to every limit that applies; the error to answer with if one refuses."""
-        now = self.clock.elapsed()
+        now, stamp = self.clock.elapsed(), self.clock.timestamp()
         with self._lock:
             for limit in self.limits:
                 if not limit.matcher.matches(request["protocol"], site, request):
                     continue
                 key = f"{site}:{request.get('client_id')}" if limit.per == "client" else site
-                wait = limit.take(key, cost, now)
+                wait = limit.take(key, cost, now, stamp)
                 if wait is not None:
                     seconds = max(1, math.ceil(wait - 1e-9))
                     return FHIRError.of(
