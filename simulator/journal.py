@@ -43,6 +43,7 @@ class Journal:
         self.bodies = bodies
         self._entries: deque[dict[str, Any]] = deque()
         self._seq = itertools.count(1)
+        self._correlation = itertools.count(1)
         self.dropped = 0
         self.spilled = 0
         self.spill_path = Path(spill_path) if spill_path else None
@@ -74,6 +75,10 @@ class Journal:
                     self._spill.close()
                 self.spill_path = Path(spill_path)
                 self._spill = open(spill_path, "ab")  # noqa: SIM115
+
+    def correlation_id(self, prefix: str = "req") -> str:
+        """A new correlation id, in sequence (deterministic for the same interactions)."""
+        return f"{prefix}-{next(self._correlation)}"
 
     def record(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Append `entry` (given `seq`, and `monotonic`/`sim` if missing) and return it."""
@@ -128,6 +133,7 @@ class Journal:
         with self._lock:
             self._entries.clear()
             self._seq = itertools.count(1)
+            self._correlation = itertools.count(1)
             self.dropped = 0
             self.spilled = 0
 

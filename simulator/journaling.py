@@ -12,7 +12,6 @@ The entry is recorded when the exchange ends, however it ends (response, fault, 
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -97,8 +96,6 @@ def protocol_of(subpath: str, prefixes: tuple[tuple[str, str], ...]) -> str:
 
 
 class JournalLayer:
-    _correlation = itertools.count(1)
-
     def __init__(self, app: ASGIApp, site: Site, sandbox: Sandbox) -> None:
         from simulator import assembly
 
@@ -138,7 +135,7 @@ class JournalLayer:
             "client_id": client_id,
             "headers": headers,
         }
-        correlation = headers.get("x-request-id") or f"req-{next(self._correlation)}"
+        correlation = headers.get("x-request-id") or journal.correlation_id()
         started = time.perf_counter()
         entry: dict[str, Any] | None = None
         if journal.enabled:
