@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import httpx
 import orjson
 import pytest
 
-import httpx
 from simulator.admin_client import AdminClient, AdminError, VerificationFailed
 from simulator.clock import Clock
 from simulator.journal import Journal
