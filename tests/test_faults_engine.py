@@ -143,7 +143,7 @@ def test_duplicate_ids_are_refused() -> None:
 
 
 def test_parse_duration_units() -> None:
-    assert [parse_duration(v) for v in (3, "500ms", "30s", "5m", "2h", "1d", "1.5")] == [
+    assert [parse_duration(v) for v in (3, "500ms", "30s", "5m", "2h", "1d", "1.5", "1h30m")] == [
         3.0,
         0.5,
         30.0,
@@ -151,6 +151,7 @@ def test_parse_duration_units() -> None:
         7200.0,
         86400.0,
         1.5,
+        5400.0,
     ]
     with pytest.raises(ValueError, match="negative"):
         parse_duration(-1)
