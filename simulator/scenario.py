@@ -21,7 +21,7 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
 SCENARIO_DIR = Path(os.environ.get("EHRSIM_SCENARIOS", Path(__file__).resolve().parent.parent / "scenarios"))
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "scenarios" / "schema"
+SCHEMA_DIR = SCENARIO_DIR / "schema"
 
 
 class ScenarioError(ValueError):
