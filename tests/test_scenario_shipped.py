@@ -89,9 +89,11 @@ def test_batch_latency_hides_writes_until_the_batch_boundary(batch: RunningServe
             "subject": {"reference": f"Patient/{pid}"},
         }
         oid = fhir.post("/Observation", json=observation).json()["id"]
-        admin.advance("4m")
+        admin.advance("4m58s")
         assert fhir.get(f"/Observation/{oid}").status_code == 404
-        admin.advance("1m")  # Observations: 5 minutes, not the hourly batch
+        # Observations: 5 minutes, not the hourly batch. (With the clock frozen, writes are stamped a
+        # millisecond apart to keep lastUpdated strictly increasing, so allow a second.)
+        admin.advance("3s")
         assert fhir.get(f"/Observation/{oid}").status_code == 200
         assert fhir.get(f"/Patient/{pid}").json()["name"][0]["family"] == "Latency"  # still before 10:00
     reads = admin.journal(method="GET", path=f"/Patient/{pid}")
