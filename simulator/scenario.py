@@ -195,6 +195,16 @@ def check_semantics(scenario: Scenario) -> None:
     clock = Clock(scenario.clock_start, scenario.clock_speed)
     FaultEngine.from_specs(scenario.faults, clock, scenario.seed)
     RateLimiter.from_specs(scenario.rate_limits, clock)
+    site_ids = [spec.id for spec in scenario.sites]
+    for section in ("faults", "rate_limits", "data_latency"):
+        for index, item in enumerate(getattr(scenario, section)):
+            named = (item.get("match") or {}).get("site") if section == "faults" else item.get("site")
+            for name in named if isinstance(named, list) else [named]:
+                if isinstance(name, str) and not any(c in name for c in "*?[") and name not in site_ids:
+                    raise ValueError(
+                        f"{section}[{index}] names site '{name}', which is not in this scenario "
+                        f"(sites: {', '.join(site_ids)})"
+                    )
     for spec in scenario.sites:
         SiteSettings.from_mapping(spec.settings)
         visibility_for(scenario.data_latency, spec.id, clock)

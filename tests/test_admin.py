@@ -70,9 +70,9 @@ def test_faults_add_list_disable_enable(admin: AdminClient, admin_server: Runnin
     assert httpx.get(patients).status_code == 503
     patched = httpx.patch(admin_server.admin + "/faults/down", json={"enabled": False})
     assert patched.json()["enabled"] is False
-    assert [(f["id"], f["matched"], f["hits"]) for f in admin.faults()] == [
-        ("down", 2, 2)
-    ]  # disabled: not counted
+    # while disabled, a fault neither matches nor fires
+    assert [(f["id"], f["matched"], f["hits"]) for f in admin.faults()] == [("down", 2, 2)]
+    assert 'ehrsim_fault_hits_total{fault="down"} 2' in admin.metrics()
 
 
 def test_bad_admin_requests_get_precise_errors(admin: AdminClient, admin_server: RunningServer) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import orjson
 import pytest
@@ -67,6 +69,41 @@ def test_http_entries_carry_request_response_and_context(server: RunningServer) 
     assert orjson.loads(create["request_body"])["valueQuantity"]["value"] == 72  # writes keep bodies
     assert (search["interaction"], search["query"]) == ("search", "_count=1")
     assert "request_body" not in search  # reads do not, by default
+
+
+def test_each_request_can_be_logged_as_one_json_line(server: RunningServer) -> None:
+    import logging
+
+    from simulator.logformat import JsonFormatter
+
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(JsonFormatter().format(record))
+
+    logger = logging.getLogger("ehrsim.requests")
+    handler, level = Collect(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        response = httpx.get(server.fhir_base + "/Nope", headers={"x-request-id": "log-1"})
+        for _ in range(200):  # logged just after the response is sent, on the server's thread
+            if any("log-1" in text for text in lines):
+                break
+            time.sleep(0.01)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    (line,) = [orjson.loads(text) for text in lines if "log-1" in text]
+    assert response.status_code == 404
+    assert (line["site"], line["status"], line["correlation_id"], line["level"]) == (
+        "default",
+        404,
+        "log-1",
+        "info",
+    )
+    assert line["message"].startswith("GET /fhir/Nope 404") and line["duration_ms"] > 0
 
 
 def test_journal_can_be_switched_off() -> None:

@@ -91,6 +91,13 @@ def test_semantic_problems_the_schema_cannot_see(tmp_path: Path) -> None:
     assert "'every' needs a 'for' no longer than the period" in problem.message
 
 
+def test_a_fault_for_a_site_that_does_not_exist_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text("sites: [{id: main}]\nfaults:\n  - {match: {site: mian}, action: {type: outage}}\n")
+    (problem,) = validate_file(str(path))
+    assert "faults[0] names site 'mian', which is not in this scenario (sites: main)" in problem.message
+
+
 def test_yaml_syntax_errors_name_the_line(tmp_path: Path) -> None:
     path = tmp_path / "broken.yaml"
     path.write_text("name: x\nsites:\n  - id: a\n   base_path: /x\n")
