@@ -7,7 +7,9 @@ It also builds the request's context once for the layers inside it (faults, rate
     scope["ehrsim.entry"]    the journal entry being built (None when the journal is off); inner
                              layers add `faults`, `rate_limit`, `outcome` to it
 
-The entry is recorded when the exchange ends, however it ends (response, fault, disconnect).
+The entry is recorded just before the last byte of the response is sent, so a client that holds a
+response can always find its entry; an exchange without a complete response (hang, reset,
+disconnect) is recorded when it ends, with `status` None if nothing was sent.
 """
 
 from __future__ import annotations
@@ -183,30 +185,12 @@ class JournalLayer:
                     request_chunks.append(body)
             return message
 
-        async def send_counted(message: Message) -> None:
-            kind = message["type"]
-            if kind == "http.response.start":
-                status_box[0] = message["status"]
-                message = dict(message)
-                message["headers"] = [*message.get("headers", ()), correlation_header]
-                if entry is not None:
-                    picked = {
-                        k.decode("latin-1"): v.decode("latin-1")
-                        for k, v in message["headers"]
-                        if k.lower() in JOURNALED_RESPONSE_HEADERS
-                    }
-                    if picked:
-                        entry["response_headers"] = picked
-            elif kind == "http.response.body":
-                body = message.get("body", b"")
-                sizes[1] += len(body)
-                if keep_bodies and body:
-                    response_chunks.append(body)
-            await send(message)
+        finished = [False]
 
-        try:
-            await self.app(scope, receive_counted, send_counted)
-        finally:
+        def finish() -> None:
+            """Record once: before the last body byte leaves (so a client holding the response can
+            find its entry), or when the exchange ends without one (hang, reset, disconnect)."""
+            finished[0] = True
             seconds = time.perf_counter() - started
             status = status_box[0] or None
             sandbox.metrics.observe_request(self.site.id, status, seconds)
@@ -236,6 +220,35 @@ class JournalLayer:
                         "faults": entry["faults"] if entry is not None else None,
                     },
                 )
+
+        async def send_counted(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                status_box[0] = message["status"]
+                message = dict(message)
+                message["headers"] = [*message.get("headers", ()), correlation_header]
+                if entry is not None:
+                    picked = {
+                        k.decode("latin-1"): v.decode("latin-1")
+                        for k, v in message["headers"]
+                        if k.lower() in JOURNALED_RESPONSE_HEADERS
+                    }
+                    if picked:
+                        entry["response_headers"] = picked
+            elif kind == "http.response.body":
+                body = message.get("body", b"")
+                sizes[1] += len(body)
+                if keep_bodies and body:
+                    response_chunks.append(body)
+                if not message.get("more_body", False) and not finished[0]:
+                    finish()
+            await send(message)
+
+        try:
+            await self.app(scope, receive_counted, send_counted)
+        finally:
+            if not finished[0]:
+                finish()
 
 
 def journal_layer(app: ASGIApp, site: Site, sandbox: Sandbox) -> ASGIApp:
