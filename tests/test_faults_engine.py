@@ -107,6 +107,26 @@ def test_delay_distributions_are_drawn_per_hit() -> None:
     assert all(0 < x <= 1.0 for x in lognormal) and max(lognormal) == 1.0
 
 
+def test_decide_can_be_limited_to_some_actions_and_active_does_not_count() -> None:
+    e = engine(
+        {
+            "id": "refuse",
+            "match": {"protocol": "mllp"},
+            "schedule": {"after": "1m", "for": "1m"},
+            "action": {"type": "refuse"},
+        },
+        {"id": "slow-ack", "match": {"protocol": "mllp"}, "action": {"type": "delay_ack", "delay": 1}},
+    )
+    assert [d.fault_id for d in e.decide("mllp", "s", {}, actions={"delay_ack"})] == ["slow-ack"]
+    assert e.active("mllp", "s", "refuse") is None
+    e.clock.advance(90)
+    window = e.active("mllp", "s", "refuse")
+    assert window is not None and window.until == pytest.approx(30)
+    assert e.active("fhir", "s", "refuse") is None
+    counts = {f["id"]: (f["matched"], f["hits"]) for f in e.describe()}
+    assert counts == {"refuse": (0, 0), "slow-ack": (1, 1)}
+
+
 def test_disable_add_and_reset() -> None:
     e = engine({"id": "a", "action": {"type": "status"}})
     e.set_enabled("a", False)
