@@ -100,8 +100,8 @@ class RateLimit:
             raw=dict(data),
         )
 
-    def take(self, key: str, cost: int, now: float, stamp: float) -> float | None:
-        """Consume `cost` tokens; None if allowed, else the simulated seconds until it would be.
+    def wait(self, key: str, cost: int, now: float, stamp: float) -> tuple[Bucket, float | None]:
+        """The refilled bucket, and None if `cost` fits, else the simulated seconds until it would.
         `now`: simulated seconds since the clock start; `stamp`: simulated POSIX time (for days)."""
         bucket = self.buckets.get(key)
         if bucket is None:
@@ -113,15 +113,10 @@ class RateLimit:
             if day != bucket.day:
                 bucket.day, bucket.used_today = day, 0
             if bucket.used_today + cost > self.daily_quota:
-                self.rejected += 1
-                return (day + 1) * DAY - stamp
+                return bucket, (day + 1) * DAY - stamp
         if bucket.tokens < cost:
-            self.rejected += 1
-            return (cost - bucket.tokens) / self.rate
-        bucket.tokens -= cost
-        bucket.used_today += cost
-        self.allowed += 1
-        return None
+            return bucket, (cost - bucket.tokens) / self.rate
+        return bucket, None
 
     def state(self, now: float) -> dict[str, Any]:
         clients = {}
@@ -153,23 +148,37 @@ class RateLimiter:
         return cls(limits, clock)
 
     def check(self, site: str, request: Mapping[str, Any], cost: int = 1) -> FHIRError | None:
-        """Charge `cost` to every limit that applies; the error to answer with if one refuses."""
+        """Charge `cost` to every limit that applies, or to none if one refuses (then the error to
+        answer with: the longest wait among the refusing limits)."""
         now, stamp = self.clock.elapsed(), self.clock.timestamp()
         with self._lock:
+            charged: list[tuple[RateLimit, Bucket]] = []
+            refusal: tuple[float, RateLimit, str] | None = None
             for limit in self.limits:
                 if not limit.matcher.matches(request["protocol"], site, request):
                     continue
                 key = f"{site}:{request.get('client_id')}" if limit.per == "client" else site
-                wait = limit.take(key, cost, now, stamp)
-                if wait is not None:
-                    seconds = max(1, math.ceil(wait - 1e-9))
-                    return FHIRError.of(
-                        429,
-                        "throttled",
-                        f"Rate limit '{limit.id}' exceeded for {key}; retry after {seconds} s",
-                        headers={"Retry-After": str(seconds)},
-                    )
-        return None
+                bucket, wait = limit.wait(key, cost, now, stamp)
+                if wait is None:
+                    charged.append((limit, bucket))
+                else:
+                    limit.rejected += 1
+                    if refusal is None or wait > refusal[0]:
+                        refusal = (wait, limit, key)
+            if refusal is None:
+                for limit, bucket in charged:
+                    bucket.tokens -= cost
+                    bucket.used_today += cost
+                    limit.allowed += 1
+                return None
+        wait, limit, key = refusal
+        seconds = max(1, math.ceil(wait - 1e-9))
+        return FHIRError.of(
+            429,
+            "throttled",
+            f"Rate limit '{limit.id}' exceeded for {key}; retry after {seconds} s",
+            headers={"Retry-After": str(seconds)},
+        )
 
     def reset(self) -> None:
         with self._lock:
