@@ -169,3 +169,44 @@ def test_a_token_is_made_up_when_listening_beyond_loopback() -> None:
     api = AdminApi(sandbox)
     assert api.token and sandbox.options["admin_token"] == api.token
     assert AdminApi(Sandbox(load_scenario("default"), options={"host": "127.0.0.1"})).token is None
+
+
+def test_serve_prints_the_admin_token_and_can_run_without_a_journal() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from simulator.testing import free_socket
+
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    sock.close()
+    command = [
+        sys.executable,
+        "-m",
+        "simulator",
+        "serve",
+        "--port",
+        str(port),
+        "--admin-token",
+        "tok-1",
+        "--no-journal",
+    ]
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            if "admin token:" in line or len(lines) > 20:
+                break
+        assert lines[-1].strip() == "admin token: tok-1", lines
+        origin = f"http://127.0.0.1:{port}"
+        assert httpx.get(origin + "/_admin/journal").status_code == 401
+        assert httpx.get(origin + "/fhir/Patient?_count=1").status_code == 200
+        stats = AdminClient(origin, token="tok-1").journal_stats()
+        assert (stats["enabled"], stats["size"]) == (False, 0)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
