@@ -31,13 +31,13 @@ log = logging.getLogger("ehrsim.requests")
 
 # Request headers copied into the journal (never Authorization: the journal is exported).
 JOURNALED_REQUEST_HEADERS = (
-    b"content-type",
-    b"prefer",
-    b"if-match",
-    b"if-none-exist",
-    b"if-none-match",
-    b"user-agent",
-    b"x-request-id",
+    "content-type",
+    "prefer",
+    "if-match",
+    "if-none-exist",
+    "if-none-match",
+    "user-agent",
+    "x-request-id",
 )
 JOURNALED_RESPONSE_HEADERS = (b"retry-after", b"location", b"etag", b"www-authenticate")
 _WRITES = frozenset(("POST", "PUT", "PATCH", "DELETE"))
@@ -158,11 +158,7 @@ class JournalLayer:
                 "faults": [],
                 "sim": sandbox.clock.elapsed(),
             }
-            picked = {
-                k.decode("latin-1"): v.decode("latin-1")
-                for k, v in scope["headers"]
-                if k in JOURNALED_REQUEST_HEADERS
-            }
+            picked = {k: headers[k] for k in JOURNALED_REQUEST_HEADERS if k in headers}
             if picked:
                 entry["request_headers"] = picked
         scope["ehrsim.entry"] = entry
