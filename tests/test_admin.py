@@ -210,3 +210,53 @@ def test_serve_prints_the_admin_token_and_can_run_without_a_journal() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "text"),
+    [
+        ("PATCH", "/faults/f", {"json": {"enabled": "yes"}}, 400, "{'enabled': true|false}"),
+        ("POST", "/faults/f/toggle", {}, 404, "use .../enable or .../disable"),
+        ("POST", "/faults", {"json": ["not", "an", "object"]}, 400, "must be a JSON object"),
+        (
+            "POST",
+            "/faults",
+            {"json": {"action": {"type": "status"}, "schedule": {"after": "later"}}},
+            422,
+            "not a duration",
+        ),
+        (
+            "PUT",
+            "/scenario",
+            {"content": b"a: [", "headers": {"content-type": "application/yaml"}},
+            400,
+            "not valid YAML",
+        ),
+        (
+            "PUT",
+            "/scenario",
+            {"content": b"- a list", "headers": {"content-type": "text/yaml"}},
+            400,
+            "a mapping",
+        ),
+        ("PUT", "/scenario", {"json": {"name": 5}}, 400, "give {'name'"),
+        ("GET", "/journal?limit=-1", {}, 400, "non-negative integers"),
+        ("GET", "/journal?since=yesterday", {}, 400, "simulated seconds"),
+        (
+            "POST",
+            "/journal/verify",
+            {"json": {"check": "count", "at_least": 1, "filter": {"status": "2xx"}}},
+            200,
+            '"ok":false',  # nothing journaled yet: admin calls are not
+        ),
+        ("POST", "/journal/verify", {"content": b"[]"}, 400, "must be a JSON object"),
+    ],
+)
+def test_bad_admin_input_is_answered_precisely(
+    admin_server: RunningServer, method: str, path: str, kwargs: dict, status: int, text: str
+) -> None:
+    with AdminClient(admin_server.origin) as admin:
+        admin.add_fault({"id": "f", "action": {"type": "status"}})
+    response = httpx.request(method, admin_server.admin + path, **kwargs)
+    assert response.status_code == status, response.text
+    assert text in response.text
