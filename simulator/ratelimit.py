@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simulator.clock import Clock
+from simulator.faults.http import site_error_response
 from simulator.faults.matcher import Matcher
-from simulator.fhir.api import error_response
 from simulator.fhir.errors import FHIRError
 from simulator.fhir.transaction import entry_gate
 
@@ -228,7 +228,7 @@ class RateLimitLayer:
         if entry is not None:
             entry["rate_limit"] = {"limited": True, "retry_after": int(error.headers["Retry-After"])}
             entry["outcome"] = "rate_limited"
-        await error_response(error)(scope, receive, send)
+        await site_error_response(self.site, error)(scope, receive, send)
 
 
 def rate_limit_layer(app: ASGIApp, site: Site, sandbox: Sandbox) -> ASGIApp:

@@ -187,3 +187,33 @@ def test_refuse_is_a_reset_not_a_clean_close(faulty: RunningServer) -> None:
         while sock.recv(1024):
             pass
     sock.close()
+
+
+def test_injected_errors_take_the_sites_error_shape() -> None:
+    """A site whose errors are shaped (as a vendor profile does) answers injected faults the same way."""
+    from starlette.responses import JSONResponse
+
+    from simulator.faults.http import ERROR_RENDERER
+
+    scenario = build_scenario(
+        {
+            "seed": 3,
+            "sites": [{"id": "default", "base_path": "/fhir", "population": {"patients": 1}}],
+            "faults": [action("outage")],
+            "rate_limits": [{"rate": "1/h", "burst": 1}],
+        }
+    )
+    with serve_in_thread(scenario) as server:
+        site = server.sandbox.sites["default"].site
+
+        def envelope(error):  # e.g. MEDITECH's non-FHIR error body
+            detail = error.issues[0].diagnostics
+            return JSONResponse({"resource": "error", "detail": detail}, error.status, error.headers)
+
+        site.extras[ERROR_RENDERER] = envelope
+        down = get(server, "outage")
+        assert down.status_code == 503 and down.headers["retry-after"] == "60"
+        assert down.json() == {"resource": "error", "detail": "The service is unavailable"}
+        assert httpx.get(server.fhir_base + "/Patient?_count=1").status_code == 200
+        limited = httpx.get(server.fhir_base + "/Patient?_count=1")
+        assert limited.status_code == 429 and limited.json()["resource"] == "error"
