@@ -102,9 +102,9 @@ class Journal:
         out = dict(entry)
         if self.clock is not None and "sim" in entry and "time" not in entry:
             out["time"] = fhir_instant(self.clock.at(entry["sim"]))
-        for key in ("request_body", "response_body"):
-            if isinstance(out.get(key), bytes):
-                out[key] = out[key].decode("utf-8", "replace")
+        for key, value in entry.items():  # bodies and raw messages are kept as bytes: text on export
+            if isinstance(value, bytes):
+                out[key] = value.decode("utf-8", "replace")
         return out
 
     def ndjson(self, entries: list[dict[str, Any]] | None = None) -> Iterator[bytes]:
