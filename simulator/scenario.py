@@ -127,7 +127,11 @@ def load_sources(name_or_path: str, _seen: tuple[str, ...] = ()) -> tuple[dict[s
     sources: Sources = [(path, node)]
     parent = data.get("extends")
     if parent:
-        if parent in _seen or str(parent) == name_or_path:
+        parent = str(parent)
+        relative = path.parent / parent
+        if Path(parent).suffix in (".yaml", ".yml") and not Path(parent).is_absolute() and relative.exists():
+            parent = str(relative)  # a path is relative to the file that extends it
+        if parent in _seen or parent == name_or_path:
             raise ScenarioError(f"{path}: 'extends' loops through {' -> '.join((*_seen, str(parent)))}")
         base, _, parent_sources = load_sources(str(parent), (*_seen, name_or_path))
         data = merge(base, {k: v for k, v in data.items() if k != "extends"})

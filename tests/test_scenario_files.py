@@ -117,6 +117,14 @@ def test_extends_merges_and_errors_point_into_the_right_file(tmp_path: Path) -> 
     assert [limit["id"] for limit in data["rate_limits"]] == ["per-client", "observation-search"]
 
 
+def test_extends_by_relative_path_is_relative_to_the_file(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("name: base\nseed: 9\nsites: [{id: a}]\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "child.yaml").write_text("extends: ../base.yaml\nname: child\n")
+    scenario = load_scenario(str(tmp_path / "sub" / "child.yaml"))
+    assert (scenario.name, scenario.seed, scenario.sites[0].id) == ("child", 9, "a")
+
+
 def test_extends_loops_are_refused(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(f"extends: {tmp_path / 'b.yaml'}\nsites: [{{id: a}}]\n")
     (tmp_path / "b.yaml").write_text(f"extends: {tmp_path / 'a.yaml'}\nsites: [{{id: b}}]\n")
