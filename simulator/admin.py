@@ -89,8 +89,9 @@ class AdminApi:
             Route("/_admin/journal/export", self.export, methods=["GET"]),
             Route("/_admin/journal/verify", self.verify, methods=["POST"]),
             Route("/_admin/metrics", self.metrics, methods=["GET"]),
-            *assembly.admin_routes(sandbox),
         ]
+        self.feature_routes = list(assembly.admin_routes(sandbox))
+        routes += self.feature_routes
         self.router = Router(routes=routes, default=self.not_found)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -130,7 +131,7 @@ class AdminApi:
     async def openapi(self, request: Request) -> Response:
         from simulator.openapi import openapi_document
 
-        return json_response(openapi_document())
+        return json_response(openapi_document(self.feature_routes))
 
     async def sites(self, request: Request) -> Response:
         origin = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"

@@ -260,3 +260,23 @@ def test_bad_admin_input_is_answered_precisely(
     response = httpx.request(method, admin_server.admin + path, **kwargs)
     assert response.status_code == status, response.text
     assert text in response.text
+
+
+def test_feature_routes_are_served_and_documented(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Features add admin routes through assembly.admin_routes without editing admin.py."""
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from simulator import assembly
+
+    async def clients(request):
+        """Register an OAuth client."""
+        return JSONResponse({"registered": True}, 201)
+
+    monkeypatch.setattr(
+        assembly, "admin_routes", lambda sandbox: [Route("/_admin/clients", clients, methods=["POST"])]
+    )
+    with serve_in_thread("default") as server:
+        assert httpx.post(server.admin + "/clients").json() == {"registered": True}
+        document = httpx.get(server.admin + "/openapi.json").json()
+        assert document["paths"]["/_admin/clients"]["post"]["summary"] == "Register an OAuth client."
