@@ -246,7 +246,8 @@ class AdminApi:
         if unknown:
             raise BadRequest(f"unknown journal filter(s) {', '.join(unknown)}; use {', '.join(FILTER_KEYS)}")
         try:
-            return select(self.sandbox.journal, {k: v for k, v in params.items() if k in FILTER_KEYS})
+            filters = {k: v for k, v in params.items() if k in FILTER_KEYS}
+            return select(self.sandbox.journal, filters, self.sandbox.clock.start)
         except VerifyError as exc:
             raise BadRequest(str(exc)) from None
 

@@ -47,8 +47,8 @@ _FILTERS = [
         "outcome": "what a fault or limit did instead, e.g. hang, rate_limited (glob)",
         "status": "status codes or classes, comma separated: 429,5xx",
         "fault": "id of a fault that applied",
-        "since": "simulated seconds since the clock start (inclusive)",
-        "until": "simulated seconds since the clock start (inclusive)",
+        "since": "simulated seconds since the clock start, or an ISO instant of simulated time (inclusive)",
+        "until": "simulated seconds since the clock start, or an ISO instant of simulated time (inclusive)",
     }.items()
 ] + [
     {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},

@@ -241,7 +241,7 @@ def test_serve_prints_the_admin_token_and_can_run_without_a_journal() -> None:
         ),
         ("PUT", "/scenario", {"json": {"name": 5}}, 400, "give {'name'"),
         ("GET", "/journal?limit=-1", {}, 400, "non-negative integers"),
-        ("GET", "/journal?since=yesterday", {}, 400, "simulated seconds"),
+        ("GET", "/journal?since=yesterday", {}, 400, "neither simulated seconds"),
         (
             "POST",
             "/journal/verify",

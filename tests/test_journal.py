@@ -151,6 +151,7 @@ def test_query_filters_and_ndjson_export(server: RunningServer) -> None:
     assert [e["status"] for e in admin.journal(status="4xx")] == [404]
     assert [e["method"] for e in admin.journal(since=10)] == ["POST"]
     assert [e["method"] for e in admin.journal(until=10)] == ["GET", "GET"]
+    assert [e["method"] for e in admin.journal(since="2026-03-02T08:00:10Z")] == ["POST"]
     assert len(admin.journal(resource_type="Obs*", method="POST")) == 1
     assert len(admin.journal(limit=1, offset=1)) == 1
     exported = admin.export(status="200,201")
@@ -158,6 +159,8 @@ def test_query_filters_and_ndjson_export(server: RunningServer) -> None:
     assert exported[1]["time"] == "2026-03-02T08:00:30.000Z"
     with pytest.raises(AdminError, match="unknown journal filter"):
         admin.journal(colour="red")
+    with pytest.raises(AdminError, match="neither simulated seconds"):
+        admin.journal(since="yesterday")
     with pytest.raises(AdminError, match="not a status code"):
         admin.journal(status="teapot")
 
