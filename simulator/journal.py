@@ -7,6 +7,8 @@ as NDJSON when set), never lost silently.
 Fields every protocol sets (see docs/architecture.md, "Journal"): `protocol`, `kind`, `site`,
 `client_id`, `correlation_id`, `faults` (ids of the faults applied). The journal adds `seq`,
 `monotonic` (wall clock, for durations) and `sim` (simulated seconds since the clock start).
+Values are kept atomic (str, int, float, None, bytes) or tuples (headers as (name, value) pairs):
+such dicts are untracked by the cyclic garbage collector, so a full journal costs no GC time.
 Queries and verification live in `simulator/verify.py`.
 """
 
@@ -105,6 +107,8 @@ class Journal:
         for key, value in entry.items():  # bodies and raw messages are kept as bytes: text on export
             if isinstance(value, bytes):
                 out[key] = value.decode("utf-8", "replace")
+            elif key.endswith("_headers") and isinstance(value, tuple):
+                out[key] = dict(value)
         return out
 
     def ndjson(self, entries: list[dict[str, Any]] | None = None) -> Iterator[bytes]:

@@ -5,7 +5,7 @@ It also builds the request's context once for the layers inside it (faults, rate
     scope["ehrsim.request"]  the attributes faults match on: protocol, method, path, resource_type,
                              interaction, client_id, headers (lower-case names)
     scope["ehrsim.entry"]    the journal entry being built (None when the journal is off); inner
-                             layers add `faults`, `rate_limit`, `outcome` to it
+                             layers add `faults`, `outcome`, `retry_after` to it
 
 The entry is recorded just before the last byte of the response is sent, so a client that holds a
 response can always find its entry; an exchange without a complete response (hang, reset,
@@ -155,10 +155,10 @@ class JournalLayer:
                 "status": None,
                 "request_bytes": 0,
                 "response_bytes": 0,
-                "faults": [],
+                "faults": (),
                 "sim": sandbox.clock.elapsed(),
             }
-            picked = {k: headers[k] for k in JOURNALED_REQUEST_HEADERS if k in headers}
+            picked = tuple((k, headers[k]) for k in JOURNALED_REQUEST_HEADERS if k in headers)
             if picked:
                 entry["request_headers"] = picked
         scope["ehrsim.entry"] = entry
@@ -224,11 +224,11 @@ class JournalLayer:
                 message = dict(message)
                 message["headers"] = [*message.get("headers", ()), correlation_header]
                 if entry is not None:
-                    picked = {
-                        k.decode("latin-1"): v.decode("latin-1")
+                    picked = tuple(
+                        (k.decode("latin-1").lower(), v.decode("latin-1"))
                         for k, v in message["headers"]
                         if k.lower() in JOURNALED_RESPONSE_HEADERS
-                    }
+                    )
                     if picked:
                         entry["response_headers"] = picked
             elif kind == "http.response.body":

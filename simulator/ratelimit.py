@@ -226,7 +226,7 @@ class RateLimitLayer:
             await self.app(scope, receive, send)
             return
         if entry is not None:
-            entry["rate_limit"] = {"limited": True, "retry_after": int(error.headers["Retry-After"])}
+            entry["retry_after"] = int(error.headers["Retry-After"])
             entry["outcome"] = "rate_limited"
         await site_error_response(self.site, error)(scope, receive, send)
 

@@ -225,7 +225,7 @@ def verify(journal: Journal, spec: Mapping[str, Any], faults: FaultEngine | None
     elif check == "retry_after":
         violations = []
         for index, entry in enumerate(chosen):
-            header = (entry.get("response_headers") or {}).get("retry-after")
+            header = dict(entry.get("response_headers") or ()).get("retry-after")
             if header is None or not str(header).isdigit() or index + 1 >= len(chosen):
                 continue
             allowed = _time(entry, clock) + int(header)

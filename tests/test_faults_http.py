@@ -170,7 +170,7 @@ def test_revoke_token_is_401_invalid_token(faulty: RunningServer) -> None:
 def test_faults_do_not_touch_unmatched_requests(faulty: RunningServer) -> None:
     response = httpx.get(faulty.fhir_base + "/Patient")
     assert response.status_code == 200
-    assert entry_for(faulty, response)["faults"] == []
+    assert entry_for(faulty, response)["faults"] == ()
 
 
 def test_server_keeps_serving_after_connection_faults(faulty: RunningServer) -> None:

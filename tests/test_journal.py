@@ -106,6 +106,21 @@ def test_each_request_can_be_logged_as_one_json_line(server: RunningServer) -> N
     assert line["message"].startswith("GET /fhir/Nope 404") and line["duration_ms"] > 0
 
 
+def test_http_entries_are_not_tracked_by_the_garbage_collector(server: RunningServer) -> None:
+    """Entries hold only atomic values and tuples, so a full journal adds no GC traversal cost."""
+    import gc
+
+    with httpx.Client(base_url=server.fhir_base, timeout=5) as fhir:
+        fhir.post("/Observation", json=observation("p1", 70), headers={"prefer": "return=minimal"})
+        fhir.get("/Observation?_count=1")
+    entries = AdminClient(server.origin).journal()  # also waits until both are recorded
+    assert len(entries) == 2 and entries[0]["request_headers"]["prefer"] == "return=minimal"
+    # CPython untracks dicts in full collections, after the tuples they hold: two passes.
+    gc.collect()
+    gc.collect()
+    assert [gc.is_tracked(e) for e in server.sandbox.journal] == [False, False]
+
+
 def test_journal_can_be_switched_off() -> None:
     with serve_in_thread(frozen(journal={"enabled": False})) as server:
         assert httpx.get(server.fhir_base + "/Patient").status_code == 200
@@ -191,7 +206,7 @@ def test_verify_gaps_backoff_and_retry_after() -> None:
     for sim, retry in ((0, "2"), (1, "2"), (4, "2"), (10, None)):
         entry = {"method": "GET", "path": "/Patient", "status": 429 if retry else 200, "sim": sim}
         if retry:
-            entry["response_headers"] = {"retry-after": retry}
+            entry["response_headers"] = (("retry-after", retry),)
         journal.record(entry)
     gaps = verify(journal, {"check": "gaps", "filter": {"path": "/Patient"}, "backoff": 2})
     assert gaps["gaps"] == [1, 3, 6] and gaps["ok"]

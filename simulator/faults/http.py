@@ -136,7 +136,7 @@ class FaultLayer:
         scope["ehrsim.faults"] = decisions
         entry = scope.get("ehrsim.entry")
         if entry is not None:
-            entry["faults"] = [d.fault_id for d in decisions]
+            entry["faults"] = tuple(d.fault_id for d in decisions)
         for decision in decisions:
             if decision.action == "latency":
                 await asyncio.sleep(decision.delay)
