@@ -77,17 +77,22 @@ class Scenario:
     clients: list[Any] = field(default_factory=list)  # OAuth clients (SMART)
 
 
-def scenario_path(name_or_path: str) -> Path:
+def named_yaml(name_or_path: str, directory: Path, kind: str) -> Path:
+    """A YAML file given by path, or by name in `directory` (scenarios, vendor profiles)."""
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
         if not candidate.exists():
-            raise ScenarioError(f"{candidate}: no such scenario file")
+            raise ScenarioError(f"{candidate}: no such {kind} file")
         return candidate
-    path = SCENARIO_DIR / f"{name_or_path}.yaml"
+    path = directory / f"{name_or_path}.yaml"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")))
-        raise ScenarioError(f"unknown scenario '{name_or_path}' (known: {known})")
+        known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))
+        raise ScenarioError(f"unknown {kind} '{name_or_path}' (known: {known})")
     return path
+
+
+def scenario_path(name_or_path: str) -> Path:
+    return named_yaml(name_or_path, SCENARIO_DIR, "scenario")
 
 
 # (file, YAML node tree) of a scenario and the scenarios it extends, child first: for line numbers.
