@@ -1,175 +1,151 @@
-"""What SMART auth costs per request: throughput with auth off (baseline) and with a patient-context
-and a system token, measured in the same run against the same scenario (token-expiry).
+"""What SMART auth costs per request: auth off (baseline) against a patient-context and a system
+token, on the same scenario (token-expiry), as ratios measured in one run.
 
-    python loadtests/bench_auth.py [--seconds 5] [--concurrency 8] [--rounds 5]
+    python -m loadtests.bench_auth            # 7 interleaved rounds
+    python -m loadtests.bench_auth --quick    # 1 small round: proves the harness
 
-Each configuration runs its own `ehrsim serve` subprocess (the real server, real sockets); the
-client drives it from threads with keep-alive connections, in rounds that alternate between the
-configurations (`--seconds` per operation in all), keeping each one's best round. Ratios are against the baseline of the
-same run, so they compare on any machine; absolute numbers depend on it (and include the client).
+In-process (no sockets, so auth's share is as large as it can be): each request goes through the
+whole app (journal, faults, rate limits, auth, FHIR API). Operations: read `Patient/[id]`, a
+compartment search `Observation?patient=[id]&_count=10`, and `POST Observation` for that patient.
+Rounds alternate the configurations and the figures are medians, because a shared machine is noisy.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import socket
-import subprocess
-import sys
-import threading
+import asyncio
+import statistics
+import tempfile
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from typing import Any
 
-import httpx
+import orjson
+from starlette.types import ASGIApp
 
-ROOT = Path(__file__).resolve().parent.parent
+from simulator.app import create_app
+from simulator.auth.admin import mint
+from simulator.sandbox import Sandbox
+from simulator.scenario import load_scenario
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def ehrsim(*extra: str) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "simulator",
-            "serve",
-            "--scenario",
-            "token-expiry",
-            "--port",
-            str(port),
-            "--mllp-port",
-            "0",
-            "--no-journal",
-            *extra,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    origin = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(origin + "/_admin/health", timeout=1).status_code == 200:
-                    break
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"ehrsim exited: {process.stderr.read().decode() if process.stderr else ''}"
-                )
-            time.sleep(0.05)
-        yield origin
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
+CONFIGURATIONS = {
+    "auth off (baseline)": None,
+    "patient token": {"client_id": "ehrsim-public-app", "scope": "launch/patient patient/*.cruds"},
+    "system token": {"client_id": "ehrsim-confidential-app", "scope": "system/*.cruds"},
+}
 
 
-def drive(request: Callable[[httpx.Client], httpx.Response], seconds: float, concurrency: int) -> float:
-    """Requests per second over `seconds` from `concurrency` threads; every answer must be 2xx."""
-    counts = [0] * concurrency
-    errors: list[str] = []
-    stop = time.monotonic() + seconds
+class Target:
+    """One sandbox, its app, and the request headers of one configuration."""
 
-    def worker(index: int) -> None:
-        with httpx.Client(timeout=10) as http:
-            while time.monotonic() < stop:
-                response = request(http)
-                if response.status_code >= 300:
-                    errors.append(f"{response.status_code} {response.text[:200]}")
-                    return
-                counts[index] += 1
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
-    started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if errors:
-        raise RuntimeError(errors[0])
-    return sum(counts) / (time.monotonic() - started)
-
-
-def operations(
-    base: str, patient: str, headers: dict[str, str]
-) -> dict[str, Callable[[httpx.Client], httpx.Response]]:
-    """What each configuration is measured on: a read, a compartment search and a vital-sign write."""
-    vital = {
-        "resourceType": "Observation",
-        "status": "final",
-        "category": [
+    def __init__(self, token_request: dict[str, Any] | None, keys: str) -> None:
+        options = {"data_dir": keys, **({"auth": "off"} if token_request is None else {})}
+        self.sandbox = Sandbox(load_scenario("token-expiry"), options=options)
+        self.app: ASGIApp = create_app(self.sandbox)
+        site = self.sandbox.sites["default"].site
+        self.patient = next(iter(site.store.current("Patient")))
+        self.headers = [(b"host", b"127.0.0.1:8080"), (b"content-type", b"application/fhir+json")]
+        if token_request is not None:
+            token = mint(site.extras["auth"], "http://127.0.0.1:8080/fhir", token_request)["access_token"]
+            self.headers.append((b"authorization", f"Bearer {token}".encode()))
+        self.observation = orjson.dumps(
             {
-                "coding": [
+                "resourceType": "Observation",
+                "status": "final",
+                "category": [
                     {
-                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                        "code": "vital-signs",
+                        "coding": [
+                            {
+                                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                "code": "vital-signs",
+                            }
+                        ]
                     }
-                ]
+                ],
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+                "subject": {"reference": f"Patient/{self.patient}"},
+                "valueQuantity": {"value": 72, "unit": "/min"},
             }
-        ],
-        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-        "subject": {"reference": f"Patient/{patient}"},
-        "valueQuantity": {"value": 72, "unit": "/min"},
-    }
-    return {
-        "read Patient/[id]": lambda http: http.get(f"{base}/Patient/{patient}", headers=headers),
-        "search Observation?patient": lambda http: http.get(
-            f"{base}/Observation?patient={patient}&_count=10", headers=headers
-        ),
-        "create Observation": lambda http: http.post(f"{base}/Observation", json=vital, headers=headers),
-    }
+        )
+
+    def operations(self) -> dict[str, tuple[str, str, bytes, bytes]]:
+        """name -> (method, path, query, body)"""
+        return {
+            "read Patient/[id]": ("GET", f"/fhir/Patient/{self.patient}", b"", b""),
+            "search Observation?patient": (
+                "GET",
+                "/fhir/Observation",
+                f"patient={self.patient}&_count=10".encode(),
+                b"",
+            ),
+            "create Observation": ("POST", "/fhir/Observation", b"", self.observation),
+        }
+
+    async def per_request(self, operation: str, requests: int) -> float:
+        """Microseconds per request; every answer must be a success."""
+        method, path, query, body = self.operations()[operation]
+        statuses: list[int] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                statuses.append(message["status"])
+
+        started = time.perf_counter()
+        for _ in range(requests):
+            scope = {
+                "type": "http",
+                "method": method,
+                "path": path,
+                "raw_path": path.encode(),
+                "query_string": query,
+                "headers": self.headers,
+                "scheme": "http",
+                "server": ("127.0.0.1", 8080),
+                "client": ("127.0.0.1", 50000),
+                "http_version": "1.1",
+                "root_path": "",
+            }
+            await self.app(scope, receive, send)
+        elapsed = time.perf_counter() - started
+        failed = [s for s in statuses if s >= 300]
+        if failed:
+            raise RuntimeError(f"{operation}: {len(failed)} answers were not successes (e.g. {failed[0]})")
+        self.sandbox.journal.clear()
+        return elapsed / requests * 1e6
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (best one counts)")
-    args = parser.parse_args()
-    configs = {
-        "auth off (baseline)": (("--no-auth",), None),
-        "patient token (patient/*.cruds)": (
-            (),
-            {"client_id": "ehrsim-public-app", "scope": "launch/patient patient/*.cruds"},
-        ),
-        "system token (system/*.cruds)": (
-            (),
-            {"client_id": "ehrsim-confidential-app", "scope": "system/*.cruds"},
-        ),
-    }
-    results: dict[str, dict[str, float]] = {name: {} for name in configs}
-    with contextlib.ExitStack() as stack:
-        targets = {}
-        for name, (flags, token_request) in configs.items():
-            origin = stack.enter_context(ehrsim(*flags))
-            base = origin + "/fhir"
-            headers: dict[str, str] = {}
-            if token_request is not None:
-                minted = httpx.post(origin + "/_admin/token", json=token_request).json()
-                headers = {"Authorization": f"Bearer {minted['access_token']}"}
-            search = httpx.get(base + "/Patient?_count=1", headers=headers).json()
-            targets[name] = operations(base, search["entry"][0]["resource"]["id"], headers)
-        # Rounds alternate between the configurations so that load from elsewhere on the machine
-        # hits them alike; each keeps its best round.
-        for _ in range(args.rounds):
-            for name, ops in targets.items():
-                for op, fn in ops.items():
-                    rate = drive(fn, args.seconds / args.rounds, args.concurrency)
-                    results[name][op] = max(rate, results[name].get(op, 0.0))
-    baseline = results["auth off (baseline)"]
-    print(f"{'configuration':34} {'operation':28} {'req/s':>9} {'ratio':>6}")
-    for name, row in results.items():
-        for op, rate in row.items():
-            print(f"{name:34} {op:28} {rate:9.0f} {rate / baseline[op]:6.2f}")
-    return 0
+async def main(rounds: int, requests: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="ehrsim-bench-keys-") as keys:
+        targets = {name: Target(request, keys) for name, request in CONFIGURATIONS.items()}
+        operations = list(next(iter(targets.values())).operations())
+        figures: dict[tuple[str, str], list[float]] = {(n, o): [] for n in targets for o in operations}
+        for target in targets.values():  # warm-up: first-use caches (indexes, models)
+            for operation in operations:
+                await target.per_request(operation, 50)
+        names = list(targets)
+        for round_number in range(rounds):
+            # Each round starts with another configuration, so none is always measured first.
+            order = names[round_number % len(names) :] + names[: round_number % len(names)]
+            for operation in operations:
+                for name in order:
+                    target = targets[name]
+                    # Writes make the data grow; fewer of them keeps the rounds comparable.
+                    count = requests // 10 if operation.startswith("create") else requests
+                    figures[(name, operation)].append(await target.per_request(operation, max(1, count)))
+    medians = {key: statistics.median(values) for key, values in figures.items()}
+    baseline = "auth off (baseline)"
+    print(f"{'configuration':22} {'operation':28} {'us/request':>10} {'throughput vs baseline':>24}")
+    for (name, operation), value in medians.items():
+        ratio = medians[(baseline, operation)] / value
+        print(f"{name:22} {operation:28} {value:10.1f} {ratio:24.2f}")
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one small round")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=2_000)
+    args = parser.parse_args()
+    asyncio.run(main(1, 100) if args.quick else main(args.rounds, args.requests))

@@ -67,29 +67,30 @@ class FhirService:
         if policy is not None and not policy.allows(self, item.type, item.resource, interaction):
             raise policy.denied(item.type, item.id, interaction)
 
-    def permitted(self, refs: list[tuple[str, str]], interaction: str = "r") -> list[tuple[str, str]]:
-        """`refs` without what the request's access policy hides (all of them with auth off)."""
+    def permitted_ids(self, resource_type: str, ids: list[str], interaction: str) -> list[str]:
+        """`ids` of one type without what the request's access policy hides (all with auth off)."""
         policy = current_policy()
         if policy is None:
+            return ids
+        subset = policy.filter_ids(self, resource_type, ids, interaction)
+        if subset is not None:
+            return subset
+        out = []
+        for rid in ids:
+            version = self.visible_read(resource_type, rid)
+            if version is not None and policy.allows(self, resource_type, version.resource, interaction):
+                out.append(rid)
+        return out
+
+    def permitted(self, refs: list[tuple[str, str]], interaction: str = "r") -> list[tuple[str, str]]:
+        """`permitted_ids` for references of several types, in their order."""
+        if current_policy() is None:
             return refs
         by_type: dict[str, list[str]] = {}
         for rtype, rid in refs:
             by_type.setdefault(rtype, []).append(rid)
-        known = {}
-        for rtype, ids in by_type.items():
-            subset = policy.filter_ids(self, rtype, ids, interaction)
-            known[rtype] = None if subset is None else set(subset)
-        out = []
-        for rtype, rid in refs:
-            keep = known[rtype]
-            if keep is not None:
-                if rid in keep:
-                    out.append((rtype, rid))
-                continue
-            version = self.visible_read(rtype, rid)
-            if version is not None and policy.allows(self, rtype, version.resource, interaction):
-                out.append((rtype, rid))
-        return out
+        keep = {(t, rid) for t, ids in by_type.items() for rid in self.permitted_ids(t, ids, interaction)}
+        return [ref for ref in refs if ref in keep]
 
     def parser(self, base_url: str = "") -> QueryParser:
         return QueryParser(self.site.registry, self.site.settings.max_count, base_url)
@@ -285,7 +286,7 @@ class FhirService:
         if self.visible is not None:
             ids = [rid for rid in ids if self.visible_read(resource_type, rid) is not None]
         snapshot = SearchSnapshot(
-            refs=self.permitted([(resource_type, rid) for rid in ids], "s"),
+            refs=[(resource_type, rid) for rid in self.permitted_ids(resource_type, ids, "s")],
             query=query,
             self_params=query.self_params(),
             self_path=resource_type,
