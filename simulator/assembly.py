@@ -16,4 +16,6 @@ def default_layers() -> list[Layer]:
 
 
 def default_services() -> list[ServiceFactory]:
-    return []
+    from simulator.mllp.server import mllp_listeners
+
+    return [mllp_listeners]

@@ -175,6 +175,7 @@ class Sandbox:
                 "fhir_base": f"{origin}{r.site.base_path}",
                 "description": r.site.description,
                 "resources": r.site.store.count(),
+                "mllp_port": r.site.extras.get("mllp_port"),
             }
             for r in self.sites.values()
         ]
