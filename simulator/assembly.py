@@ -16,6 +16,7 @@ def default_layers() -> list[Layer]:
 
 
 def default_services() -> list[ServiceFactory]:
+    from simulator.mllp.feeds import mllp_feeds
     from simulator.mllp.server import mllp_listeners
 
-    return [mllp_listeners]
+    return [mllp_listeners, mllp_feeds]
