@@ -256,11 +256,11 @@ class Message:
 
     @property
     def accept_ack_type(self) -> str:
-        return self.msh.value(15).upper()
+        return self.msh.value(15).strip().upper()
 
     @property
     def app_ack_type(self) -> str:
-        return self.msh.value(16).upper()
+        return self.msh.value(16).strip().upper()
 
 
 def read_encoding(text: str) -> Encoding:

@@ -114,8 +114,16 @@ class Endpoint:
                 entry["type"] = message.message_type
             entry["error"] = _error_info(error)
             entry["warnings"] = warnings
-            ack = build_ack(message, "AR" if error.reject else "AE", self.ack_ids(), stamp, error)
-            entry["ack"] = "AR" if error.reject else "AE"
+            entry["applied"] = False
+            code = "AR" if error.reject else "AE"
+            if message is not None and ack_mode(message) is AckMode.ENHANCED:
+                # Not safely received: the commit ACK says so, and no application ACK follows.
+                code = "C" + code[1]
+                if not wants(message.accept_ack_type, success=False):
+                    entry["ack"] = "none"
+                    return self._finish(Reply(), entry, None, peer)
+            entry["ack"] = code
+            ack = build_ack(message, code, self.ack_ids(), stamp, error)
             return self._finish(Reply([frame(ack.encode(codec, "replace"))]), entry, None, peer)
         mode = ack_mode(message)
         entry["ack_mode"] = mode.value

@@ -137,7 +137,8 @@ class V2Mapper:
             if message.message_code in known:
                 raise HL7Error(
                     UNSUPPORTED_EVENT_CODE,
-                    f"{message.message_type} is not mapped to FHIR here (mapped: {', '.join(sorted(self.handlers))})",
+                    f"{_spaced(message.message_type)} is not mapped to FHIR here "
+                    f"(mapped: {', '.join(_spaced(t) for t in sorted(self.handlers))})",
                     "MSH",
                     field=9,
                     component=2,
@@ -145,7 +146,7 @@ class V2Mapper:
                 )
             raise HL7Error(
                 UNSUPPORTED_MESSAGE_TYPE,
-                f"message type '{message.message_type}' is not mapped to FHIR here",
+                f"message type '{_spaced(message.message_type)}' is not mapped to FHIR here",
                 "MSH",
                 field=9,
                 reject=True,
@@ -723,6 +724,11 @@ class V2Mapper:
                 quantity["system"] = UCUM
                 quantity["code"] = ucum
         return quantity
+
+
+def _spaced(message_type: str) -> str:
+    """ "ADT^A01" as "ADT A01", so error texts need no escapes."""
+    return message_type.replace("^", " ")
 
 
 def _uri_part(text: str) -> str:
