@@ -80,6 +80,6 @@ def adt(
         msh(f"ADT^{trigger}^ADT_A01", control_id),
         f"EVN|{trigger}|20260101120000+0000",
         f"PID|1||{mrn}^^^GOODHOSP^MR||{family}^JOHN^Q||19700214|M|||1 MAIN ST^^SPRINGFIELD^IL^62701^US||555-0100",
-        f"PV1|1|{patient_class}|4EAST^401^A||||1234^ATTEND^ALLISON|||MED||||||||||{visit}^^^GOODHOSP^VN",
+        f"PV1|1|{patient_class}|4EAST^401^A||||1234^ATTEND^ALLISON|||MED|||||||||{visit}^^^GOODHOSP^VN",
     ]
     return "\r".join(segments) + "\r"

@@ -56,7 +56,7 @@ def test_application_error_gives_ae_with_err(site):
     with client(port) as c:
         ack = ack_fields(c.send(oru("AE-1", value="seventy")))
     assert ack["code"] == "AE" and ack["control_id"] == "AE-1"
-    assert ack["err"].startswith("ERR||OBX^4^5|102^Data type error^HL70357|E|")
+    assert ack["err"].startswith("ERR||OBX^1^5|102^Data type error^HL70357|E|")
     assert "'seventy' is not a number" in ack["err"]
 
 
@@ -188,7 +188,7 @@ def test_bytes_that_do_not_decode_get_ae_not_a_crash(site):
     with client(port) as c:
         ack = ack_fields(c.send(message.encode("utf-8", "surrogateescape")))
         assert ack["code"] == "AE" and ack["control_id"] == "BADBYTES"
-        assert "not valid utf-8" in ack["err"] and "|PID^2^|102^" in ack["err"]
+        assert "not valid utf-8" in ack["err"] and "|PID^1^|102^" in ack["err"]
         assert ack_fields(c.send(oru("AFTER-BAD")))["code"] == "AA"
 
 

@@ -87,12 +87,12 @@ def test_ack_swaps_sender_and_receiver_and_echoes_control_id():
 
 
 def test_err_segment_uses_version_specific_layout():
-    error = HL7Error(101, "PID-3 is empty", "PID", sequence=2, field=3)
+    error = HL7Error(101, "PID-3 is empty", "PID", sequence=1, field=3)
     v25 = build_ack(tokenize(oru("C-1")), "AE", "A1", "x", error)
-    assert "\rERR||PID^2^3|101^Required field missing^HL70357|E||||PID-3 is empty\r" in v25
+    assert "\rERR||PID^1^3|101^Required field missing^HL70357|E||||PID-3 is empty\r" in v25
     old = tokenize(oru("C-2").replace("|P|2.5", "|P|2.3"))
     v23 = build_ack(old, "AE", "A2", "x", error)
-    assert "\rERR|PID^2^3^101&Required field missing&HL70357\r" in v23
+    assert "\rERR|PID^1^3^101&Required field missing&HL70357\r" in v23
 
 
 def test_ack_mode_and_conditions():

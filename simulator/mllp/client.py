@@ -1,7 +1,7 @@
 """A small blocking MLLP client for tests, tools and examples.
 
-    with MllpClient("127.0.0.1", 2575) as client:
-        ack = client.send(message)        # str or bytes; returns the ACK payload as bytes
+with MllpClient("127.0.0.1", 2575) as client:
+    ack = client.send(message)        # str or bytes; returns the ACK payload as bytes
 """
 
 from __future__ import annotations

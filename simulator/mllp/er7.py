@@ -97,13 +97,16 @@ _HEX_ESCAPE = re.compile(r"^X([0-9A-Fa-f]{2})+$")
 class Segment:
     """One segment; `fields[n]` is field n (for MSH, `fields[1]` is MSH-1, the field separator)."""
 
-    __slots__ = ("enc", "fields", "name", "position")
+    __slots__ = ("enc", "fields", "name", "occurrence", "position")
 
-    def __init__(self, name: str, fields: list[str], enc: Encoding, position: int) -> None:
+    def __init__(
+        self, name: str, fields: list[str], enc: Encoding, position: int, occurrence: int = 1
+    ) -> None:
         self.name = name
         self.fields = fields
         self.enc = enc
-        self.position = position  # 1-based index in the message, for ERR-2
+        self.position = position  # 1-based index in the message
+        self.occurrence = occurrence  # 1 for the first segment of this name, ...: ERR-2's sequence
 
     def __getitem__(self, n: int) -> str:
         """Field n, raw (escaped, with repetitions and components), or "" when absent."""
@@ -297,6 +300,7 @@ def tokenize(text: str) -> Message:
     enc = read_encoding(text)
     fs = enc.field
     segments: list[Segment] = []
+    counts: dict[str, int] = {}
     position = 0
     for line in text.split("\r"):
         if not line:
@@ -312,9 +316,9 @@ def tokenize(text: str) -> Message:
                 SEGMENT_SEQUENCE_ERROR,
                 f"segment {position} has no valid segment id ({line[:12]!r})",
                 name[:3] or "?",
-                sequence=position,
             )
-        segments.append(Segment(name, fields, enc, position))
+        counts[name] = counts.get(name, 0) + 1
+        segments.append(Segment(name, fields, enc, position, counts[name]))
     return Message(text, segments, enc)
 
 

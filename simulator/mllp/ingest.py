@@ -218,12 +218,16 @@ class Endpoint:
         except UnicodeDecodeError as exc:
             # Read it anyway so the AE can echo MSH-10; the error says where the bad bytes are.
             message = tokenize(_normalise(payload.decode(codec, "replace"), "lenient", []))
-            segment = min(payload[: exc.start].count(b"\r") + 1, len(message.segments))
+            line = min(
+                payload[: exc.start].replace(b"\r\n", b"\r").replace(b"\n", b"\r").count(b"\r"),
+                len(message.segments) - 1,
+            )
+            bad = message.segments[line]
             error = HL7Error(
                 DATA_TYPE_ERROR,
                 f"bytes at offset {exc.start} are not valid {codec} (MSH-18 is '{msh18 or 'empty'}')",
-                message.segments[segment - 1].name,
-                sequence=segment,
+                bad.name,
+                sequence=bad.occurrence,
             )
             error.context = message  # type: ignore[attr-defined]
             raise error from None

@@ -325,7 +325,7 @@ class V2Mapper:
                 REQUIRED_FIELD_MISSING,
                 "PID-3 patient identifier list is empty; ehrsim identifies patients by it",
                 "PID",
-                sequence=pid.position,
+                sequence=pid.occurrence,
                 field=3,
             )
         existing = self.find_patient(identifiers)
@@ -381,7 +381,7 @@ class V2Mapper:
                 f"PV1-2 patient class '{patient_class}' does not map to an Encounter class "
                 f"(known: {', '.join(self.tables['patient_class'])})",
                 "PV1",
-                sequence=pv1.position,
+                sequence=pv1.occurrence,
                 field=2,
             )
         ident = self._visit_identifier(pv1, message)
@@ -434,7 +434,7 @@ class V2Mapper:
                 REQUIRED_FIELD_MISSING,
                 "PV1-19 visit number is needed to find the encounter to discharge",
                 "PV1",
-                sequence=pv1.position if pv1 else 1,
+                sequence=pv1.occurrence if pv1 else 1,
                 field=19,
             )
         encounter = self._find_encounter(ident)
@@ -443,7 +443,7 @@ class V2Mapper:
                 204,
                 f"no encounter has visit number {ident['value']} ({ident['system']}); admit it first",
                 "PV1",
-                sequence=pv1.position if pv1 else 1,
+                sequence=pv1.occurrence if pv1 else 1,
                 field=19,
             )
         end = pv1.value(45) if pv1 is not None else ""
@@ -467,7 +467,7 @@ class V2Mapper:
                 REQUIRED_FIELD_MISSING,
                 "MRG-1 prior patient identifier is empty",
                 "MRG",
-                sequence=mrg.position,
+                sequence=mrg.occurrence,
                 field=1,
             )
         prior = self.find_patient(prior_ids)
@@ -476,7 +476,7 @@ class V2Mapper:
                 204,
                 f"no patient has prior identifier {prior_ids[0]['value']} ({prior_ids[0]['system']})",
                 "MRG",
-                sequence=mrg.position,
+                sequence=mrg.occurrence,
                 field=1,
             )
         survivor_id = self.upsert_patient(message, result, writes)
@@ -485,7 +485,7 @@ class V2Mapper:
                 205,
                 "MRG-1 and PID-3 name the same patient; nothing to merge",
                 "MRG",
-                sequence=mrg.position,
+                sequence=mrg.occurrence,
                 field=1,
             )
         survivor = writes[-1].resource if writes and writes[-1].id == survivor_id else None
@@ -534,7 +534,7 @@ class V2Mapper:
                             SEGMENT_SEQUENCE_ERROR,
                             "an OBX of type ED (a document) must follow an OBR",
                             "OBX",
-                            sequence=seg.position,
+                            sequence=seg.occurrence,
                         )
                     report.setdefault("presentedForm", []).append(self.attachment(seg))
                     continue
@@ -555,7 +555,7 @@ class V2Mapper:
                 REQUIRED_FIELD_MISSING,
                 "OBR-4 universal service identifier is empty; a DiagnosticReport needs a code",
                 "OBR",
-                sequence=obr.position,
+                sequence=obr.occurrence,
                 field=4,
             )
         status_code = obr.value(25)
@@ -565,7 +565,7 @@ class V2Mapper:
                 TABLE_VALUE_NOT_FOUND,
                 f"OBR-25 result status '{status_code}' is not in table 0123",
                 "OBR",
-                sequence=obr.position,
+                sequence=obr.occurrence,
                 field=25,
             )
         report: dict[str, Any] = {
@@ -602,7 +602,7 @@ class V2Mapper:
         subject: dict[str, str],
         warnings: list[str],
     ) -> dict[str, Any]:
-        where = obx.position
+        where = obx.occurrence
         code = self.concept(obx, 3, message)
         if code is None:
             raise HL7Error(
@@ -661,7 +661,7 @@ class V2Mapper:
         raw = obx[5]
         if not raw:
             return {}
-        where = obx.position
+        where = obx.occurrence
         if value_type == "NM":
             text = obx.value(5).strip()
             try:
