@@ -325,6 +325,8 @@ class Endpoint:
     ) -> Reply:
         if fired:
             self._apply_reply_faults(reply, fired, message)
+            if reply.delay:
+                entry["ack_delay"] = round(reply.delay, 6)
         if reply.faults:
             entry["faults"] = reply.faults
         if message is not None:
