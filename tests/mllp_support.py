@@ -83,3 +83,104 @@ def adt(
         f"PV1|1|{patient_class}|4EAST^401^A||||1234^ATTEND^ALLISON|||MED|||||||||{visit}^^^GOODHOSP^VN",
     ]
     return "\r".join(segments) + "\r"
+
+
+class IntegrationListener:
+    """A stand-in for an integration's MLLP listener (plain sockets, not ehrsim code) that records
+    what it receives and answers as `respond(payload, attempt)` says: ACK bytes, None (stay silent),
+    or "close" (drop the connection)."""
+
+    def __init__(self, respond: Any = None) -> None:
+        import socket
+        import threading
+
+        self.respond = respond or (lambda payload, attempt: ack_for(payload, "AA"))
+        self.received: list[bytes] = []
+        self.writes: list[int] = []  # frames per recv() that held complete frames
+        self.attempts: dict[str, int] = {}
+        self.connections = 0
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self._stop = False
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import threading
+
+        self.sock.settimeout(0.1)
+        while not self._stop:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: Any) -> None:
+        from simulator.mllp.framing import Frame, FrameReader, frame
+
+        reader = FrameReader(64 * 1024 * 1024)
+        conn.settimeout(0.1)
+        with conn:
+            while not self._stop:
+                try:
+                    data = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                if not data:
+                    return
+                frames = [e.payload for e in reader.feed(data) if isinstance(e, Frame)]
+                if frames:
+                    self.writes.append(len(frames))
+                for payload in frames:
+                    self.received.append(payload)
+                    control_id = control_id_of(payload)
+                    self.attempts[control_id] = self.attempts.get(control_id, 0) + 1
+                    answer = self.respond(payload, self.attempts[control_id])
+                    if answer == "close":
+                        return
+                    if answer is not None:
+                        conn.sendall(frame(answer))
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(2)
+        self.sock.close()
+
+
+def control_id_of(payload: bytes) -> str:
+    header = payload.replace(b"\n", b"\r").split(b"\r")[0].decode("latin-1")
+    fields = header.split("|")
+    return fields[9] if len(fields) > 9 else ""
+
+
+def ack_for(payload: bytes, code: str, control_id: str | None = None) -> bytes:
+    echo = control_id_of(payload) if control_id is None else control_id
+    return f"MSH|^~\\&|INT||EHRSIM||20260101||ACK|A{echo}|P|2.5\rMSA|{code}|{echo}\r".encode()
+
+
+def feed_scenario(port: int, clock: dict | None = None, **feed: Any) -> Scenario:
+    spec = {
+        "name": "f1",
+        "target": f"127.0.0.1:{port}",
+        "interval": 0,
+        "count": 6,
+        "ack_timeout": 0.5,
+        "retries": 2,
+        "backoff": 0.05,
+        **feed,
+    }
+    return mllp_scenario({"feeds": [spec]}, patients=3, clock=clock)

@@ -233,11 +233,11 @@ class FeedMessages:
         defects = self._defects()
         control_id, msh = self._msh(f"ADT^{trigger}", "ADT_A01" if trigger != "A02" else "ADT_A02", defects)
         stamp = self._stamp(defects)
-        pv1 = f"PV1|1|I|{ward}||||1234^ATTEND^ALLISON|||MED||||||||||{visit_no}^^^EHRSIM^VN"
+        pv1 = _pv1(ward=ward, visit=visit_no)
         if trigger == "A01":
-            pv1 += f"|||||||||||||||||||||||||{stamp}"
+            pv1 = _pv1(ward=ward, visit=visit_no, admitted=stamp)
         elif trigger == "A03":
-            pv1 += f"||||||||||||||||||||||||||{stamp}"
+            pv1 = _pv1(ward=ward, visit=visit_no, discharged=stamp)
         segments = [msh, f"EVN|{trigger}|{stamp}", self._pid(patient, defects), pv1]
         if "missing_segment" in defects:
             segments.remove(pv1)
@@ -260,7 +260,7 @@ class FeedMessages:
             )
 
         pid = self._pid(patient, defects)
-        segments = [msh, pid, f"PV1|1|I|||||||||||||||||{visit_no}^^^EHRSIM^VN"]
+        segments = [msh, pid, _pv1(ward="", visit=visit_no)]
         segments.append(f"OBR|1||{control_id}^EHRSIM|{code(panel)}|||{stamp}||||||||||||||||||F")
         for i, test in enumerate(tests, start=1):
             low, high = float(test["low"]), float(test["high"])
@@ -279,6 +279,17 @@ class FeedMessages:
         if "missing_segment" in defects:
             segments.remove(pid)
         return self._finish("ORU^R01", control_id, segments, defects)
+
+
+def _pv1(ward: str, visit: str, admitted: str = "", discharged: str = "") -> str:
+    fields = ["PV1", "1", "I", ward] + [""] * 42
+    fields[7] = "1234^ATTEND^ALLISON" if ward else ""
+    fields[10] = "MED" if ward else ""
+    fields[19] = f"{visit}^^^EHRSIM^VN"
+    fields[44], fields[45] = admitted, discharged
+    while fields[-1] == "":
+        fields.pop()
+    return "|".join(fields)
 
 
 class FeedStopped(Exception):

@@ -1,6 +1,6 @@
 """HL7 v2 to FHIR R4, into the site's own store.
 
-ADT^A01/A04 (admit/register: Patient + Encounter), A08 (update), A03 (discharge), A28/A31 (person
+ADT^A01/A04 (admit/register: Patient + Encounter), A08 (update), A02 (transfer), A03 (discharge), A28/A31 (person
 add/update), A40 (merge, represented as the site's `merge` setting says) and ORU^R01 (an Observation
 per OBX, a DiagnosticReport per OBR). Code systems, units, statuses and classes come from the tables
 in `data/v2-to-fhir.yaml`, which a site may extend. Every write of one message goes through
@@ -121,6 +121,7 @@ class V2Mapper:
             "ADT^A08": self.update_patient,
             "ADT^A28": self.update_patient,
             "ADT^A31": self.update_patient,
+            "ADT^A02": self.transfer,
             "ADT^A03": self.discharge,
             "ADT^A40": self.merge_patients,
             "ORU^R01": self.results,
@@ -424,15 +425,30 @@ class V2Mapper:
         self.upsert_patient(message, result, writes)
         return writes
 
-    def discharge(self, message: Message, result: MappingResult) -> list[Write]:
+    def transfer(self, message: Message, result: MappingResult) -> list[Write]:
+        """A02: the encounter moves to PV1-3 (the previous location is kept as completed)."""
         writes: list[Write] = []
-        patient_id = self.upsert_patient(message, result, writes)
+        self.upsert_patient(message, result, writes, create_only=True)
+        pv1, encounter = self._visit(message)
+        location = pv1.components(3)
+        if not location or not any(location[:3]):
+            raise HL7Error(
+                REQUIRED_FIELD_MISSING, "PV1-3 new location is empty", "PV1", sequence=pv1.occurrence, field=3
+            )
+        display = " ".join(p.split(pv1.enc.subcomponent)[0] for p in location[:3] if p)
+        moves = [{**loc, "status": "completed"} for loc in encounter.get("location", [])]
+        encounter["location"] = [*moves, {"location": {"display": display}, "status": "active"}]
+        self._put(encounter, writes)
+        return writes
+
+    def _visit(self, message: Message) -> tuple[Segment, dict[str, Any]]:
+        """PV1 and the encounter its PV1-19 visit number names (AE when either is missing)."""
         pv1 = message.segment("PV1")
         ident = self._visit_identifier(pv1, message) if pv1 is not None else None
-        if ident is None:
+        if pv1 is None or ident is None:
             raise HL7Error(
                 REQUIRED_FIELD_MISSING,
-                "PV1-19 visit number is needed to find the encounter to discharge",
+                f"PV1-19 visit number is needed to find the encounter ({message.message_type.replace('^', ' ')})",
                 "PV1",
                 sequence=pv1.occurrence if pv1 else 1,
                 field=19,
@@ -443,10 +459,16 @@ class V2Mapper:
                 204,
                 f"no encounter has visit number {ident['value']} ({ident['system']}); admit it first",
                 "PV1",
-                sequence=pv1.occurrence if pv1 else 1,
+                sequence=pv1.occurrence,
                 field=19,
             )
-        end = pv1.value(45) if pv1 is not None else ""
+        return pv1, encounter
+
+    def discharge(self, message: Message, result: MappingResult) -> list[Write]:
+        writes: list[Write] = []
+        patient_id = self.upsert_patient(message, result, writes)
+        pv1, encounter = self._visit(message)
+        end = pv1.value(45)
         end = v2_datetime(end, self.default_tz, ("PV1", 45), result.warnings) if end else None
         end = end or self._event_time(message, result.warnings)
         encounter["status"] = "finished"
