@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from simulator.clock import fhir_instant
 from simulator.fhir.bundles import SearchSnapshot, bundle_shell, history_entry, page_link, self_link, subset
 from simulator.fhir.errors import FHIRError, not_found
 from simulator.fhir.search import QueryParser, SearchEngine, SearchQuery, ignored_outcome
@@ -36,6 +38,8 @@ class FhirService:
     def __init__(self, site: Site) -> None:
         self.site = site
         self.listeners: list[CommitListener] = []
+        latest = site.store.history()[:1]
+        self._last_stamp = latest[0].timestamp if latest else 0.0
 
     # -- helpers ---------------------------------------------------------------------------------
     def check_type(self, resource_type: str) -> None:
@@ -51,10 +55,12 @@ class FhirService:
         return SearchEngine(self.site.store, self.site.registry, base_url)
 
     def commit(self, writes: list[Write]) -> list[StoredVersion]:
-        now = self.site.clock.now()
-        from simulator.clock import fhir_instant
-
-        versions = self.site.store.commit(writes, fhir_instant(now), now.timestamp())
+        # lastUpdated has millisecond precision; keep it strictly increasing per site so that
+        # `_since` and history order never confuse two commits made within the same millisecond.
+        stamp = max(round(self.site.clock.timestamp(), 3), self._last_stamp + 0.001)
+        self._last_stamp = stamp
+        moment = datetime.fromtimestamp(stamp, UTC)
+        versions = self.site.store.commit(writes, fhir_instant(moment), stamp)
         for listener in self.listeners:
             listener(self.site, versions)
         return versions
