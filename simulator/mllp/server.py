@@ -41,8 +41,7 @@ class MllpConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport subclasses
         host, port = transport.get_extra_info("peername")[:2]
         self.peer = f"{host}:{port}"
         listener = self.listener
