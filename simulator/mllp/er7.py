@@ -207,12 +207,14 @@ def escape(text: str, enc: Encoding = DEFAULT_ENCODING) -> str:
 class Message:
     """A tokenized ER7 message: its segments in order and the MSH fields acknowledgement needs."""
 
-    __slots__ = ("enc", "segments", "text")
+    __slots__ = ("_control_id", "_type", "enc", "segments", "text")
 
     def __init__(self, text: str, segments: list[Segment], enc: Encoding) -> None:
         self.text = text
         self.segments = segments
         self.enc = enc
+        self._type: str | None = None
+        self._control_id: str | None = None
 
     @property
     def msh(self) -> Segment:
@@ -230,7 +232,9 @@ class Message:
     # MSH fields, unescaped.
     @property
     def control_id(self) -> str:
-        return self.msh.value(10)
+        if self._control_id is None:
+            self._control_id = self.msh.value(10)
+        return self._control_id
 
     @property
     def message_code(self) -> str:
@@ -247,7 +251,10 @@ class Message:
     @property
     def message_type(self) -> str:
         """e.g. "ORU^R01" (code and trigger)."""
-        return f"{self.message_code}^{self.trigger}" if self.trigger else self.message_code
+        if self._type is None:
+            trigger = self.trigger
+            self._type = f"{self.message_code}^{trigger}" if trigger else self.message_code
+        return self._type
 
     @property
     def version(self) -> str:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import yaml
 
@@ -35,6 +34,7 @@ from simulator.mllp.er7 import (
     Message,
     Segment,
 )
+from simulator.mllp.identifiers import IdentifierIndex
 from simulator.scenario import merge
 from simulator.store.base import Write
 
@@ -115,6 +115,8 @@ class V2Mapper:
         self.merge_as = merge_as
         self.default_tz = default_timezone
         self.vital_codes = frozenset(str(c) for c in self.tables.get("vital_signs_codes", []))
+        self.patients = IdentifierIndex(service, "Patient")
+        self.encounters = IdentifierIndex(service, "Encounter")
         self.handlers: dict[str, Callable[[Message, MappingResult], list[Write]]] = {
             "ADT^A01": self.admit,
             "ADT^A04": self.admit,
@@ -126,6 +128,10 @@ class V2Mapper:
             "ADT^A40": self.merge_patients,
             "ORU^R01": self.results,
         }
+
+    def close(self) -> None:
+        self.patients.close()
+        self.encounters.close()
 
     def supports(self, message: Message) -> bool:
         return message.message_type in self.handlers
@@ -234,13 +240,11 @@ class V2Mapper:
 
     # -- Patient ---------------------------------------------------------------------------------
     def find_patient(self, identifiers: list[dict[str, Any]]) -> dict[str, Any] | None:
-        store = self.service.site.store
+        """The stored Patient with any of these identifiers (not a copy: copy before changing it)."""
         for ident in identifiers:
-            ids = self.service.find("Patient", _identifier_query(ident))
-            if ids:
-                version = store.read("Patient", ids[0])
-                if version is not None and not version.deleted:
-                    return copy.deepcopy(version.resource)
+            found = self.patients.find(ident["system"], ident["value"])
+            if found is not None:
+                return found
         return None
 
     def patient_fields(self, pid: Segment, message: Message, warnings: list[str]) -> dict[str, Any]:
@@ -332,6 +336,8 @@ class V2Mapper:
         existing = self.find_patient(identifiers)
         if existing is not None and create_only:
             return existing["id"]
+        if existing is not None:
+            existing = copy.deepcopy(existing)
         fields = self.patient_fields(pid, message, result.warnings)
         if existing is None:
             patient = {"resourceType": "Patient", "identifier": identifiers, "active": True, **fields}
@@ -364,9 +370,8 @@ class V2Mapper:
         return ident
 
     def _find_encounter(self, ident: dict[str, Any]) -> dict[str, Any] | None:
-        ids = self.service.find("Encounter", _identifier_query(ident))
-        version = self.service.site.store.read("Encounter", ids[0]) if ids else None
-        return copy.deepcopy(version.resource) if version is not None and not version.deleted else None
+        found = self.encounters.find(ident["system"], ident["value"])
+        return copy.deepcopy(found) if found is not None else None
 
     def admit(self, message: Message, result: MappingResult) -> list[Write]:
         writes: list[Write] = []
@@ -493,6 +498,7 @@ class V2Mapper:
                 field=1,
             )
         prior = self.find_patient(prior_ids)
+        prior = copy.deepcopy(prior) if prior is not None else None
         if prior is None:
             raise HL7Error(
                 204,
@@ -755,12 +761,3 @@ def _spaced(message_type: str) -> str:
 
 def _uri_part(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.\-_]+", "-", text.strip()) or "unknown"
-
-
-def _identifier_query(ident: dict[str, Any]) -> str:
-    """`identifier=system|value` as a query string, with FHIR token escapes and URL encoding."""
-
-    def token(value: str) -> str:
-        return value.replace("\\", "\\\\").replace(",", "\\,").replace("|", "\\|").replace("$", "\\$")
-
-    return "identifier=" + quote(f"{token(ident['system'])}|{token(ident['value'])}", safe="")

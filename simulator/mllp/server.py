@@ -271,6 +271,8 @@ class MllpListener:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
         self.runtime.site.extras.pop("mllp_port", None)
+        if self.endpoint.mapper is not None:
+            self.endpoint.mapper.close()
 
 
 def mllp_listeners(sandbox: Sandbox) -> list[BackgroundService]:
