@@ -23,6 +23,8 @@ from simulator.site import Site
 from simulator.store.base import StoredVersion, Write
 
 CommitListener = Callable[[Site, list[StoredVersion]], None]
+# Whether a stored version can be read yet (data latency, simulator/datalatency.py); None: always.
+Visibility = Callable[[StoredVersion], bool]
 
 
 @dataclass(slots=True)
@@ -40,6 +42,7 @@ class FhirService:
         self.listeners: list[CommitListener] = []
         latest = site.store.history()[:1]
         self._last_stamp = latest[0].timestamp if latest else 0.0
+        self.visible: Visibility | None = None
 
     # -- helpers ---------------------------------------------------------------------------------
     def check_type(self, resource_type: str) -> None:
@@ -66,9 +69,21 @@ class FhirService:
         return versions
 
     # -- reads -----------------------------------------------------------------------------------
+    def visible_read(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        """The latest version a reader may see: with data latency, the last one already visible."""
+        version = self.site.store.read(resource_type, resource_id)
+        visible = self.visible
+        if visible is None or version is None or visible(version):
+            return version
+        for number in range(version.version - 1, 0, -1):
+            older = self.site.store.vread(resource_type, resource_id, number)
+            if older is not None and visible(older):
+                return older
+        return None
+
     def read(self, resource_type: str, resource_id: str) -> StoredVersion:
         self.check_type(resource_type)
-        version = self.site.store.read(resource_type, resource_id)
+        version = self.visible_read(resource_type, resource_id)
         if version is None:
             raise not_found(resource_type, resource_id)
         if version.deleted:
@@ -80,7 +95,7 @@ class FhirService:
         if not version_id.isdigit():
             raise not_found(resource_type, f"{resource_id}/_history/{version_id}")
         version = self.site.store.vread(resource_type, resource_id, int(version_id))
-        if version is None:
+        if version is None or (self.visible is not None and not self.visible(version)):
             raise not_found(resource_type, f"{resource_id}/_history/{version_id}")
         if version.deleted:
             raise FHIRError.of(
@@ -213,6 +228,8 @@ class FhirService:
         lenient = lenient or self.site.settings.unknown_parameters == "lenient"
         query = self.parser(base_url).parse(resource_type, items, lenient=lenient)
         ids = self.engine(base_url).ids(query)
+        if self.visible is not None:
+            ids = [rid for rid in ids if self.visible_read(resource_type, rid) is not None]
         snapshot = SearchSnapshot(
             refs=[(resource_type, rid) for rid in ids],
             query=query,
@@ -252,6 +269,8 @@ class FhirService:
                     400, "not-supported", f"History does not support parameter '{name}'", expression=[name]
                 )
         versions = self.site.store.history(resource_type, resource_id, since)
+        if self.visible is not None:
+            versions = [v for v in versions if self.visible(v)]
         path = "/".join(p for p in (resource_type, resource_id) if p) + (
             "/_history" if resource_type else "_history"
         )
@@ -391,7 +410,6 @@ class FhirService:
         query = snapshot.query
         summary = query.summary if query else None
         elements = query.elements if query else None
-        store = self.site.store
         entries: list[dict[str, Any]] = []
         if offset == 0 and query is not None:
             outcome = ignored_outcome(query)
@@ -399,7 +417,7 @@ class FhirService:
                 entries.append({"resource": outcome, "search": {"mode": "outcome"}})
         page: list[StoredVersion] = []
         for rtype, rid in snapshot.refs[offset : offset + count]:
-            version = store.read(rtype, rid)
+            version = self.visible_read(rtype, rid)
             if version is None or version.deleted:
                 continue  # deleted since the search ran: the snapshot keeps paging stable otherwise
             page.append(version)
