@@ -20,12 +20,31 @@ def fixture(name: str) -> bytes:
 
 
 def mllp_scenario(
-    mllp: dict[str, Any] | None = None, patients: int = 2, clock: dict | None = None
+    mllp: dict[str, Any] | None = None,
+    patients: int = 2,
+    clock: dict | None = None,
+    faults: list[dict[str, Any]] | None = None,
 ) -> Scenario:
     site: dict[str, Any] = {"id": "h1", "base_path": "/fhir", "population": {"patients": patients}}
     if mllp is not None:
         site["mllp"] = mllp
-    return build_scenario({"name": "mllp-test", "seed": 7, "clock": clock or {}, "sites": [site]})
+    data: dict[str, Any] = {"name": "mllp-test", "seed": 7, "clock": clock or {}, "sites": [site]}
+    if faults:
+        data["faults"] = faults
+    return build_scenario(data)
+
+
+def mllp_fault(
+    fault_id: str, action: str, match: dict[str, Any] | None = None, **fields: Any
+) -> dict[str, Any]:
+    """A scenario fault for the MLLP protocol; `fields` are the action's settings, except
+    `schedule` and `probability`, which belong to the fault."""
+    fault: dict[str, Any] = {"id": fault_id, "match": {"protocol": "mllp", **(match or {})}}
+    for key in ("schedule", "probability"):
+        if key in fields:
+            fault[key] = fields.pop(key)
+    fault["action"] = {"type": action, **fields}
+    return fault
 
 
 @contextlib.contextmanager

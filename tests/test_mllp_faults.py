@@ -9,36 +9,38 @@ import httpx
 import pytest
 
 from simulator.mllp.client import ack_fields
+from simulator.mllp.faults import check_action
 from simulator.mllp.framing import NAK_V2, frame
-from tests.mllp_support import client, journal, mllp_site, oru
+from tests.mllp_support import client, journal, mllp_fault, mllp_site, oru
 
 REPLY_FAULTS = [
-    {"name": "lost", "action": "lost_ack", "match": {"control_id": "LOST-*"}, "schedule": {"times": 1}},
-    {"name": "hold", "action": "never_ack", "match": {"control_id": "HOLD-*"}},
-    {"name": "slow", "action": "delay_ack", "seconds": 0.4, "match": {"control_id": "SLOW-*"}},
-    {"name": "drip", "action": "dribble_ack", "interval": 0.002, "match": {"control_id": "DRIP-*"}},
-    {"name": "ae", "action": "ack_code", "code": "AE", "match": {"control_id": "CODE-AE"}},
-    {"name": "ar", "action": "ack_code", "code": "AR", "match": {"control_id": "CODE-AR"}},
-    {"name": "ce", "action": "ack_code", "code": "CE", "match": {"control_id": "CODE-CE"}},
-    {"name": "cr", "action": "ack_code", "code": "CR", "match": {"control_id": "CODE-CR"}},
-    {"name": "wrong", "action": "wrong_ack_id", "match": {"control_id": "WRONG-*"}},
-    {"name": "stale", "action": "wrong_ack_id", "mode": "stale", "match": {"control_id": "STALE-*"}},
-    {"name": "twice", "action": "duplicate_ack", "match": {"control_id": "TWICE-*"}},
-    {"name": "nomsa", "action": "ack_without_msa", "match": {"control_id": "NOMSA-*"}},
-    {"name": "http", "action": "non_hl7_reply", "match": {"control_id": "HTTP-*"}},
-    {"name": "nak", "action": "nak_byte", "match": {"control_id": "NAK-*"}},
+    mllp_fault("lost", "lost_ack", {"control_id": "LOST-*"}, schedule={"times": 1}),
+    mllp_fault("hold", "never_ack", {"control_id": "HOLD-*"}),
+    mllp_fault("slow", "ack_delay", {"control_id": "SLOW-*"}, delay="400ms"),
+    mllp_fault("drip", "ack_dribble", {"control_id": "DRIP-*"}, interval=0.002),
+    mllp_fault("ae", "ack_code", {"control_id": "CODE-AE"}, code="AE"),
+    mllp_fault("ar", "ack_code", {"control_id": "CODE-AR"}, code="AR"),
+    mllp_fault("ce", "ack_code", {"control_id": "CODE-CE"}, code="CE"),
+    mllp_fault("cr", "ack_code", {"control_id": "CODE-CR"}, code="CR"),
+    mllp_fault("wrong", "ack_wrong_id", {"control_id": "WRONG-*"}),
+    mllp_fault("stale", "ack_wrong_id", {"control_id": "STALE-*"}, mode="stale"),
+    mllp_fault("twice", "ack_duplicate", {"control_id": "TWICE-*"}),
+    mllp_fault("nomsa", "ack_without_msa", {"control_id": "NOMSA-*"}),
+    mllp_fault("http", "non_hl7_reply", {"control_id": "HTTP-*"}),
+    mllp_fault("nak", "nak_byte", {"control_id": "NAK-*"}),
+    mllp_fault("adt-only", "ack_code", {"message_type": "ADT^*", "control_id": "TYPE-*"}, code="AR"),
+    # An HTTP fault (on every FHIR Encounter request) must not touch MLLP traffic.
     {
-        "name": "adt-only",
-        "action": "ack_code",
-        "code": "AR",
-        "match": {"message_type": "ADT^*", "control_id": "TYPE-*"},
+        "id": "http-down",
+        "match": {"protocol": "fhir", "resource_type": "Encounter"},
+        "action": {"type": "outage"},
     },
 ]
 
 
 @pytest.fixture(scope="module")
 def site():
-    with mllp_site({"faults": REPLY_FAULTS}) as running:
+    with mllp_site(faults=REPLY_FAULTS) as running:
         yield running
 
 
@@ -159,7 +161,7 @@ def test_matcher_on_message_type(site):
 
 
 def test_accept_then_close():
-    with mllp_site({"faults": [{"name": "bye", "action": "accept_close"}]}) as (server, port):
+    with mllp_site(faults=[mllp_fault("bye", "accept_close")]) as (server, port):
         sock = socket.create_connection(("127.0.0.1", port), timeout=2)
         assert sock.recv(10) == b""
         sock.close()
@@ -167,7 +169,7 @@ def test_accept_then_close():
 
 
 def test_reset_mid_frame():
-    with mllp_site({"faults": [{"name": "rst", "action": "reset_mid_frame"}]}) as (_, port):
+    with mllp_site(faults=[mllp_fault("rst", "reset_mid_frame")]) as (_, port):
         sock = socket.create_connection(("127.0.0.1", port), timeout=2)
         sock.sendall(frame(oru("RST-1").encode())[:30])
         with pytest.raises(ConnectionResetError):
@@ -178,8 +180,7 @@ def test_reset_mid_frame():
 
 
 def test_refuse_connections_for_a_window():
-    faults = [{"name": "down", "action": "refuse", "schedule": {"end": 1.5}}]
-    with mllp_site({"faults": faults}) as (server, port):
+    with mllp_site(faults=[mllp_fault("down", "refuse", schedule={"for": 1.5})]) as (server, port):
         deadline = time.monotonic() + 1
         while time.monotonic() < deadline and not journal(server, "mllp.listener"):
             time.sleep(0.01)
@@ -194,7 +195,7 @@ def test_refuse_connections_for_a_window():
 
 
 def test_max_connections_fault():
-    with mllp_site({"faults": [{"name": "cap", "action": "max_connections", "limit": 1}]}) as (server, port):
+    with mllp_site(faults=[mllp_fault("cap", "max_connections", limit=1)]) as (server, port):
         with client(port) as first:
             assert ack_fields(first.send(oru("CAP-1")))["code"] == "AA"
             with pytest.raises(ConnectionError), client(port) as second:
@@ -204,8 +205,8 @@ def test_max_connections_fault():
 
 
 def _fired_sequence():
-    faults = [{"name": "coin", "action": "ack_code", "code": "AE", "probability": 0.5}]
-    with mllp_site({"faults": faults, "duplicate_window": 0}) as (_, port), client(port) as c:
+    faults = [mllp_fault("coin", "ack_code", code="AE", probability=0.5)]
+    with mllp_site({"duplicate_window": 0}, faults=faults) as (_, port), client(port) as c:
         return [ack_fields(c.send(oru(f"P-{i}")))["code"] for i in range(24)]
 
 
@@ -215,12 +216,27 @@ def test_probability_is_seeded_and_reproducible():
     assert 0 < first.count("AE") < 24
 
 
-def test_bad_fault_definitions_are_refused_with_the_reason():
-    from simulator.mllp.faults import MllpFaults
+@pytest.mark.parametrize(
+    ("fault", "why"),
+    [
+        (mllp_fault("x", "ack_code", code="AA"), "ack_code needs code AE, AR, CE or CR"),
+        (mllp_fault("x", "ack_delay"), "ack_delay needs a delay"),
+        (mllp_fault("x", "ack_wrong_id", mode="sideways"), "mode is 'wrong' or 'stale'"),
+        (mllp_fault("x", "nak_byte", code="AE"), "'nak_byte' does not take code"),
+        (mllp_fault("x", "max_connections"), "max_connections needs a limit"),
+    ],
+)
+def test_bad_mllp_actions_are_refused_with_the_reason(fault, why):
+    from simulator.faults.engine import FaultSpecError
 
-    with pytest.raises(ValueError, match="unknown MLLP fault action 'explode'"):
-        MllpFaults([{"action": "explode"}], 1, "h1", None)
-    with pytest.raises(ValueError, match="ack_code needs code AE, AR, CE or CR"):
-        MllpFaults([{"action": "ack_code", "code": "AA"}], 1, "h1", None)
-    with pytest.raises(ValueError, match="'delay_ack' does not take code"):
-        MllpFaults([{"action": "delay_ack", "code": "AE"}], 1, "h1", None)
+    with pytest.raises(FaultSpecError, match=why):
+        check_action(fault["id"], fault["action"])
+
+
+def test_faults_added_at_runtime_through_the_admin_api():
+    with mllp_site() as (server, port):
+        response = httpx.post(server.admin + "/faults", json=mllp_fault("late", "ack_code", code="AR"))
+        assert response.status_code in (200, 201), response.text
+        with client(port) as c:
+            assert ack_fields(c.send(oru("RT-1")))["code"] == "AR"
+        assert entry_for(server, "RT-1")[0]["faults"] == ["late"]

@@ -152,9 +152,17 @@ class FaultEngine:
 
     # -- the hot path ----------------------------------------------------------------------------
     def decide(
-        self, protocol: str, site: str | None = None, attrs: Mapping[str, Any] | None = None
+        self,
+        protocol: str,
+        site: str | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        actions: frozenset[str] | None = None,
     ) -> list[FaultDecision]:
-        """The faults that fire on this interaction, in scenario order. Counts matches and hits."""
+        """The faults that fire on this interaction, in scenario order. Counts matches and hits.
+
+        `actions` limits the decision to faults with those action types, for protocols that ask at
+        several moments (MLLP: on connect, mid-frame, per message) so that asking about one moment
+        does not count, or draw for, faults that act at another."""
         candidates = self._index.get(protocol, self._any)
         if not candidates:
             return []
@@ -163,6 +171,8 @@ class FaultEngine:
         decisions: list[FaultDecision] = []
         with self._lock:
             for fault in candidates:
+                if actions is not None and fault.action["type"] not in actions:
+                    continue
                 if not fault.enabled or not fault.matcher.matches(protocol, site, attrs):
                     continue
                 schedule = fault.schedule

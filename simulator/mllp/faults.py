@@ -1,186 +1,93 @@
-"""MLLP faults: what an interface engine sees when the other side misbehaves.
+"""MLLP fault actions: what an interface engine sees when the other side misbehaves.
 
-A fault is data (a site's `mllp: faults:` list): a `match` on the message (type, trigger, MSH-10),
-a `schedule` (simulated seconds since the scenario started, how many matches to skip, how many times
-to fire), a `probability` drawn from the scenario's seeded RNG, and an `action` with its parameters.
-Each fault has its own RNG stream (`seed/site/name`) so adding one fault does not change the
-decisions of another: the same scenario, seed and traffic give the same faults.
+Faults are the scenario's `faults:` (or added at runtime through `/_admin/faults`), decided by the
+sandbox's fault engine (`simulator/faults/engine.py`) with `protocol: mllp`; this module names the
+MLLP actions, checks their settings, and asks the engine at the moment each action can act:
 
-Connection actions act when a client connects or while a frame is in flight; reply actions change
-the acknowledgement of a complete message (see `Reply`).
+- `listen` (polled): `refuse` closes the port while the fault's time window is open.
+- `connect`: `accept_close` (accept, then close), `max_connections` (reject beyond `limit`).
+- `frame` (a frame has started but not ended): `reset_mid_frame`.
+- `message` (a complete message; match on `message_type`, `trigger`, `control_id`, `peer`):
+  `lost_ack`, `never_ack`, `ack_delay` (`delay:`), `ack_dribble` (`interval:`), `ack_code` (`code:`
+  AE/AR/CE/CR), `ack_wrong_id` (`mode:` wrong/stale), `ack_duplicate`, `ack_without_msa`,
+  `non_hl7_reply` (`body:`), `nak_byte`.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import random
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
-from simulator.clock import Clock
+from simulator.faults.engine import FaultDecision, FaultEngine, FaultSpecError
 
-CONNECTION_ACTIONS = frozenset({"refuse", "accept_close", "max_connections", "reset_mid_frame"})
-# Actions decided before the message is applied: the message is not stored.
-REJECT_ACTIONS = frozenset({"ack_code"})
-REPLY_ACTIONS = frozenset(
+LISTEN = frozenset({"refuse"})
+CONNECT = frozenset({"accept_close", "max_connections"})
+FRAME = frozenset({"reset_mid_frame"})
+MESSAGE = frozenset(
     {
         "lost_ack",
         "never_ack",
-        "delay_ack",
-        "dribble_ack",
+        "ack_delay",
+        "ack_dribble",
         "ack_code",
-        "wrong_ack_id",
-        "duplicate_ack",
+        "ack_wrong_id",
+        "ack_duplicate",
         "ack_without_msa",
         "non_hl7_reply",
         "nak_byte",
     }
 )
-ACTIONS = CONNECTION_ACTIONS | REPLY_ACTIONS
+ACTIONS = LISTEN | CONNECT | FRAME | MESSAGE
 
-_PARAMS = {
-    "refuse": {"seconds"},
-    "accept_close": set(),
-    "max_connections": {"limit"},
-    "reset_mid_frame": set(),
-    "lost_ack": set(),
-    "never_ack": set(),
-    "delay_ack": {"seconds", "min", "max"},
-    "dribble_ack": {"interval"},
-    "ack_code": {"code", "text"},
-    "wrong_ack_id": {"mode"},
-    "duplicate_ack": set(),
-    "ack_without_msa": set(),
-    "non_hl7_reply": {"body"},
-    "nak_byte": set(),
-}
-_COMMON = {"name", "action", "match", "schedule", "probability", "enabled", "description"}
+# Settings each action takes besides `type` (and `delay`, which the engine draws).
+_PARAMS: dict[str, set[str]] = {name: set() for name in ACTIONS}
+_PARAMS.update(
+    {
+        "max_connections": {"limit"},
+        "ack_delay": {"delay"},
+        "ack_dribble": {"interval"},
+        "ack_code": {"code", "text"},
+        "ack_wrong_id": {"mode"},
+        "non_hl7_reply": {"body"},
+    }
+)
 
 
-@dataclass
-class MllpFault:
-    name: str
-    action: str
-    match: dict[str, str] = field(default_factory=dict)
-    schedule: dict[str, float] = field(default_factory=dict)  # start, end (sim s), after, times
-    probability: float = 1.0
-    enabled: bool = True
-    params: dict[str, Any] = field(default_factory=dict)
-    matched: int = 0
-    fired: int = 0
-
-    @classmethod
-    def from_mapping(cls, data: dict[str, Any], where: str) -> MllpFault:
-        if not isinstance(data, dict) or "action" not in data:
-            raise ValueError(f"{where}: a fault needs an 'action' (one of {', '.join(sorted(ACTIONS))})")
-        action = data["action"]
-        if action not in ACTIONS:
-            raise ValueError(
-                f"{where}: unknown MLLP fault action '{action}' (known: {', '.join(sorted(ACTIONS))})"
-            )
-        params = {k: v for k, v in data.items() if k not in _COMMON}
-        unknown = sorted(set(params) - _PARAMS[action])
-        if unknown:
-            raise ValueError(
-                f"{where}: '{action}' does not take {', '.join(unknown)} (takes: {', '.join(sorted(_PARAMS[action])) or 'nothing'})"
-            )
-        if action == "ack_code" and params.get("code") not in ("AE", "AR", "CE", "CR"):
-            raise ValueError(f"{where}: ack_code needs code AE, AR, CE or CR")
-        if action == "wrong_ack_id" and params.get("mode", "wrong") not in ("wrong", "stale"):
-            raise ValueError(f"{where}: wrong_ack_id mode is 'wrong' or 'stale'")
-        probability = float(data.get("probability", 1.0))
-        if not 0.0 <= probability <= 1.0:
-            raise ValueError(f"{where}: probability must be between 0 and 1")
-        schedule = dict(data.get("schedule") or {})
-        bad = sorted(set(schedule) - {"start", "end", "after", "times"})
-        if bad:
-            raise ValueError(
-                f"{where}: schedule does not take {', '.join(bad)} (takes: start, end, after, times)"
-            )
-        match = {str(k): str(v) for k, v in (data.get("match") or {}).items()}
-        bad = sorted(set(match) - {"message_type", "control_id", "peer"})
-        if bad:
-            raise ValueError(
-                f"{where}: match does not take {', '.join(bad)} (takes: message_type, control_id, peer)"
-            )
-        return cls(
-            name=str(data.get("name") or f"{action}-{where}"),
-            action=action,
-            match=match,
-            schedule=schedule,
-            probability=probability,
-            enabled=bool(data.get("enabled", True)),
-            params=params,
+def check_action(fault_id: str, action: Mapping[str, Any]) -> None:
+    """Raise FaultSpecError naming the fault if an MLLP action's settings are wrong."""
+    kind = action.get("type")
+    if kind not in ACTIONS:
+        return
+    extra = sorted(set(action) - {"type"} - _PARAMS[kind])
+    if extra:
+        takes = ", ".join(sorted(_PARAMS[kind])) or "nothing besides type"
+        raise FaultSpecError(
+            f"fault '{fault_id}': MLLP action '{kind}' does not take {', '.join(extra)} (takes: {takes})"
         )
-
-    def in_window(self, clock: Clock) -> bool:
-        start, end = self.schedule.get("start"), self.schedule.get("end")
-        if start is None and end is None:
-            return True
-        elapsed = clock.elapsed()
-        return (start is None or elapsed >= float(start)) and (end is None or elapsed < float(end))
-
-    def matches(self, facts: dict[str, str]) -> bool:
-        return all(fnmatch.fnmatchcase(facts.get(key, ""), pattern) for key, pattern in self.match.items())
+    if kind == "ack_code" and action.get("code") not in ("AE", "AR", "CE", "CR"):
+        raise FaultSpecError(f"fault '{fault_id}': ack_code needs code AE, AR, CE or CR")
+    if kind == "ack_wrong_id" and action.get("mode", "wrong") not in ("wrong", "stale"):
+        raise FaultSpecError(f"fault '{fault_id}': ack_wrong_id mode is 'wrong' or 'stale'")
+    if kind == "ack_delay" and "delay" not in action:
+        raise FaultSpecError(
+            f"fault '{fault_id}': ack_delay needs a delay (e.g. 4.9s or {{uniform: [4, 6]}})"
+        )
+    if kind == "max_connections" and not (isinstance(action.get("limit"), int) and action["limit"] >= 0):
+        raise FaultSpecError(f"fault '{fault_id}': max_connections needs a limit (an integer >= 0)")
 
 
 class MllpFaults:
-    """A site's MLLP faults and the seeded decisions about when they fire."""
+    """One site's view of the fault engine, for the MLLP listener and endpoint."""
 
-    def __init__(self, specs: list[dict[str, Any]], seed: int | str, site_id: str, clock: Clock) -> None:
-        self.faults = [MllpFault.from_mapping(spec, f"mllp.faults[{i}]") for i, spec in enumerate(specs)]
-        names = [f.name for f in self.faults]
-        if len(set(names)) != len(names):
-            raise ValueError("mllp.faults: two faults share a name")
-        self.clock = clock
-        self._rngs = {f.name: random.Random(f"{seed}/{site_id}/mllp-fault/{f.name}") for f in self.faults}
+    def __init__(self, engine: FaultEngine, site_id: str) -> None:
+        self.engine = engine
+        self.site_id = site_id
+        for fault in engine.faults.values():
+            check_action(fault.id, fault.action)
 
-    def decide(self, kinds: frozenset[str], facts: dict[str, str]) -> list[MllpFault]:
-        """The faults among `kinds` that fire for this event, in file order."""
-        fired = []
-        for fault in self.faults:
-            if not fault.enabled or fault.action not in kinds or not fault.in_window(self.clock):
-                continue
-            if not fault.matches(facts):
-                continue
-            fault.matched += 1
-            if fault.matched <= int(fault.schedule.get("after", 0)):
-                continue
-            times = fault.schedule.get("times")
-            if times is not None and fault.fired >= int(times):
-                continue
-            # Drawn only for matching events, so unrelated traffic does not shift the sequence.
-            if fault.probability < 1.0 and self._rngs[fault.name].random() >= fault.probability:
-                continue
-            fault.fired += 1
-            fired.append(fault)
-        return fired
+    def any(self, kinds: frozenset[str]) -> bool:
+        """Cheap pre-check: is any fault (of any site) of these kinds defined at all?"""
+        return any(f.action.get("type") in kinds for f in self.engine.faults.values())
 
-    def active(self, action: str) -> MllpFault | None:
-        """A time-window fault that is on now (e.g. `refuse`), without drawing or counting."""
-        for fault in self.faults:
-            if fault.enabled and fault.action == action and fault.in_window(self.clock):
-                return fault
-        return None
-
-    def delay(self, fault: MllpFault) -> float:
-        if "seconds" in fault.params:
-            return float(fault.params["seconds"])
-        low, high = float(fault.params.get("min", 0.0)), float(fault.params.get("max", 1.0))
-        return self._rngs[fault.name].uniform(low, high)
-
-    def describe(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "name": f.name,
-                "action": f.action,
-                "enabled": f.enabled,
-                "match": f.match,
-                "schedule": f.schedule,
-                "probability": f.probability,
-                **f.params,
-                "matched": f.matched,
-                "fired": f.fired,
-            }
-            for f in self.faults
-        ]
+    def decide(self, kinds: frozenset[str], attrs: Mapping[str, Any]) -> list[FaultDecision]:
+        return self.engine.decide("mllp", self.site_id, attrs, actions=kinds)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from simulator.clock import fhir_instant
+from simulator.faults.engine import FaultDecision
 from simulator.journal import Journal
 from simulator.mllp.ack import AckIds, AckMode, ack_mode, build_ack, wants
 from simulator.mllp.er7 import (
@@ -29,7 +30,7 @@ from simulator.mllp.er7 import (
     read_charset_field,
     tokenize,
 )
-from simulator.mllp.faults import REPLY_ACTIONS, MllpFaults
+from simulator.mllp.faults import MESSAGE, MllpFaults
 from simulator.mllp.framing import NAK_V2, frame
 from simulator.mllp.mapping import V2Mapper, mapping_tables
 from simulator.mllp.settings import MllpSettings, codec_for
@@ -79,14 +80,13 @@ class Endpoint:
             self.validator = validate_structure
 
     @classmethod
-    def for_site(cls, runtime: Any, settings: MllpSettings, journal: Journal, seed: int | str) -> Endpoint:
+    def for_site(cls, runtime: Any, settings: MllpSettings, journal: Journal, faults: MllpFaults) -> Endpoint:
         site = runtime.site
         mapper = None
         if settings.map_to_fhir:
             mapper = V2Mapper(
                 runtime.service, mapping_tables(settings.mapping), settings.merge, settings.timezone
             )
-        faults = MllpFaults(settings.faults, seed, site.id, site.clock)
         return cls(site.id, settings, journal, site.clock, mapper, faults)
 
     # -- the pipeline ----------------------------------------------------------------------------
@@ -127,9 +127,18 @@ class Endpoint:
             return self._finish(Reply([frame(ack.encode(codec, "replace"))]), entry, None, peer)
         mode = ack_mode(message)
         entry["ack_mode"] = mode.value
-        facts = {"message_type": message.message_type, "control_id": message.control_id, "peer": peer}
-        fired = self.faults.decide(REPLY_ACTIONS, facts) if self.faults.faults else []
+        fired: list[FaultDecision] = []
+        if self.faults.any(MESSAGE):
+            attrs = {
+                "event": "message",
+                "message_type": message.message_type,
+                "trigger": message.trigger,
+                "control_id": message.control_id,
+                "peer": peer,
+            }
+            fired = self.faults.decide(MESSAGE, attrs)
         forced = next((f for f in fired if f.action == "ack_code"), None)
+        forced_code = str(forced.params.get("code", "AE")) if forced is not None else None
 
         duplicate_key = f"{message.msh.value(3)}|{message.msh.value(4)}|{message.control_id}"
         previous = self._duplicate(duplicate_key)
@@ -142,13 +151,9 @@ class Endpoint:
             return self._finish(reply, entry, fired, peer, message)
 
         error: HL7Error | None = None
-        if forced is not None:
-            code = forced.params["code"]
-            error = HL7Error(
-                INTERNAL_ERROR,
-                str(forced.params.get("text", f"fault '{forced.name}' answers {code}")),
-                reject=code.endswith("R"),
-            )
+        if forced is not None and forced_code is not None:
+            text = str(forced.params.get("text", f"fault '{forced.fault_id}' answers {forced_code}"))
+            error = HL7Error(INTERNAL_ERROR, text, reject=forced_code.endswith("R"))
             entry["applied"] = False
         else:
             try:
@@ -165,9 +170,7 @@ class Endpoint:
         entry["warnings"] = warnings
         if error is not None:
             entry["error"] = _error_info(error)
-        frames = self._acknowledge(
-            message, mode, error, stamp, forced.params["code"] if forced else None, entry
-        )
+        frames = self._acknowledge(message, mode, error, stamp, forced_code, entry)
         reply = Reply([frame(f.encode(codec, "replace")) for f in frames])
         if error is None:
             self._remember(duplicate_key, b"".join(reply.data))
@@ -319,7 +322,7 @@ class Endpoint:
         self,
         reply: Reply,
         entry: dict[str, Any],
-        fired: list[Any] | None,
+        fired: list[FaultDecision] | None,
         peer: str,
         message: Message | None = None,
     ) -> Reply:
@@ -334,30 +337,30 @@ class Endpoint:
         self.journal.record(entry)
         return reply
 
-    def _apply_reply_faults(self, reply: Reply, fired: list[Any], message: Message | None) -> None:
-        for fault in fired:
-            action = fault.action
-            reply.faults.append(fault.name)
+    def _apply_reply_faults(self, reply: Reply, fired: list[FaultDecision], message: Message | None) -> None:
+        for decision in fired:
+            action, params = decision.action, decision.params
+            reply.faults.append(decision.fault_id)
             if action == "lost_ack":
                 reply.close = "before"
                 reply.data = []
             elif action == "never_ack":
                 reply.hold = True
                 reply.data = []
-            elif action == "delay_ack":
-                reply.delay = self.faults.delay(fault)
-            elif action == "dribble_ack":
-                reply.dribble = float(fault.params.get("interval", 0.01))
-            elif action == "wrong_ack_id" and message is not None:
-                stale = fault.params.get("mode", "wrong") == "stale"
+            elif action == "ack_delay":
+                reply.delay = decision.delay
+            elif action == "ack_dribble":
+                reply.dribble = float(params.get("interval", 0.01))
+            elif action == "ack_wrong_id" and message is not None:
+                stale = params.get("mode", "wrong") == "stale"
                 wrong = self._last_control_id if stale else f"X{message.control_id}X"
-                reply.data = [_replace_msa2(d, message.control_id, wrong) for d in reply.data]
-            elif action == "duplicate_ack":
+                reply.data = [_replace_msa2(d, wrong) for d in reply.data]
+            elif action == "ack_duplicate":
                 reply.data = reply.data + reply.data[-1:]
             elif action == "ack_without_msa":
                 reply.data = [_drop_segment(d, b"MSA") for d in reply.data]
             elif action == "non_hl7_reply":
-                body = str(fault.params.get("body", "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
+                body = str(params.get("body", "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
                 reply.data = [body.encode()]
             elif action == "nak_byte":
                 reply.data = [NAK_V2]
@@ -402,7 +405,7 @@ def _error_info(error: HL7Error) -> dict[str, Any]:
     return {"code": error.code, "text": error.text, "location": error.location}
 
 
-def _replace_msa2(data: bytes, control_id: str, replacement: str) -> bytes:
+def _replace_msa2(data: bytes, replacement: str) -> bytes:
     needle = b"\rMSA|"
     start = data.find(needle)
     if start == -1:

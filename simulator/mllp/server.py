@@ -17,6 +17,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from simulator.clock import fhir_instant
+from simulator.mllp.faults import CONNECT, FRAME, LISTEN, MllpFaults
 from simulator.mllp.framing import Frame, FrameReader, Junk, Oversize
 from simulator.mllp.ingest import Endpoint, Reply
 from simulator.mllp.settings import DEFAULT_PORT, MllpSettings
@@ -60,12 +61,12 @@ class MllpConnection(asyncio.Protocol):
         self._touch()
         for event in self.reader.feed(data):
             self.pending.append(event)
-        if self.reader.in_frame and not self.pending:
-            fired = self.endpoint.faults.decide(frozenset({"reset_mid_frame"}), {"peer": self.peer})
+        faults = self.endpoint.faults
+        if self.reader.in_frame and not self.pending and faults.any(FRAME):
+            fired = faults.decide(FRAME, {"event": "frame", "peer": self.peer})
             if fired:
-                self._journal(
-                    "mllp.connection", event="reset", reason="reset_mid_frame", faults=[f.name for f in fired]
-                )
+                names = [f.fault_id for f in fired]
+                self._journal("mllp.connection", event="reset", reason="reset_mid_frame", faults=names)
                 self.abort(reset=True)
                 return
         if self.worker is None:
@@ -154,14 +155,14 @@ class MllpConnection(asyncio.Protocol):
         listener = self.listener
         limit = listener.settings.max_connections
         faults = listener.endpoint.faults
-        cap = faults.active("max_connections")
-        if cap is not None:
-            limit = int(cap.params.get("limit", 1))
+        fired = faults.decide(CONNECT, {"event": "connect", "peer": self.peer}) if faults.any(CONNECT) else []
+        names = [d.fault_id for d in fired]
+        for decision in fired:
+            if decision.action == "accept_close":
+                return names, "accept_close"
+            limit = int(decision.params.get("limit", 1))
         if limit and len(listener.connections) > limit:
-            return ([cap.name] if cap else [], "max_connections")
-        fired = faults.decide(frozenset({"accept_close"}), {"peer": self.peer})
-        if fired:
-            return ([f.name for f in fired], "accept_close")
+            return names, "max_connections"
         return None
 
     def _touch(self) -> None:
@@ -201,7 +202,8 @@ class MllpListener:
         self.host = host
         self.requested_port = port
         self.port = 0
-        self.endpoint = Endpoint.for_site(runtime, settings, sandbox.journal, sandbox.scenario.seed)
+        self.faults = MllpFaults(sandbox.faults, runtime.site.id)
+        self.endpoint = Endpoint.for_site(runtime, settings, sandbox.journal, self.faults)
         self.connections: set[MllpConnection] = set()
         self._server: asyncio.AbstractServer | None = None
         self._watch: asyncio.Task[None] | None = None
@@ -217,9 +219,7 @@ class MllpListener:
         site.extras["mllp_port"] = self.port
         site.extras["mllp_host"] = self.host
         site.extras["mllp_tls"] = self._ssl is not None
-        site.extras["mllp_faults"] = self.endpoint.faults
-        if self.endpoint.faults.faults and any(f.action == "refuse" for f in self.endpoint.faults.faults):
-            self._watch = asyncio.get_running_loop().create_task(self._refuse_windows())
+        self._watch = asyncio.get_running_loop().create_task(self._refuse_windows())
         log.info("site %s: MLLP on %s:%d", site.id, self.host, self.port)
 
     async def _listen(self, port: int) -> None:
@@ -230,33 +230,30 @@ class MllpListener:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _refuse_windows(self) -> None:
-        """`refuse` faults: while one is on, the port is closed, so connects get ECONNREFUSED."""
-        faults = self.endpoint.faults
+        """`refuse` faults: while one fires, the port is closed, so connects get ECONNREFUSED.
+        Polled, so give `refuse` a time window (schedule after/for), not a probability."""
+        faults = self.faults
         while True:
-            fault = faults.active("refuse")
-            if fault is not None and self._server is not None:
+            await asyncio.sleep(0.02)
+            fired = faults.decide(LISTEN, {"event": "listen"}) if faults.any(LISTEN) else []
+            if fired and self._server is not None:
                 self._server.close()
                 self._server = None
-                self.endpoint.journal.record(
-                    {
-                        "kind": "mllp.listener",
-                        "site": self.runtime.site.id,
-                        "time": fhir_instant(self.endpoint.clock.now()),
-                        "event": "refusing",
-                        "faults": [fault.name],
-                    }
-                )
-            elif fault is None and self._server is None:
+                self._listener_event("refusing", [d.fault_id for d in fired])
+            elif not fired and self._server is None:
                 await self._listen(self.port)
-                self.endpoint.journal.record(
-                    {
-                        "kind": "mllp.listener",
-                        "site": self.runtime.site.id,
-                        "time": fhir_instant(self.endpoint.clock.now()),
-                        "event": "accepting",
-                    }
-                )
-            await asyncio.sleep(0.02)
+                self._listener_event("accepting", [])
+
+    def _listener_event(self, event: str, faults: list[str]) -> None:
+        entry: dict[str, Any] = {
+            "kind": "mllp.listener",
+            "site": self.runtime.site.id,
+            "time": fhir_instant(self.endpoint.clock.now()),
+            "event": event,
+        }
+        if faults:
+            entry["faults"] = faults
+        self.endpoint.journal.record(entry)
 
     async def stop(self) -> None:
         if self._watch is not None:

@@ -43,7 +43,6 @@ class MllpSettings:
     ack_prefix: str = "ACK"
     mapping: dict[str, Any] = field(default_factory=dict)  # overrides of data/v2-to-fhir.yaml
     tls: dict[str, Any] | None = None  # {cert: path, key: path}
-    faults: list[dict[str, Any]] = field(default_factory=list)
     feeds: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
