@@ -162,7 +162,9 @@ def machine() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=16)
@@ -174,7 +176,9 @@ def main() -> int:
         run_loop(serve_framing(args.port) if args.serve == "framing" else serve_hl7(args.port))
         return 0
     print(f"machine: {machine()}")
-    print(f"load: {args.connections} persistent connections, 4-segment ORU^R01, {args.seconds:g} s after {args.warmup:g} s warm-up")
+    print(
+        f"load: {args.connections} persistent connections, 4-segment ORU^R01, {args.seconds:g} s after {args.warmup:g} s warm-up"
+    )
     rates: dict[str, float] = {}
     for kind in args.only or ["framing", "hl7", "ehrsim"]:
         process, port = start(kind)
