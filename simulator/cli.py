@@ -159,6 +159,8 @@ def serve(args: argparse.Namespace) -> int:
             for runtime in sandbox.sites.values():
                 site = runtime.site
                 print(f"  site {site.id}: FHIR {origin}{site.base_path}  ({site.store.count()} resources)")
+                if "mllp_port" in site.extras:
+                    print(f"  site {site.id}: MLLP {site.extras['mllp_host']}:{site.extras['mllp_port']}")
             print(f"  admin: {origin}/_admin/health")
             if sandbox.options.get("admin_token"):
                 print(f"  admin token: {sandbox.options['admin_token']}")

@@ -195,8 +195,15 @@ def check_semantics(scenario: Scenario) -> None:
     clock = Clock(scenario.clock_start, scenario.clock_speed)
     FaultEngine.from_specs(scenario.faults, clock, scenario.seed)
     RateLimiter.from_specs(scenario.rate_limits, clock)
+    from simulator.mllp.faults import check_action
+    from simulator.mllp.settings import check_site_section
+
+    for fault in scenario.faults or []:
+        if isinstance(fault, dict) and isinstance(fault.get("action"), dict):
+            check_action(str(fault.get("id", "?")), fault["action"])
     for spec in scenario.sites:
         SiteSettings.from_mapping(spec.settings)
+        check_site_section(spec.raw.get("mllp"), f"sites[{spec.id}].mllp")
         visibility_for(scenario.data_latency, spec.id, clock)
 
 

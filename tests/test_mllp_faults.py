@@ -240,3 +240,39 @@ def test_faults_added_at_runtime_through_the_admin_api():
         with client(port) as c:
             assert ack_fields(c.send(oru("RT-1")))["code"] == "AR"
         assert entry_for(server, "RT-1")[0]["faults"] == ["late"]
+
+
+def test_mllp_flaky_scenario_is_valid_and_a_careful_client_gets_everything_through():
+    from simulator.scenario import validate_file
+    from simulator.testing import serve_in_thread
+    from tests.mllp_support import adt
+
+    assert validate_file("mllp-flaky") == []
+    with serve_in_thread("mllp-flaky") as server:
+        port = server.sandbox.sites["default"].site.extras["mllp_port"]
+        conn = client(port)
+
+        def deliver(control_id: str) -> str:
+            """Resend on reset, timeout or a foreign MSA-2; skip ACKs for other messages."""
+            nonlocal conn
+            message = frame(adt("A01", control_id, mrn=control_id, visit=control_id).encode())
+            for _ in range(6):
+                try:
+                    conn.write(message)
+                    while True:
+                        fields = ack_fields(conn.receive(timeout=1.5))
+                        if fields["control_id"] == control_id:
+                            return fields["code"]
+                except (ConnectionError, TimeoutError, OSError):
+                    conn.close()
+                    conn = client(port)
+            raise AssertionError(f"{control_id} never acknowledged")
+
+        codes = [deliver(f"FLAKY-{i}") for i in range(25)]
+        conn.close()
+        assert set(codes) <= {"AA", "AR"} and codes.count("AA") >= 20
+        applied = [e for e in journal(server, "mllp.message") if e.get("applied")]
+        assert len({e["control_id"] for e in applied}) == len(applied) == codes.count("AA")  # never twice
+        described = {f["id"]: f for f in httpx.get(server.admin + "/faults").json()}
+        assert described["busy-rejects"]["matched"] >= 25
+        assert sum(f["hits"] for f in described.values()) > 0  # the day really was bad

@@ -71,3 +71,16 @@ def codec_for(msh18: str, default: str) -> str | None:
     if msh18 in CHARSETS:
         return CHARSETS[msh18] or default
     return None
+
+
+def check_site_section(data: dict[str, Any] | None, where: str) -> None:
+    """Everything about a site's `mllp:` section the schema cannot see (raises ValueError)."""
+    from simulator.mllp.feeds import FeedSpec
+
+    settings = MllpSettings.from_mapping(data, where)
+    for index, feed in enumerate(settings.feeds):
+        FeedSpec.from_mapping(feed, f"{where}.feeds[{index}]")
+    if settings.tls:
+        from simulator.mllp.tls import server_context
+
+        server_context(settings.tls)
