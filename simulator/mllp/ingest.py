@@ -73,6 +73,8 @@ class Endpoint:
         self.ack_ids = AckIds(f"{settings.ack_prefix}{site_id.upper()}-")
         self._seen: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._last_control_id = ""
+        self._stamp_second = -1
+        self._stamp_text = ""
         self.validator = None
         if settings.validation == "strict":
             from simulator.mllp.validation import validate_structure
@@ -92,7 +94,7 @@ class Endpoint:
     # -- the pipeline ----------------------------------------------------------------------------
     def handle(self, payload: bytes, peer: str) -> Reply:
         now = self.clock.now()
-        stamp = now.strftime("%Y%m%d%H%M%S") + "+0000"
+        stamp = self._stamp(now)
         entry: dict[str, Any] = {
             "kind": "mllp.message",
             "site": self.site_id,
@@ -203,6 +205,14 @@ class Endpoint:
             "applied": False,
         }
         return self._finish(Reply([frame(ack.encode())]), entry, None, peer)
+
+    def _stamp(self, now: Any) -> str:
+        """MSH-7 of ACKs (second precision), formatted once per simulated second."""
+        second = int(now.timestamp())
+        if second != self._stamp_second:
+            self._stamp_second = second
+            self._stamp_text = now.strftime("%Y%m%d%H%M%S") + "+0000"
+        return self._stamp_text
 
     # -- steps -----------------------------------------------------------------------------------
     def _read(self, payload: bytes, warnings: list[str]) -> tuple[Message, str]:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import socket
 import struct
+import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,7 @@ class MllpConnection(asyncio.Protocol):
         self.pending: deque[Any] = deque()
         self.worker: asyncio.Task[None] | None = None
         self.closed = False
-        self.idle: asyncio.TimerHandle | None = None
+        self.last_activity = 0.0
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -77,8 +78,6 @@ class MllpConnection(asyncio.Protocol):
             self._journal("mllp.connection", event="closed", by="client", error=str(exc) if exc else None)
         self.closed = True
         self.listener.connections.discard(self)
-        if self.idle is not None:
-            self.idle.cancel()
         if self.worker is not None:
             self.worker.cancel()
 
@@ -166,19 +165,8 @@ class MllpConnection(asyncio.Protocol):
         return None
 
     def _touch(self) -> None:
-        timeout = self.listener.settings.idle_timeout
-        if not timeout:
-            return
-        loop = asyncio.get_running_loop()
-        if self.idle is not None:
-            self.idle.cancel()
-        self.idle = loop.call_later(timeout, self._idle_close)
-
-    def _idle_close(self) -> None:
-        if self.worker is None:
-            self.abort(reset=False, reason="idle_timeout")
-        else:
-            self._touch()
+        # A timestamp, not a timer per read: the listener's sweep closes idle connections.
+        self.last_activity = time.monotonic()
 
     def _journal(self, kind: str, **fields: Any) -> None:
         entry: dict[str, Any] = {
@@ -207,6 +195,7 @@ class MllpListener:
         self.connections: set[MllpConnection] = set()
         self._server: asyncio.AbstractServer | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._ssl = None
         if settings.tls:
             from simulator.mllp.tls import server_context
@@ -219,7 +208,9 @@ class MllpListener:
         site.extras["mllp_port"] = self.port
         site.extras["mllp_host"] = self.host
         site.extras["mllp_tls"] = self._ssl is not None
-        self._watch = asyncio.get_running_loop().create_task(self._refuse_windows())
+        loop = asyncio.get_running_loop()
+        self._watch = loop.create_task(self._refuse_windows())
+        self._sweeper = loop.create_task(self._sweep_idle()) if self.settings.idle_timeout else None
         log.info("site %s: MLLP on %s:%d", site.id, self.host, self.port)
 
     async def _listen(self, port: int) -> None:
@@ -255,11 +246,21 @@ class MllpListener:
             entry["faults"] = faults
         self.endpoint.journal.record(entry)
 
+    async def _sweep_idle(self) -> None:
+        timeout = self.settings.idle_timeout
+        while True:
+            await asyncio.sleep(min(1.0, timeout / 4))
+            cutoff = time.monotonic() - timeout
+            for connection in list(self.connections):
+                if connection.last_activity < cutoff and connection.worker is None:
+                    connection.abort(reset=False, reason="idle_timeout")
+
     async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch
+        for task in (self._watch, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._server is not None:
             self._server.close()
         for connection in list(self.connections):
