@@ -100,3 +100,10 @@ def test_ack_mode_and_conditions():
     assert ack_mode(tokenize(oru("1", extra="|||AL|NE"))) is AckMode.ENHANCED
     assert wants("ER", success=True) is False and wants("ER", success=False) is True
     assert wants("SU", success=True) is True and wants("NE", success=True) is False
+
+
+def test_ack_uses_standard_delimiters_whatever_the_sender_used():
+    message = tokenize("MSH#*!$%#APP*X#FAC#EHR#HOSP#20260101##ORU*R01#ID|9#P#2.5\rPID#1##1\r")
+    ack = build_ack(message, "AA", "A1", "20260101")
+    assert ack.startswith("MSH|^~\\&|EHR|HOSP|APP^X|FAC|20260101||ACK^R01^ACK|A1|P|2.5\r")
+    assert "\rMSA|AA|ID\\F\\9\r" in ack  # the sender's "|" in MSH-10, escaped for our delimiters

@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 
-from simulator.mllp.er7 import DEFAULT_ENCODING, ERROR_NAMES, Encoding, HL7Error, Message, escape
+from simulator.mllp.er7 import DEFAULT_ENCODING, ERROR_NAMES, Encoding, HL7Error, Message, Segment, escape
 
 
 class AckMode(enum.Enum):
@@ -73,7 +73,8 @@ def build_ack(
 
     `answers` overrides MSA-2 (faults that send a wrong or stale id use it).
     """
-    enc = message.enc if message is not None else DEFAULT_ENCODING
+    # ACKs always use the standard delimiters (|^~\&): a sender's unusual ones are re-encoded.
+    enc = DEFAULT_ENCODING
     fs, c = enc.field, enc.component
     if message is not None:
         msh = message.msh
@@ -81,16 +82,16 @@ def build_ack(
         msh_fields = [
             "MSH",
             enc.msh2,
-            msh[5],
-            msh[6],
-            msh[3],
-            msh[4],
+            _recode(msh, 5),
+            _recode(msh, 6),
+            _recode(msh, 3),
+            _recode(msh, 4),
             timestamp,
             "",
-            f"ACK{c}{message.trigger}{c}ACK" if message.trigger else "ACK",
+            f"ACK{c}{escape(message.trigger)}{c}ACK" if message.trigger else "ACK",
             control_id,
-            msh[11] or "P",
-            msh[12] or "2.5",
+            escape(message.processing_id) or "P",
+            escape(version),
         ]
         echo = message.control_id if answers is None else answers
     else:
@@ -103,8 +104,13 @@ def build_ack(
         msa.append(escape(error.text[:80], enc))
     lines.append(fs.join(msa))
     if error is not None:
-        lines.append(err_segment(error, version, enc))
+        lines.append(err_segment(error, version))
     return "\r".join(lines) + "\r"
+
+
+def _recode(segment: Segment, n: int) -> str:
+    """Field n (components of its first repetition) in the standard delimiters."""
+    return "^".join(escape(part) for part in segment.components(n))
 
 
 class AckIds:

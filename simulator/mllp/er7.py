@@ -129,22 +129,30 @@ class Segment:
 
     def value(self, n: int, component: int = 1, subcomponent: int = 1, rep: int = 0) -> str:
         """One value, unescaped: field n, repetition `rep`, component and subcomponent (1-based)."""
-        raw = self[n]
-        if not raw:
+        fields = self.fields
+        if n >= len(fields):
             return ""
+        raw = fields[n]
+        if not raw:
+            return raw
         enc = self.enc
-        if enc.repetition in raw:
+        if rep:
             reps = raw.split(enc.repetition)
             raw = reps[rep] if rep < len(reps) else ""
-        elif rep:
-            return ""
-        if component > 1 or enc.component in raw:
+        else:
+            raw = raw.partition(enc.repetition)[0]
+        if component > 1:
             parts = raw.split(enc.component)
             raw = parts[component - 1] if component <= len(parts) else ""
-        if subcomponent > 1 or enc.subcomponent in raw:
+        else:
+            raw = raw.partition(enc.component)[0]
+        if subcomponent > 1:
             parts = raw.split(enc.subcomponent)
             raw = parts[subcomponent - 1] if subcomponent <= len(parts) else ""
-        return self.unescape(raw)
+        else:
+            raw = raw.partition(enc.subcomponent)[0]
+        esc = enc.escape
+        return unescape(raw, enc) if esc and esc in raw else raw
 
     def unescape(self, text: str) -> str:
         esc = self.enc.escape
