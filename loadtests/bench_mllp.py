@@ -87,11 +87,32 @@ def run_loop(coro: object) -> None:
 
 
 # -- the client ------------------------------------------------------------------------------------
-async def drive(port: int, connections: int, seconds: float, warmup: float) -> tuple[int, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), for CPU per message."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def drive(
+    port: int, connections: int, seconds: float, warmup: float, server_pid: int | None = None
+) -> tuple[int, float, float]:
+    """Messages acknowledged in the measured window, its length, and the server's CPU seconds in it."""
     counts = [0] * connections
     stop_at = time.monotonic() + warmup + seconds
     measure_from = time.monotonic() + warmup
     measured = [0] * connections
+    cpu: list[float] = []
+
+    async def sample_cpu() -> None:
+        if server_pid is None:
+            return
+        await asyncio.sleep(warmup)
+        cpu.append(cpu_seconds(server_pid))
+        await asyncio.sleep(seconds)
+        cpu.append(cpu_seconds(server_pid))
 
     async def one(index: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -115,8 +136,8 @@ async def drive(port: int, connections: int, seconds: float, warmup: float) -> t
                 measured[index] += 1
         writer.close()
 
-    await asyncio.gather(*(one(i) for i in range(connections)))
-    return sum(measured), seconds
+    await asyncio.gather(sample_cpu(), *(one(i) for i in range(connections)))
+    return sum(measured), seconds, (cpu[1] - cpu[0]) if len(cpu) == 2 else float("nan")
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -155,6 +176,35 @@ def start(kind: str) -> tuple[subprocess.Popen[bytes], int]:
     return process, port
 
 
+def in_process(count: int = 20_000) -> dict[str, float]:
+    """CPU microseconds per message of ehrsim's endpoint called directly (no sockets), with and
+    without the FHIR mapping, GC as `ehrsim serve` sets it: where the server's time goes."""
+    import gc
+
+    sys.path.insert(0, str(ROOT))
+    from simulator.mllp.faults import MllpFaults
+    from simulator.mllp.ingest import Endpoint
+    from simulator.mllp.settings import MllpSettings
+    from simulator.sandbox import Sandbox
+    from simulator.scenario import load_scenario
+
+    sandbox = Sandbox(load_scenario("default"), service_factories=[])
+    runtime = sandbox.sites["default"]
+    faults = MllpFaults(sandbox.faults, "default")
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+    out = {}
+    for label, settings in (("ack only", MllpSettings(map_to_fhir=False)), ("with FHIR", MllpSettings())):
+        endpoint = Endpoint.for_site(runtime, settings, sandbox.journal, faults)
+        messages = [oru(99 if label == "ack only" else 98, n) for n in range(count)]
+        started = time.process_time()
+        for payload in messages:
+            endpoint.handle(payload, "bench")
+        out[label] = (time.process_time() - started) / count * 1e6
+    gc.unfreeze()
+    return out
+
+
 def machine() -> str:
     cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
     model = next((line.split(":", 1)[1].strip() for line in cpu if line.startswith("Model name")), "?")
@@ -180,19 +230,34 @@ def main() -> int:
         f"load: {args.connections} persistent connections, 4-segment ORU^R01, {args.seconds:g} s after {args.warmup:g} s warm-up"
     )
     rates: dict[str, float] = {}
+    costs: dict[str, float] = {}
     for kind in args.only or ["framing", "hl7", "ehrsim"]:
         process, port = start(kind)
         try:
-            done, seconds = asyncio.run(drive(port, args.connections, args.seconds, args.warmup))
+            done, seconds, cpu = asyncio.run(
+                drive(port, args.connections, args.seconds, args.warmup, process.pid)
+            )
         finally:
             process.terminate()
             process.wait(10)
         rates[kind] = done / seconds
-        print(f"{kind:>8}: {rates[kind]:10,.0f} messages/s")
+        costs[kind] = cpu / done * 1e6 if done else float("nan")
+        busy = cpu / seconds * 100
+        print(
+            f"{kind:>8}: {rates[kind]:10,.0f} messages/s   server CPU {costs[kind]:6.1f} us/message, busy {busy:3.0f}%"
+        )
     if "ehrsim" in rates:
         for base in ("framing", "hl7"):
             if base in rates:
-                print(f"ehrsim / {base}: {rates['ehrsim'] / rates[base]:.2f}x")
+                print(
+                    f"ehrsim / {base}: throughput {rates['ehrsim'] / rates[base]:.2f}x, "
+                    f"CPU per message {costs['ehrsim'] / costs[base]:.2f}x"
+                )
+    parts = in_process()
+    print(
+        "ehrsim endpoint in-process (CPU per message, no sockets): "
+        + ", ".join(f"{label} {us:.0f} us" for label, us in parts.items())
+    )
     return 0
 
 
