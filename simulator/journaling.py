@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from simulator.faults.http import transport_of
+from simulator.fhir.paging import is_page_query
 
 if TYPE_CHECKING:
     from simulator.sandbox import Sandbox
@@ -64,6 +65,8 @@ def classify(method: str, subpath: str, query: str) -> tuple[str | None, str]:
     if not head[:1].isupper():
         return None, "other"
     if n == 1:
+        if method == "GET" and is_page_query(query):  # vendor styles page at [type]?sessionID=...
+            return head, "page"
         return head, {"GET": "search", "POST": "create", "PUT": "update", "DELETE": "delete"}.get(
             method, "other"
         )

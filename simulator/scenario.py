@@ -8,6 +8,7 @@ before it is built; `validate_file` reports every problem with its file, line, p
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -253,14 +254,19 @@ def schema_validator() -> Draft202012Validator:
     """The scenario schema with its section files (scenarios/schema/*.schema.json) as references."""
     global _validator
     if _validator is None:
-        resources = []
-        for file in sorted(SCHEMA_DIR.glob("*.schema.json")):
-            schema = json.loads(file.read_text(encoding="utf-8"))
-            resources.append((schema["$id"], Resource.from_contents(schema)))
-        registry = Registry().with_resources(resources)
         root = json.loads((SCHEMA_DIR / "scenario.schema.json").read_text(encoding="utf-8"))
-        _validator = Draft202012Validator(root, registry=registry)
+        _validator = Draft202012Validator(root, registry=schema_registry())
     return _validator
+
+
+@functools.cache
+def schema_registry() -> Registry:
+    """Every section schema (scenarios/schema/*.schema.json) by its $id, for cross-file $refs."""
+    resources = []
+    for file in sorted(SCHEMA_DIR.glob("*.schema.json")):
+        schema = json.loads(file.read_text(encoding="utf-8"))
+        resources.append((schema["$id"], Resource.from_contents(schema)))
+    return Registry().with_resources(resources)
 
 
 def _plain(value: Any) -> Any:
@@ -388,10 +394,13 @@ def build_scenario(data: dict[str, Any], path: Path | None = None) -> Scenario:
             ) from None
         if clock_start.tzinfo is None:
             clock_start = clock_start.replace(tzinfo=UTC)
+    from simulator.vendors.profile import resolve_site  # profiles build on this module
+
     sites = []
     for index, raw in enumerate(data.get("sites") or []):
         if not isinstance(raw, dict) or "id" not in raw:
             raise ScenarioError(f"{where}: sites[{index}] needs an 'id'")
+        raw = resolve_site(raw, where)  # a site naming a vendor `profile:` gets its defaults
         population = raw.get("population") or {}
         as_of = population.get("as_of", date(2026, 1, 1))
         if isinstance(as_of, str):
