@@ -79,13 +79,15 @@ def build_ack(
     if message is not None:
         msh = message.msh
         version = message.version or "2.5"
+        # Standard delimiters already: the raw fields are copied as they are (the fast path).
+        recode = _recode if message.enc != DEFAULT_ENCODING else _raw_first_repetition
         msh_fields = [
             "MSH",
             enc.msh2,
-            _recode(msh, 5),
-            _recode(msh, 6),
-            _recode(msh, 3),
-            _recode(msh, 4),
+            recode(msh, 5),
+            recode(msh, 6),
+            recode(msh, 3),
+            recode(msh, 4),
             timestamp,
             "",
             f"ACK{c}{escape(message.trigger)}{c}ACK" if message.trigger else "ACK",
@@ -111,6 +113,10 @@ def build_ack(
 def _recode(segment: Segment, n: int) -> str:
     """Field n (components of its first repetition) in the standard delimiters."""
     return "^".join(escape(part) for part in segment.components(n))
+
+
+def _raw_first_repetition(segment: Segment, n: int) -> str:
+    return segment[n].partition("~")[0]
 
 
 class AckIds:

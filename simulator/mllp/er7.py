@@ -91,6 +91,7 @@ class Encoding:
 
 DEFAULT_ENCODING = Encoding()
 
+_DEFAULT_SPECIALS = re.compile(r"[|^~\\&\r]")
 _HEX_ESCAPE = re.compile(r"^X([0-9A-Fa-f]{2})+$")
 
 
@@ -200,7 +201,10 @@ def unescape(text: str, enc: Encoding = DEFAULT_ENCODING) -> str:
 def escape(text: str, enc: Encoding = DEFAULT_ENCODING) -> str:
     """The inverse of `unescape` for the delimiters (used when ehrsim writes messages)."""
     esc = enc.escape
-    if not any(c in text for c in (enc.field, enc.component, enc.repetition, esc, enc.subcomponent, "\r")):
+    if enc is DEFAULT_ENCODING:
+        if not _DEFAULT_SPECIALS.search(text):
+            return text
+    elif not any(c in text for c in (enc.field, enc.component, enc.repetition, esc, enc.subcomponent, "\r")):
         return text
     return (
         text.replace(esc, f"{esc}E{esc}")
