@@ -254,3 +254,18 @@ def test_strict_validation_uses_hl7apy_structure():
         no_obr = "\r".join(s for s in oru("VAL-2").split("\r") if not s.startswith("OBR"))
         ack = ack_fields(c.send(no_obr))
         assert ack["code"] == "AE" and "OBR" in ack["err"]
+
+
+def test_sandbox_reset_forgets_duplicates_and_starts_ack_ids_over():
+    with mllp_site() as (server, port):
+        message = oru("RESET-1", mrn="RST")
+        with client(port) as c:
+            first = ack_fields(c.send(message))
+        assert httpx.post(server.admin + "/reset").status_code == 200
+        with client(port) as c:
+            again = ack_fields(c.send(message))
+        assert again["ack_id"] == first["ack_id"]  # ids start over with the sandbox
+        entries = journal(server, "mllp.message")
+        assert len(entries) == 1 and entries[0].get("duplicate") is None and entries[0]["applied"] is True
+        patients = httpx.get(server.fhir_base + "/Patient", params={"identifier": "RST"}).json()
+        assert patients["total"] == 1

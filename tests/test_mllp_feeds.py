@@ -183,3 +183,12 @@ def test_feed_into_an_ehrsim_endpoint_lands_in_fhir():
         encounter = httpx.get(receiver.fhir_base + "/Encounter", params={"identifier": "V000001"}).json()
         resource = encounter["entry"][0]["resource"]
         assert resource["status"] == "finished" and resource["location"]
+
+
+def test_sandbox_reset_restarts_the_feed(listener):
+    target = listener()
+    with serve_in_thread(feed_scenario(target.port, count=3)) as server:
+        target.wait_for(3)
+        assert httpx.post(server.admin + "/reset").status_code == 200
+        target.wait_for(6)
+    assert [control_id_of(p) for p in target.received] == ["F1-000001", "F1-000002", "F1-000003"] * 2

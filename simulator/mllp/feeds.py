@@ -304,7 +304,8 @@ class MllpFeed:
         self.runtime = runtime
         self.journal = sandbox.journal
         self.clock = runtime.site.clock
-        self.messages = FeedMessages(spec, runtime, sandbox.scenario.seed)
+        self.seed = sandbox.scenario.seed
+        self.messages = FeedMessages(spec, runtime, self.seed)
         self.task: asyncio.Task[None] | None = None
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
@@ -314,6 +315,17 @@ class MllpFeed:
         self._buffered: list[bytes] = []
 
     async def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self.run())
+
+    def reset(self) -> None:
+        """The sandbox was reset: the feed starts over from its first message."""
+        if self.task is not None:
+            self.task.cancel()
+        self.messages = FeedMessages(self.spec, self.runtime, self.seed)
+        self.sent = 0
+        if self.writer is not None:
+            self.writer.close()
+        self.writer = self.reader = None
         self.task = asyncio.get_running_loop().create_task(self.run())
 
     async def stop(self) -> None:
@@ -368,7 +380,8 @@ class MllpFeed:
             self.state = "stopped"
             self._record("mllp.feed.stopped", reason=str(exc), sent=self.sent)
         finally:
-            await self._disconnect()
+            if asyncio.current_task() is self.task:  # not a run that reset() replaced
+                await self._disconnect()
 
     async def _pace(self) -> None:
         if self.sent == 0 or not self.spec.interval:

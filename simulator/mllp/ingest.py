@@ -91,6 +91,14 @@ class Endpoint:
             )
         return cls(site.id, settings, journal, site.clock, mapper, faults)
 
+    def reset(self) -> None:
+        """Back to the start with the sandbox: no remembered MSH-10s, ACK ids from 1, fresh indexes."""
+        self._seen.clear()
+        self.ack_ids = AckIds(f"{self.settings.ack_prefix}{self.site_id.upper()}-")
+        self._last_control_id = ""
+        if self.mapper is not None:
+            self.mapper.reindex()
+
     # -- the pipeline ----------------------------------------------------------------------------
     def handle(self, payload: bytes, peer: str) -> Reply:
         now = self.clock.now()

@@ -133,6 +133,12 @@ class V2Mapper:
         self.patients.close()
         self.encounters.close()
 
+    def reindex(self) -> None:
+        """Rebuild the identifier indexes from the store (after the sandbox's reset)."""
+        self.close()
+        self.patients = IdentifierIndex(self.service, "Patient")
+        self.encounters = IdentifierIndex(self.service, "Encounter")
+
     def supports(self, message: Message) -> bool:
         return message.message_type in self.handlers
 

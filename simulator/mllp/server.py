@@ -246,6 +246,9 @@ class MllpListener:
             entry["faults"] = faults
         self.endpoint.journal.record(entry)
 
+    def reset(self) -> None:
+        self.endpoint.reset()
+
     async def _sweep_idle(self) -> None:
         timeout = self.settings.idle_timeout
         while True:
