@@ -192,3 +192,27 @@ def test_sandbox_reset_restarts_the_feed(listener):
         assert httpx.post(server.admin + "/reset").status_code == 200
         target.wait_for(6)
     assert [control_id_of(p) for p in target.received] == ["F1-000001", "F1-000002", "F1-000003"] * 2
+
+
+@pytest.mark.parametrize(("messy", "valid"), [({}, True), ({"missing_segment": 1.0}, False)])
+def test_feed_messages_checked_against_hl7apy_structures(messy, valid):
+    """hl7apy is the reference model: clean feed messages are valid for their structure and
+    version (2.5.1); a feed told to leave out required segments is not."""
+    from simulator.mllp.er7 import HL7Error
+    from simulator.mllp.feeds import FeedMessages, FeedSpec
+    from simulator.mllp.validation import validate_structure
+    from simulator.sandbox import Sandbox
+    from tests.mllp_support import mllp_scenario
+
+    sandbox = Sandbox(mllp_scenario(patients=2), service_factories=[])
+    spec = FeedSpec.from_mapping({"name": "v", "target": "127.0.0.1:1", "messy": messy}, "feed")
+    messages = iter(FeedMessages(spec, sandbox.sites["h1"], 7))
+    outcomes = []
+    for _ in range(10):
+        outbound = next(messages)
+        try:
+            validate_structure(tokenize(outbound.text))
+            outcomes.append(True)
+        except HL7Error:
+            outcomes.append(False)
+    assert outcomes == [valid] * 10

@@ -231,7 +231,7 @@ class FeedMessages:
 
     def adt(self, trigger: str, patient: dict[str, Any], visit_no: str, ward: str) -> Outbound:
         defects = self._defects()
-        control_id, msh = self._msh(f"ADT^{trigger}", "ADT_A01" if trigger != "A02" else "ADT_A02", defects)
+        control_id, msh = self._msh(f"ADT^{trigger}", f"ADT_{trigger}", defects)
         stamp = self._stamp(defects)
         pv1 = _pv1(ward=ward, visit=visit_no)
         if trigger == "A01":
