@@ -57,8 +57,10 @@ def client(port: int, timeout: float = 5.0) -> MllpClient:
     return MllpClient("127.0.0.1", port, timeout=timeout)
 
 
-def journal(server: RunningServer, kind: str) -> list[dict[str, Any]]:
-    return [e for e in server.sandbox.journal if e.get("kind") == kind]
+def journal(server: RunningServer, name: str) -> list[dict[str, Any]]:
+    """Entries of one kind, named "protocol.kind" (e.g. "mllp.message", "outbound.ack")."""
+    protocol, _, kind = name.partition(".")
+    return [e for e in server.sandbox.journal if e.get("protocol") == protocol and e.get("kind") == kind]
 
 
 def msh(message_type: str, control_id: str, version: str = "2.5", extra: str = "") -> str:

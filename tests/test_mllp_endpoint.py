@@ -29,7 +29,7 @@ def test_original_mode_aa_with_swapped_header(site):
     assert fields["code"] == "AA" and fields["control_id"] == "ORIG-1"
     assert ack.startswith(b"MSH|^~\\&|EHR|EHRSIM|LAB|GOODHOSP|")
     entry = next(e for e in journal(server, "mllp.message") if e.get("control_id") == "ORIG-1")
-    assert entry["ack"] == "AA" and entry["applied"] is True and entry["ack_mode"] == "original"
+    assert entry["ack_code"] == "AA" and entry["applied"] is True and entry["ack_mode"] == "original"
 
 
 def test_ack_control_ids_are_unique(site):
@@ -109,7 +109,7 @@ def test_enhanced_mode_ne_ne_sends_nothing_but_applies(site):
         with pytest.raises(TimeoutError):
             c.receive(timeout=0.3)
     entry = next(e for e in journal(server, "mllp.message") if e.get("control_id") == "ENH-NE")
-    assert entry["ack"] == "none" and entry["applied"] is True
+    assert entry["ack_code"] == "none" and entry["applied"] is True
 
 
 def test_enhanced_mode_application_error_is_ca_then_ae(site):

@@ -25,18 +25,21 @@ def listener():
         item.close()
 
 
-def run_feed(port: int, wait_kinds=("mllp.feed.done", "mllp.feed.stopped"), timeout: float = 10, **feed):
+def run_feed(port: int, wait_kinds=("done", "stopped"), timeout: float = 10, **feed):
     with serve_in_thread(feed_scenario(port, **feed)) as server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if any(e["kind"] in wait_kinds for e in server.sandbox.journal):
+            if any(
+                e.get("protocol") == "outbound" and e["kind"] in wait_kinds for e in server.sandbox.journal
+            ):
                 break
             time.sleep(0.02)
         return server, list(server.sandbox.journal)
 
 
-def kinds(entries, kind):
-    return [e for e in entries if e["kind"] == kind]
+def kinds(entries, name):
+    protocol, _, kind = name.partition(".")
+    return [e for e in entries if e.get("protocol") == protocol and e.get("kind") == kind]
 
 
 def test_feed_delivers_in_order_and_journals_every_attempt_and_ack(listener):
@@ -47,10 +50,12 @@ def test_feed_delivers_in_order_and_journals_every_attempt_and_ack(listener):
     first = tokenize(target.received[0].decode())
     assert first.message_type == "ADT^A01" and first.segment("PID").value(3, 4) == "EHRSIM"
     assert all(tokenize(p.decode()).message_code in ("ADT", "ORU") for p in target.received)
-    assert [e["control_id"] for e in kinds(entries, "mllp.feed.attempt")] == ids
-    acks = kinds(entries, "mllp.feed.ack")
-    assert [(a["control_id"], a["code"], a["outcome"]) for a in acks] == [(i, "AA", "accepted") for i in ids]
-    assert kinds(entries, "mllp.feed.done")[0]["sent"] == 6
+    assert [e["control_id"] for e in kinds(entries, "outbound.delivery")] == ids
+    acks = kinds(entries, "outbound.ack")
+    assert [(a["control_id"], a["ack_code"], a["outcome"]) for a in acks] == [
+        (i, "AA", "accepted") for i in ids
+    ]
+    assert kinds(entries, "outbound.done")[0]["sent"] == 6
     assert target.connections == 1  # one persistent connection
 
 
@@ -70,7 +75,7 @@ def test_ar_is_retried_with_the_same_control_id(listener):
         "F1-000005",
         "F1-000006",
     ]
-    retries = kinds(entries, "mllp.feed.retry")
+    retries = kinds(entries, "outbound.retry")
     assert [(r["control_id"], r["attempt"], r["after"]) for r in retries] == [
         ("F1-000002", 1, "rejected"),
         ("F1-000002", 2, "rejected"),
@@ -84,7 +89,7 @@ def test_timeout_reconnects_and_resends(listener):
     )
     _, entries = run_feed(target.port, count=2, ack_timeout=0.3)
     assert [control_id_of(p) for p in target.received] == ["F1-000001", "F1-000001", "F1-000002"]
-    assert kinds(entries, "mllp.feed.ack")[0]["outcome"] == "timeout"
+    assert kinds(entries, "outbound.ack")[0]["outcome"] == "timeout"
     assert target.connections == 2  # a late ACK must not be read as the next message's
 
 
@@ -94,7 +99,7 @@ def test_reset_by_listener_reconnects(listener):
     )
     _, entries = run_feed(target.port, count=3)
     assert [control_id_of(p) for p in target.received] == ["F1-000001", "F1-000002", "F1-000002", "F1-000003"]
-    assert any(a["outcome"] == "connection" for a in kinds(entries, "mllp.feed.ack"))
+    assert any(a["outcome"] == "connection" for a in kinds(entries, "outbound.ack"))
 
 
 def test_mismatched_msa2_is_not_taken_as_the_ack(listener):
@@ -102,7 +107,7 @@ def test_mismatched_msa2_is_not_taken_as_the_ack(listener):
         lambda p, attempt: ack_for(p, "AA", "SOMETHING-ELSE") if attempt == 1 else ack_for(p, "AA")
     )
     _, entries = run_feed(target.port, count=1, ack_timeout=0.3)
-    outcomes = [a["outcome"] for a in kinds(entries, "mllp.feed.ack")]
+    outcomes = [a["outcome"] for a in kinds(entries, "outbound.ack")]
     assert outcomes == ["mismatch", "timeout", "accepted"]
 
 
@@ -110,7 +115,7 @@ def test_ae_stops_the_feed(listener):
     target = listener(lambda p, attempt: ack_for(p, "AE" if control_id_of(p) == "F1-000003" else "AA"))
     _, entries = run_feed(target.port)
     assert [control_id_of(p) for p in target.received] == ["F1-000001", "F1-000002", "F1-000003"]
-    stopped = kinds(entries, "mllp.feed.stopped")[0]
+    stopped = kinds(entries, "outbound.stopped")[0]
     assert "F1-000003 was answered AE" in stopped["reason"] and stopped["sent"] == 2
 
 
@@ -118,14 +123,14 @@ def test_retries_exhausted_stop_the_feed_without_skipping(listener):
     target = listener(lambda p, attempt: ack_for(p, "AR"))
     _, entries = run_feed(target.port, retries=1)
     assert [control_id_of(p) for p in target.received] == ["F1-000001", "F1-000001"]
-    assert "not accepted after 2 attempts" in kinds(entries, "mllp.feed.stopped")[0]["reason"]
+    assert "not accepted after 2 attempts" in kinds(entries, "outbound.stopped")[0]["reason"]
 
 
 def test_unreachable_listener_is_retried_then_stops():
     _, entries = run_feed(1, retries=1, count=1)  # port 1: nothing listens
-    acks = kinds(entries, "mllp.feed.ack")
+    acks = kinds(entries, "outbound.ack")
     assert [a["outcome"] for a in acks] == ["connection", "connection"]
-    assert kinds(entries, "mllp.feed.stopped")
+    assert kinds(entries, "outbound.stopped")
 
 
 @pytest.mark.parametrize(
@@ -148,7 +153,7 @@ def test_messy_defects(listener, defect, check):
     _, entries = run_feed(target.port, count=4, messy={defect: 1.0})
     assert len(target.received) == 4
     assert all(check(raw) for raw in target.received), target.received[0][:300]
-    assert all(defect in a["defects"] for a in kinds(entries, "mllp.feed.attempt"))
+    assert all(defect in a["defects"] for a in kinds(entries, "outbound.delivery"))
 
 
 def test_two_frames_in_one_write(listener):
@@ -156,7 +161,7 @@ def test_two_frames_in_one_write(listener):
     _, entries = run_feed(target.port, count=4, messy={"two_frames": 1.0})
     assert [control_id_of(p) for p in target.received] == [f"F1-{n:06d}" for n in range(1, 5)]
     assert 2 in target.writes
-    assert any(a.get("frames_in_write") == 2 for a in kinds(entries, "mllp.feed.attempt"))
+    assert any(a.get("frames_in_write") == 2 for a in kinds(entries, "outbound.delivery"))
 
 
 def test_events_out_of_order(listener):
@@ -178,8 +183,12 @@ def test_feed_into_an_ehrsim_endpoint_lands_in_fhir():
     """ehrsim's feed to another ehrsim site's listener: admit, transfer, discharge end up in FHIR."""
     with mllp_site() as (receiver, port):
         _, entries = run_feed(port, count=3, events=["adt"])
-        assert [a["outcome"] for a in kinds(entries, "mllp.feed.ack")] == ["accepted"] * 3
-        assert [e["type"] for e in journal(receiver, "mllp.message")] == ["ADT^A01", "ADT^A02", "ADT^A03"]
+        assert [a["outcome"] for a in kinds(entries, "outbound.ack")] == ["accepted"] * 3
+        assert [e["message_type"] for e in journal(receiver, "mllp.message")] == [
+            "ADT^A01",
+            "ADT^A02",
+            "ADT^A03",
+        ]
         encounter = httpx.get(receiver.fhir_base + "/Encounter", params={"identifier": "V000001"}).json()
         resource = encounter["entry"][0]["resource"]
         assert resource["status"] == "finished" and resource["location"]

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from simulator.clock import fhir_instant
 from simulator.mllp.er7 import escape
 from simulator.mllp.framing import Frame, FrameReader, frame
 from simulator.mllp.settings import MllpSettings
@@ -337,9 +336,10 @@ class MllpFeed:
 
     def _record(self, kind: str, **fields: Any) -> None:
         entry = {
+            "protocol": "outbound",
             "kind": kind,
             "site": self.runtime.site.id,
-            "time": fhir_instant(self.clock.now()),
+            "client_id": f"{self.spec.host}:{self.spec.port}",
             "feed": self.spec.name,
             "target": f"{self.spec.host}:{self.spec.port}",
         }
@@ -375,10 +375,10 @@ class MllpFeed:
             if held is not None:
                 await self._send_until_acked([held])
             self.state = "done"
-            self._record("mllp.feed.done", sent=self.sent)
+            self._record("done", sent=self.sent)
         except FeedStopped as exc:
             self.state = "stopped"
-            self._record("mllp.feed.stopped", reason=str(exc), sent=self.sent)
+            self._record("stopped", reason=str(exc), sent=self.sent)
         finally:
             if asyncio.current_task() is self.task:  # not a run that reset() replaced
                 await self._disconnect()
@@ -405,7 +405,7 @@ class MllpFeed:
                 )
             if attempt <= spec.retries:
                 self._record(
-                    "mllp.feed.retry",
+                    "retry",
                     control_id=pending[0].control_id,
                     attempt=attempt,
                     after=outcome,
@@ -428,9 +428,9 @@ class MllpFeed:
                 framed = frame(outbound.payload())
                 data += framed
                 self._record(
-                    "mllp.feed.attempt",
+                    "delivery",
                     control_id=outbound.control_id,
-                    type=outbound.message_type,
+                    message_type=outbound.message_type,
                     attempt=attempt,
                     bytes=len(framed),
                     defects=outbound.defects or None,
@@ -450,9 +450,9 @@ class MllpFeed:
                 latency = round(time.monotonic() - started, 6)
                 if msa2 != current.control_id:
                     self._record(
-                        "mllp.feed.ack",
+                        "ack",
                         control_id=current.control_id,
-                        code=code,
+                        ack_code=code,
                         msa2=msa2,
                         outcome="mismatch",
                         latency=latency,
@@ -462,9 +462,9 @@ class MllpFeed:
                     code or "", "rejected"
                 )
                 self._record(
-                    "mllp.feed.ack",
+                    "ack",
                     control_id=current.control_id,
-                    code=code,
+                    ack_code=code,
                     msa2=msa2,
                     outcome=outcome,
                     latency=latency,
@@ -475,14 +475,12 @@ class MllpFeed:
                 self.sent += 1
             return "accepted"
         except TimeoutError:
-            self._record(
-                "mllp.feed.ack", control_id=current.control_id, outcome="timeout", after=spec.ack_timeout
-            )
+            self._record("ack", control_id=current.control_id, outcome="timeout", after=spec.ack_timeout)
             await self._disconnect()  # a late ACK on this connection would be read as the next one's
             return "timeout"
         except (ConnectionError, OSError, asyncio.IncompleteReadError, EOFError) as exc:
             self._record(
-                "mllp.feed.ack",
+                "ack",
                 control_id=current.control_id,
                 outcome="connection",
                 error=f"{type(exc).__name__}: {exc}",
@@ -497,7 +495,7 @@ class MllpFeed:
         )
         self.frames = FrameReader(16 * 1024 * 1024)
         self._buffered = []
-        self._record("mllp.feed.connect")
+        self._record("connect")
 
     async def _disconnect(self) -> None:
         writer, self.writer, self.reader = self.writer, None, None

@@ -14,7 +14,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from simulator.clock import fhir_instant
 from simulator.faults.engine import FaultDecision
 from simulator.journal import Journal
 from simulator.mllp.ack import AckIds, AckMode, ack_mode, build_ack, wants
@@ -104,11 +103,12 @@ class Endpoint:
         now = self.clock.now()
         stamp = self._stamp(now)
         entry: dict[str, Any] = {
-            "kind": "mllp.message",
+            "protocol": "mllp",
+            "kind": "message",
             "site": self.site_id,
-            "time": fhir_instant(now),
-            "client": peer,
+            "client_id": peer,
             "bytes": len(payload),
+            "faults": [],
         }
         message: Message | None = None
         codec = "utf-8"
@@ -116,12 +116,12 @@ class Endpoint:
         try:
             message, codec = self._read(payload, warnings)
             entry["control_id"] = message.control_id
-            entry["type"] = message.message_type
+            entry["message_type"] = message.message_type
         except HL7Error as error:
             message = getattr(error, "context", None)  # set when the message was readable enough
             if message is not None:
                 entry["control_id"] = message.control_id
-                entry["type"] = message.message_type
+                entry["message_type"] = message.message_type
             entry["error"] = _error_info(error)
             entry["warnings"] = warnings
             entry["applied"] = False
@@ -130,9 +130,9 @@ class Endpoint:
                 # Not safely received: the commit ACK says so, and no application ACK follows.
                 code = "C" + code[1]
                 if not wants(message.accept_ack_type, success=False):
-                    entry["ack"] = "none"
+                    entry["ack_code"] = "none"
                     return self._finish(Reply(), entry, None, peer)
-            entry["ack"] = code
+            entry["ack_code"] = code
             ack = build_ack(message, code, self.ack_ids(), stamp, error)
             return self._finish(Reply([frame(ack.encode(codec, "replace"))]), entry, None, peer)
         mode = ack_mode(message)
@@ -155,7 +155,7 @@ class Endpoint:
         if previous is not None and forced is None:
             entry["duplicate"] = True
             entry["applied"] = False
-            entry["ack"] = "resent"
+            entry["ack_code"] = "resent"
             entry["warnings"] = warnings
             reply = Reply([previous] if previous else [])
             return self._finish(reply, entry, fired, peer, message)
@@ -202,15 +202,16 @@ class Endpoint:
         )
         ack = build_ack(message, "AR", self.ack_ids(), now.strftime("%Y%m%d%H%M%S") + "+0000", error)
         entry = {
-            "kind": "mllp.message",
+            "protocol": "mllp",
+            "kind": "message",
             "site": self.site_id,
-            "time": fhir_instant(now),
-            "client": peer,
+            "client_id": peer,
             "bytes": size,
             "control_id": control_id,
             "error": _error_info(error),
-            "ack": "AR",
+            "ack_code": "AR",
             "applied": False,
+            "faults": [],
         }
         return self._finish(Reply([frame(ack.encode())]), entry, None, peer)
 
@@ -312,7 +313,7 @@ class Endpoint:
     ) -> list[str]:
         if mode is AckMode.ORIGINAL:
             code = forced or ("AA" if error is None else ("AR" if error.reject else "AE"))
-            entry["ack"] = code
+            entry["ack_code"] = code
             return [build_ack(message, code, self.ack_ids(), stamp, error)]
         # Enhanced mode: a commit ACK (was it safely received?), then an application ACK.
         frames, codes = [], []
@@ -333,7 +334,7 @@ class Endpoint:
             if wants(message.app_ack_type, error is None):
                 frames.append(build_ack(message, app, self.ack_ids(), stamp, error))
                 codes.append(app)
-        entry["ack"] = "+".join(codes) or "none"
+        entry["ack_code"] = "+".join(codes) or "none"
         return frames
 
     def _finish(
@@ -350,9 +351,11 @@ class Endpoint:
                 entry["ack_delay"] = round(reply.delay, 6)
         if reply.faults:
             entry["faults"] = reply.faults
+            entry["outcome"] = "+".join(d.action for d in fired or ())
         if message is not None:
             self._last_control_id = message.control_id
-        self.journal.record(entry)
+        if self.journal.enabled:
+            self.journal.record(entry)
         return reply
 
     def _apply_reply_faults(self, reply: Reply, fired: list[FaultDecision], message: Message | None) -> None:

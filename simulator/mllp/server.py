@@ -17,7 +17,6 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from simulator.clock import fhir_instant
 from simulator.mllp.faults import CONNECT, FRAME, LISTEN, MllpFaults
 from simulator.mllp.framing import Frame, FrameReader, Junk, Oversize
 from simulator.mllp.ingest import Endpoint, Reply
@@ -50,10 +49,10 @@ class MllpConnection(asyncio.Protocol):
         listener.connections.add(self)
         refusal = self._refusal()
         if refusal is not None:
-            self._journal("mllp.connection", event="rejected", reason=refusal[1], faults=refusal[0])
+            self._journal("connection", event="rejected", reason=refusal[1], faults=refusal[0])
             self.abort(reset=refusal[1] != "accept_close")
             return
-        self._journal("mllp.connection", event="open")
+        self._journal("connection", event="open")
         self._touch()
 
     def data_received(self, data: bytes) -> None:
@@ -67,7 +66,7 @@ class MllpConnection(asyncio.Protocol):
             fired = faults.decide(FRAME, {"event": "frame", "peer": self.peer})
             if fired:
                 names = [f.fault_id for f in fired]
-                self._journal("mllp.connection", event="reset", reason="reset_mid_frame", faults=names)
+                self._journal("connection", event="reset", reason="reset_mid_frame", faults=names)
                 self.abort(reset=True)
                 return
         if self.worker is None:
@@ -75,7 +74,7 @@ class MllpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed:
-            self._journal("mllp.connection", event="closed", by="client", error=str(exc) if exc else None)
+            self._journal("connection", event="closed", by="client", error=str(exc) if exc else None)
         self.closed = True
         self.listener.connections.discard(self)
         if self.worker is not None:
@@ -102,7 +101,7 @@ class MllpConnection(asyncio.Protocol):
             return endpoint.handle_oversize(event.size, event.head, self.peer)
         if isinstance(event, Junk):
             if event.data.strip(b"\r\n\x00 "):
-                self._journal("mllp.junk", bytes=len(event.data), head=event.data[:64].decode("latin-1"))
+                self._journal("junk", bytes=len(event.data), head=event.data[:64].decode("latin-1"))
             return None
         return None
 
@@ -139,7 +138,7 @@ class MllpConnection(asyncio.Protocol):
             return
         self.closed = True
         if reason:
-            self._journal("mllp.connection", event="reset" if reset else "closed", by="server", reason=reason)
+            self._journal("connection", event="reset" if reset else "closed", by="server", reason=reason)
         if reset:
             sock = self.transport.get_extra_info("socket")
             if sock is not None:
@@ -170,10 +169,10 @@ class MllpConnection(asyncio.Protocol):
 
     def _journal(self, kind: str, **fields: Any) -> None:
         entry: dict[str, Any] = {
+            "protocol": "mllp",
             "kind": kind,
             "site": self.endpoint.site_id,
-            "time": fhir_instant(self.endpoint.clock.now()),
-            "client": self.peer,
+            "client_id": self.peer,
         }
         entry.update({k: v for k, v in fields.items() if v not in (None, [])})
         self.endpoint.journal.record(entry)
@@ -237,9 +236,9 @@ class MllpListener:
 
     def _listener_event(self, event: str, faults: list[str]) -> None:
         entry: dict[str, Any] = {
-            "kind": "mllp.listener",
+            "protocol": "mllp",
+            "kind": "listener",
             "site": self.runtime.site.id,
-            "time": fhir_instant(self.endpoint.clock.now()),
             "event": event,
         }
         if faults:
