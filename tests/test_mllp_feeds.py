@@ -225,3 +225,24 @@ def test_feed_messages_checked_against_hl7apy_structures(messy, valid):
         except HL7Error:
             outcomes.append(False)
     assert outcomes == [valid] * 10
+
+
+def test_retries_are_verifiable_through_the_admin_journal_api(listener):
+    target = listener(lambda p, attempt: ack_for(p, "AR" if attempt < 4 else "AA"))
+    with serve_in_thread(feed_scenario(target.port, count=1, retries=3, backoff=0.1)) as server:
+        target.wait_for(4)
+        deadline = time.monotonic() + 5
+        while not journal(server, "outbound.done") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        check = {
+            "check": "gaps",
+            "filter": {"protocol": "outbound", "kind": "delivery"},
+            "clock": "wall",
+            "backoff": 1.8,  # each wait about twice the one before
+            "min_gap": 0.09,
+        }
+        result = httpx.post(server.admin + "/journal/verify", json=check).json()
+        assert result["ok"] is True, result
+        assert len(result["gaps"]) == 3
+        exported = httpx.get(server.admin + "/journal", params={"protocol": "outbound", "kind": "ack"}).json()
+        assert [e["ack_code"] for e in exported["entries"]] == ["AR", "AR", "AR", "AA"]
