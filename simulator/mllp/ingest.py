@@ -239,7 +239,7 @@ class Endpoint:
             text = payload.decode(codec)
         except UnicodeDecodeError as exc:
             # Read it anyway so the AE can echo MSH-10; the error says where the bad bytes are.
-            message = tokenize(_normalise(payload.decode(codec, "replace"), "lenient", []))
+            message = tokenize(_normalise(payload.decode(codec, "replace"))[0])
             line = min(
                 payload[: exc.start].replace(b"\r\n", b"\r").replace(b"\n", b"\r").count(b"\r"),
                 len(message.segments) - 1,
@@ -253,16 +253,24 @@ class Endpoint:
             )
             error.context = message  # type: ignore[attr-defined]
             raise error from None
-        text = _normalise(text, self.settings.segment_terminators, warnings)
+        text, other_terminators = _normalise(text)
         message = tokenize(text)
         try:
-            self._check_header(message, warnings)
+            self._check_header(message)
+            if other_terminators:
+                if self.settings.segment_terminators == "strict":
+                    raise HL7Error(
+                        SEGMENT_SEQUENCE_ERROR,
+                        "segments end with LF or CRLF; HL7 v2 requires CR (this endpoint is strict)",
+                        "MSH",
+                    )
+                warnings.append("segments end with LF or CRLF instead of CR; read leniently")
         except HL7Error as error:
             error.context = message  # type: ignore[attr-defined]
             raise
         return message, codec
 
-    def _check_header(self, message: Message, warnings: list[str]) -> None:
+    def _check_header(self, message: Message) -> None:
         msh = message.msh
         if not msh.value(9, 1):
             raise HL7Error(REQUIRED_FIELD_MISSING, "MSH-9 message type is empty", "MSH", field=9, reject=True)
@@ -280,13 +288,6 @@ class Endpoint:
                 "MSH",
                 field=12,
                 reject=True,
-            )
-        if warnings and warnings[-1] == _STRICT_TERMINATORS:
-            warnings.pop()
-            raise HL7Error(
-                SEGMENT_SEQUENCE_ERROR,
-                "segments end with LF or CRLF; HL7 v2 requires CR (this endpoint is strict)",
-                "MSH",
             )
 
     def _apply(self, message: Message, entry: dict[str, Any], warnings: list[str]) -> None:
@@ -408,18 +409,11 @@ class Endpoint:
             seen.popitem(last=False)
 
 
-_STRICT_TERMINATORS = "\0strict-terminators"
-
-
-def _normalise(text: str, policy: str, warnings: list[str]) -> str:
+def _normalise(text: str) -> tuple[str, bool]:
+    """Segments split on CR; whether LF or CRLF had to be turned into CR."""
     if "\n" not in text:
-        return text
-    fixed = text.replace("\r\n", "\r").replace("\n", "\r")
-    if policy == "strict":
-        warnings.append(_STRICT_TERMINATORS)
-    else:
-        warnings.append("segments end with LF or CRLF instead of CR; read leniently")
-    return fixed
+        return text, False
+    return text.replace("\r\n", "\r").replace("\n", "\r"), True
 
 
 def _error_info(error: HL7Error) -> dict[str, Any]:
