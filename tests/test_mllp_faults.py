@@ -180,15 +180,18 @@ def test_reset_mid_frame():
 
 
 def test_refuse_connections_for_a_window():
-    with mllp_site(faults=[mllp_fault("down", "refuse", schedule={"for": 1.5})]) as (server, port):
-        deadline = time.monotonic() + 1
+    with mllp_site(faults=[mllp_fault("down", "refuse", schedule={"for": 2.5})]) as (server, port):
+        deadline = time.monotonic() + 2
         while time.monotonic() < deadline and not journal(server, "mllp.listener"):
             time.sleep(0.01)
+        assert server.sandbox.clock.elapsed() < 2.5, "start-up took the whole window; nothing to test"
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=1)
-        while server.sandbox.clock.elapsed() < 1.6:
+        while server.sandbox.clock.elapsed() < 2.6:
             time.sleep(0.05)
-        time.sleep(0.1)
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and len(journal(server, "mllp.listener")) < 2:
+            time.sleep(0.01)
         with client(port) as c:
             assert ack_fields(c.send(oru("BACK-1")))["code"] == "AA"
         assert [e["event"] for e in journal(server, "mllp.listener")] == ["refusing", "accepting"]
