@@ -77,17 +77,22 @@ class Scenario:
     clients: list[Any] = field(default_factory=list)  # OAuth clients (SMART)
 
 
-def scenario_path(name_or_path: str) -> Path:
+def named_yaml(name_or_path: str, directory: Path, kind: str) -> Path:
+    """A YAML file given by path, or by name in `directory` (scenarios, vendor profiles)."""
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
         if not candidate.exists():
-            raise ScenarioError(f"{candidate}: no such scenario file")
+            raise ScenarioError(f"{candidate}: no such {kind} file")
         return candidate
-    path = SCENARIO_DIR / f"{name_or_path}.yaml"
+    path = directory / f"{name_or_path}.yaml"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")))
-        raise ScenarioError(f"unknown scenario '{name_or_path}' (known: {known})")
+        known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))
+        raise ScenarioError(f"unknown {kind} '{name_or_path}' (known: {known})")
     return path
+
+
+def scenario_path(name_or_path: str) -> Path:
+    return named_yaml(name_or_path, SCENARIO_DIR, "scenario")
 
 
 # (file, YAML node tree) of a scenario and the scenarios it extends, child first: for line numbers.
@@ -128,7 +133,11 @@ def load_sources(name_or_path: str, _seen: tuple[str, ...] = ()) -> tuple[dict[s
     sources: Sources = [(path, node)]
     parent = data.get("extends")
     if parent:
-        if parent in _seen or str(parent) == name_or_path:
+        parent = str(parent)
+        relative = path.parent / parent
+        if Path(parent).suffix in (".yaml", ".yml") and not Path(parent).is_absolute() and relative.exists():
+            parent = str(relative)  # a path is relative to the file that extends it
+        if parent in _seen or parent == name_or_path:
             raise ScenarioError(f"{path}: 'extends' loops through {' -> '.join((*_seen, str(parent)))}")
         base, _, parent_sources = load_sources(str(parent), (*_seen, name_or_path))
         data = merge(base, {k: v for k, v in data.items() if k != "extends"})
@@ -190,16 +199,25 @@ def check_semantics(scenario: Scenario) -> None:
     from simulator.clock import Clock
     from simulator.datalatency import visibility_for
     from simulator.faults import FaultEngine
+    from simulator.mllp.faults import check_action
+    from simulator.mllp.settings import check_site_section
     from simulator.ratelimit import RateLimiter
     from simulator.site import SiteSettings
 
     clock = Clock(scenario.clock_start, scenario.clock_speed)
     FaultEngine.from_specs(scenario.faults, clock, scenario.seed)
     RateLimiter.from_specs(scenario.rate_limits, clock)
-    from simulator.mllp.faults import check_action
-    from simulator.mllp.settings import check_site_section
-
-    for fault in scenario.faults or []:
+    site_ids = [spec.id for spec in scenario.sites]
+    for section in ("faults", "rate_limits", "data_latency"):
+        for index, item in enumerate(getattr(scenario, section)):
+            named = (item.get("match") or {}).get("site") if section == "faults" else item.get("site")
+            for name in named if isinstance(named, list) else [named]:
+                if isinstance(name, str) and not any(c in name for c in "*?[") and name not in site_ids:
+                    raise ValueError(
+                        f"{section}[{index}] names site '{name}', which is not in this scenario "
+                        f"(sites: {', '.join(site_ids)})"
+                    )
+    for fault in scenario.faults or []:  # MLLP action settings the schema cannot check
         if isinstance(fault, dict) and isinstance(fault.get("action"), dict):
             check_action(str(fault.get("id", "?")), fault["action"])
     for spec in scenario.sites:

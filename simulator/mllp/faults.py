@@ -4,7 +4,8 @@ Faults are the scenario's `faults:` (or added at runtime through `/_admin/faults
 sandbox's fault engine (`simulator/faults/engine.py`) with `protocol: mllp`; this module names the
 MLLP actions, checks their settings, and asks the engine at the moment each action can act:
 
-- `listen` (polled): `refuse` closes the port while the fault's time window is open.
+- `listen` (polled, not counted as hits): `refuse` closes the port while the fault's time window is
+  open.
 - `connect`: `accept_close` (accept, then close), `max_connections` (reject beyond `limit`).
 - `frame` (a frame has started but not ended): `reset_mid_frame`.
 - `message` (a complete message; match on `message_type`, `trigger`, `control_id`, `peer`):
@@ -91,3 +92,7 @@ class MllpFaults:
 
     def decide(self, kinds: frozenset[str], attrs: Mapping[str, Any]) -> list[FaultDecision]:
         return self.engine.decide("mllp", self.site_id, attrs, actions=kinds)
+
+    def active(self, action: str, attrs: Mapping[str, Any]) -> FaultDecision | None:
+        """A fault of this action whose window is open now, without counting it as a hit (polls)."""
+        return self.engine.active("mllp", self.site_id, action, attrs)

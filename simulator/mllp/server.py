@@ -220,17 +220,17 @@ class MllpListener:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _refuse_windows(self) -> None:
-        """`refuse` faults: while one fires, the port is closed, so connects get ECONNREFUSED.
-        Polled, so give `refuse` a time window (schedule after/for), not a probability."""
+        """`refuse` faults: while one's time window is open, the port is closed, so connects get
+        ECONNREFUSED. Polled without counting hits; `probability` and `times` do not apply."""
         faults = self.faults
         while True:
             await asyncio.sleep(0.02)
-            fired = faults.decide(LISTEN, {"event": "listen"}) if faults.any(LISTEN) else []
-            if fired and self._server is not None:
+            fault = faults.active("refuse", {"event": "listen"}) if faults.any(LISTEN) else None
+            if fault is not None and self._server is not None:
                 self._server.close()
                 self._server = None
-                self._listener_event("refusing", [d.fault_id for d in fired])
-            elif not fired and self._server is None:
+                self._listener_event("refusing", [fault.fault_id])
+            elif fault is None and self._server is None:
                 await self._listen(self.port)
                 self._listener_event("accepting", [])
 

@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 import yaml
 
-from simulator.scenario import SCENARIO_DIR, ScenarioError, merge, schema_registry
+from simulator.scenario import SCENARIO_DIR, ScenarioError, merge, named_yaml, schema_registry
 from simulator.vendors.outcomes import fill
 
 PROFILE_DIR = SCENARIO_DIR / "vendors"
@@ -37,16 +37,7 @@ class VendorProfile:
 
 
 def profile_path(name_or_path: str) -> Path:
-    candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml"):
-        if not candidate.exists():
-            raise ScenarioError(f"{candidate}: no such vendor profile file")
-        return candidate
-    path = PROFILE_DIR / f"{name_or_path}.yaml"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.yaml")))
-        raise ScenarioError(f"unknown vendor profile '{name_or_path}' (known: {known})")
-    return path
+    return named_yaml(name_or_path, PROFILE_DIR, "vendor profile")
 
 
 def _load_raw(name_or_path: str, seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], Path]:
