@@ -100,6 +100,28 @@ class Endpoint:
 
     # -- the pipeline ----------------------------------------------------------------------------
     def handle(self, payload: bytes, peer: str) -> Reply:
+        try:
+            return self._handle(payload, peer)
+        except Exception as exc:  # a bug must cost one NAK, never the connection or the listener
+            log.exception("site %s: unexpected error handling a message from %s", self.site_id, peer)
+            error = HL7Error(INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}", reject=True)
+            ack = build_ack(None, "AR", self.ack_ids(), self._stamp(self.clock.now()), error)
+            entry = {
+                "protocol": "mllp",
+                "kind": "message",
+                "site": self.site_id,
+                "client_id": peer,
+                "bytes": len(payload),
+                "error": _error_info(error),
+                "ack_code": "AR",
+                "applied": False,
+                "faults": [],
+            }
+            if self.journal.enabled:
+                self.journal.record(entry)
+            return Reply([frame(ack.encode())])
+
+    def _handle(self, payload: bytes, peer: str) -> Reply:
         now = self.clock.now()
         stamp = self._stamp(now)
         entry: dict[str, Any] = {
