@@ -25,7 +25,10 @@ def default_layers() -> list[Layer]:
 
 
 def default_services() -> list[ServiceFactory]:
-    return []
+    from simulator.mllp.feeds import mllp_feeds
+    from simulator.mllp.server import mllp_listeners
+
+    return [mllp_listeners, mllp_feeds]
 
 
 def protocol_prefixes() -> dict[str, str]:
