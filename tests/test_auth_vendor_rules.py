@@ -139,3 +139,15 @@ def test_bad_vendor_settings_are_refused() -> None:
     ):
         with pytest.raises(ValueError, match=message):
             Sandbox(auth_scenario(bad), options={"data_dir": KEYS.name})
+
+
+def test_epic_advertises_and_grants_v2_scopes_as_its_backend_capture_shows() -> None:
+    """The captured Epic backend-services token grants `system/Account.r`-style (v2) scopes."""
+    from simulator.testing import serve_in_thread
+
+    with serve_in_thread("epic") as server, httpx.Client(timeout=TIMEOUT) as http:
+        capabilities = http.get(server.fhir_base + "/.well-known/smart-configuration").json()["capabilities"]
+        assert {"permission-v1", "permission-v2"} <= set(capabilities)
+        minted = http.post(server.admin + "/token", json={"site": "epic", "scope": "system/Patient.rs"})
+        assert minted.status_code == 200, minted.text
+        assert minted.json()["scope"] == "system/Patient.rs"
