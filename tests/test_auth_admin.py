@@ -167,7 +167,9 @@ def test_registered_client_metadata_round_trips(smart: RunningServer, admin: Adm
     assert "client_secret" not in listed[made["client_id"]]
 
 
-@pytest.mark.parametrize(("vendor", "everything"), [("epic", "user/*.*"), ("oracle-health", "user/*.cruds")])
+@pytest.mark.parametrize(
+    ("vendor", "everything"), [("epic", "user/*.cruds"), ("oracle-health", "user/*.cruds")]
+)
 def test_token_on_a_site_without_clients_uses_an_admin_client(vendor: str, everything: str) -> None:
     with serve_auth(load_scenario(vendor)) as server, AdminClient(server.origin) as admin:
         minted = admin.token()

@@ -244,3 +244,14 @@ def test_bad_auth_settings_are_refused() -> None:
         Sandbox(auth_scenario({"token_lifetime": 5}), options={"data_dir": KEYS.name})
     with pytest.raises(ValueError, match=r"client 0 .*invalid_redirect_uri"):
         Sandbox(auth_scenario(clients=[{"redirect_uris": ["no"]}]), options={"data_dir": KEYS.name})
+
+
+def test_always_on_failures_are_in_the_journal() -> None:
+    """Observable: a failure from the site's `auth.failures` marks the journal entry it struck."""
+    with failing({"type": "invalid_client_id"}) as server, httpx.Client(timeout=TIMEOUT) as http:
+        token_request(http, server.fhir_base, SYSTEM, auth=SECRET)
+        http.get(server.fhir_base + "/.well-known/smart-configuration")
+        entries = httpx.get(server.admin + "/journal", params={"protocol": "auth"}).json()["entries"]
+        by_path = {e["path"].rsplit("/", 1)[-1]: e for e in entries}
+        assert "auth:invalid_client_id" in by_path["token"]["faults"]
+        assert not by_path["smart-configuration"]["faults"]

@@ -69,12 +69,23 @@ class AuthFailures:
         self.entries = [check_failure(e, f"auth.failures[{i}]") for i, e in enumerate(entries)]
 
     def active(
-        self, point: str, client_id: str | None = None, injected: Sequence[dict[str, Any]] = ()
+        self,
+        point: str,
+        client_id: str | None = None,
+        injected: Sequence[dict[str, Any]] = (),
+        entry: dict[str, Any] | None = None,
     ) -> dict[str, dict[str, Any]]:
         """The failures striking at `point` for this client, by type: the site's always-on ones and
-        those `injected` for this request by the scenario fault engine."""
+        those `injected` for this request by the scenario fault engine. The always-on ones that strike
+        are added to the request's journal `entry` as `auth:<type>` (injected ones are there already
+        under their fault id)."""
+        always = [
+            e for e in self.entries if point in POINTS[e["type"]] and e.get("client_id") in (None, client_id)
+        ]
+        if always and entry is not None:
+            entry["faults"] = (*(entry.get("faults") or ()), *(f"auth:{e['type']}" for e in always))
         return {
             e["type"]: e
-            for e in (*self.entries, *injected)
+            for e in (*always, *injected)
             if point in POINTS.get(e["type"], ()) and e.get("client_id") in (None, client_id)
         }

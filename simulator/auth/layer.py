@@ -106,7 +106,9 @@ class SmartAuth:
                 headers={"WWW-Authenticate": realm},
             )
         token = self.server.tokens.access.get(header[7:].strip())
-        failures = self.server.failures.active("resource", token.grant.client_id if token else None, injected)
+        failures = self.server.failures.active(
+            "resource", token.grant.client_id if token else None, injected, scope.get("ehrsim.entry")
+        )
         problem = None
         if token is None or "invalid_token" in failures:
             problem = ("invalid", "The access token is not valid")

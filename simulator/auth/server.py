@@ -164,7 +164,7 @@ class AuthorizationServer:
                 params = dict(request.query_params) if request.method == "GET" else await _form(request)
                 if params.get("client_id") in self.clients.clients:
                     _journal_client(request, params["client_id"])
-                return self.authorize(params, base, injected)
+                return self.authorize(params, base, injected, request.scope.get("ehrsim.entry"))
             if subpath == DECISION:
                 self._only(request, ("POST",))
                 return self.decide(await _form(request), base)
@@ -197,10 +197,14 @@ class AuthorizationServer:
 
     # -- authorization endpoint ---------------------------------------------------------------
     def authorize(
-        self, params: dict[str, str], base: str, injected: Sequence[dict[str, Any]] = ()
+        self,
+        params: dict[str, str],
+        base: str,
+        injected: Sequence[dict[str, Any]] = (),
+        entry: dict[str, Any] | None = None,
     ) -> Response:
         client_id = params.get("client_id")
-        failures = self.failures.active("authorize", client_id, injected)
+        failures = self.failures.active("authorize", client_id, injected, entry)
         client = self.clients.get(client_id)
         if client is None or "invalid_client_id" in failures:
             raise OAuthError("invalid_client", f"Unknown client_id '{client_id or ''}'", 400)
@@ -350,7 +354,7 @@ class AuthorizationServer:
             or _assertion_issuer(form)
             or basic_client_id(request.headers.get("authorization", ""))
         )
-        failures = self.failures.active("token", client_hint, injected)
+        failures = self.failures.active("token", client_hint, injected, request.scope.get("ehrsim.entry"))
         if "token_endpoint_outage" in failures:
             outage = failures["token_endpoint_outage"]
             await asyncio.sleep(float(outage.get("hang", 0)))
