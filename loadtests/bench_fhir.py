@@ -296,9 +296,13 @@ def bench_writes(cfg: Config, bare: ServerProcess) -> dict[str, Any]:
         for server in targets:
             measure_writes(server, warm, bodies)  # first requests pay for imports and caches
         runs: dict[str, list[dict[str, Any]]] = {s.label: [] for s in targets}
-        for _ in range(cfg.rounds):
+        for number in range(1, cfg.rounds + 1):
             for server in targets:
                 runs[server.label].append(measure_writes(server, cfg, bodies))
+            progress(
+                f"writes round {number}/{cfg.rounds}: "
+                + ", ".join(f"{label} {rows[-1]['throughput']:.0f}/s" for label, rows in runs.items())
+            )
     finally:
         for server in targets[1:]:
             server.stop()
@@ -324,6 +328,10 @@ def bench_writes(cfg: Config, bare: ServerProcess) -> dict[str, Any]:
     return summary
 
 
+def progress(text: str) -> None:
+    print(f"  .. {text}", file=sys.stderr, flush=True)
+
+
 def timed(fn: Any, *args: Any) -> tuple[float, Any]:
     started = time.perf_counter()
     value = fn(*args)
@@ -342,6 +350,7 @@ def latency_summary(samples: list[float], hits: list[int]) -> dict[str, Any]:
 
 def bench_search_in_process(cfg: Config, writes: list[Write]) -> dict[str, Any]:
     build, service = timed(load_site, MemoryStore(), writes)
+    progress(f"search: {len(writes):,} resources loaded in memory in {build:.1f} s")
     out: dict[str, Any] = {"load_seconds": build, "observations": cfg.patients * cfg.per_patient}
     base = "http://127.0.0.1/fhir"
     for name, queries in search_queries(cfg.queries, cfg.patients).items():
@@ -360,8 +369,9 @@ def bench_search_http(cfg: Config, writes: list[Write], bare: ServerProcess) -> 
     with tempfile.TemporaryDirectory(prefix="ehrsim-bench-") as tmp:
         db = Path(tmp) / "bench.db"
         store = SQLiteStore(db, site_id="default")
-        load_site(store, writes)
+        seconds, _ = timed(load_site, store, writes)
         store.close()
+        progress(f"search: the same resources written to SQLite in {seconds:.1f} s")
         out: dict[str, Any] = {}
         with running(start_ehrsim("ehrsim-sqlite", store=f"sqlite:{db}")) as server:
             out["startup_with_store_s"] = server.ready_seconds
@@ -554,15 +564,19 @@ def main(argv: list[str] | None = None) -> int:
         f"{'quick' if cfg.quick else 'full'} run",
         flush=True,
     )
-    with running(start_bare()) as bare:
-        if "writes" in cfg.parts:
-            results["writes"] = bench_writes(cfg, bare)
-        if "search" in cfg.parts:
-            writes = clinical_store(cfg.patients, cfg.per_patient)
-            results["search"] = bench_search_in_process(cfg, writes)
-            results["search_http"] = bench_search_http(cfg, writes, bare)
-    if "startup" in cfg.parts:
-        results["startup"] = bench_startup(cfg)
+    try:
+        with running(start_bare()) as bare:
+            if "writes" in cfg.parts:
+                results["writes"] = bench_writes(cfg, bare)
+            if "search" in cfg.parts:
+                writes = clinical_store(cfg.patients, cfg.per_patient)
+                results["search"] = bench_search_in_process(cfg, writes)
+                results["search_http"] = bench_search_http(cfg, writes, bare)
+        if "startup" in cfg.parts:
+            results["startup"] = bench_startup(cfg)
+    except RuntimeError as exc:  # a server that would not start: say which and why, no traceback
+        print(f"benchmark aborted: {exc}", file=sys.stderr)
+        return 1
     missed = report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
