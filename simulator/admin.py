@@ -1,38 +1,120 @@
-"""The admin API under /_admin/: the sandbox's control surface for people, tests and CI."""
+"""The admin API under /_admin/: the sandbox's control surface for people, tests and CI.
+
+Described by the OpenAPI document at /_admin/openapi.json (`simulator/openapi.py`); the Python
+client is `simulator/admin_client.py`. Features add routes through `assembly.admin_routes()`.
+When the server listens on a non-loopback address every route but `health` needs the admin token
+(`Authorization: Bearer <token>`), printed at start-up or given with `--admin-token`.
+"""
 
 from __future__ import annotations
 
+import hmac
+import secrets
 from typing import Any
 
 import orjson
+import yaml
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route, Router
 from starlette.types import Receive, Scope, Send
 
 from simulator import __version__
 from simulator.clock import fhir_instant
+from simulator.faults import FaultSpecError, parse_duration
 from simulator.sandbox import Sandbox
+from simulator.scenario import ScenarioError, load_scenario, scenario_from_mapping
+from simulator.verify import FILTER_KEYS, VerifyError, select, verify
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def json_response(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+    return Response(orjson.dumps(data, default=str), status_code=status, media_type="application/json")
+
+
+def admin_error(status: int, error: str, message: str) -> Response:
+    """Admin errors are JSON `{"error": code, "message": text}` (the admin API is not FHIR)."""
+    return json_response({"error": error, "message": message}, status)
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400, error: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest("the body must be a JSON object")
+    return data
+
+
+def admin_token(sandbox: Sandbox) -> str | None:
+    """The token the admin API requires: given (`admin_token` option), or made up when the server
+    listens beyond loopback (the CLI prints it); None on loopback without one."""
+    token = sandbox.options.get("admin_token")
+    if not token and str(sandbox.options.get("host", "127.0.0.1")) not in LOOPBACK:
+        token = sandbox.options["admin_token"] = secrets.token_urlsafe(24)
+    return str(token) if token else None
 
 
 class AdminApi:
     def __init__(self, sandbox: Sandbox) -> None:
+        from simulator import assembly
+
         self.sandbox = sandbox
-        self.router = Router(
-            routes=[
-                Route("/_admin/health", self.health, methods=["GET"]),
-                Route("/_admin/sites", self.sites, methods=["GET"]),
-                Route("/_admin/reset", self.reset, methods=["POST"]),
-            ]
-        )
+        self.token = admin_token(sandbox)
+        routes = [
+            Route("/_admin/health", self.health, methods=["GET"]),
+            Route("/_admin/openapi.json", self.openapi, methods=["GET"]),
+            Route("/_admin/sites", self.sites, methods=["GET"]),
+            Route("/_admin/scenario", self.scenario, methods=["GET", "PUT"]),
+            Route("/_admin/reset", self.reset, methods=["POST"]),
+            Route("/_admin/faults", self.faults, methods=["GET", "POST"]),
+            Route("/_admin/faults/{fault_id}", self.fault, methods=["GET", "PATCH"]),
+            Route("/_admin/faults/{fault_id}/{switch:str}", self.fault_switch, methods=["POST"]),
+            Route("/_admin/rate-limits", self.rate_limits, methods=["GET"]),
+            Route("/_admin/clock", self.clock, methods=["GET"]),
+            Route("/_admin/clock/advance", self.advance, methods=["POST"]),
+            Route("/_admin/journal", self.journal, methods=["GET", "DELETE"]),
+            Route("/_admin/journal/export", self.export, methods=["GET"]),
+            Route("/_admin/journal/verify", self.verify, methods=["POST"]),
+            Route("/_admin/metrics", self.metrics, methods=["GET"]),
+            *assembly.admin_routes(sandbox),
+        ]
+        self.router = Router(routes=routes, default=self.not_found)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.router(scope, receive, send)
+        token = self.token
+        if token is not None and scope["path"] != "/_admin/health":
+            given = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+            if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+                response = admin_error(
+                    401, "unauthorized", "the admin API needs 'Authorization: Bearer <admin token>'"
+                )
+                response.headers["WWW-Authenticate"] = 'Bearer realm="ehrsim-admin"'
+                await response(scope, receive, send)
+                return
+        try:
+            await self.router(scope, receive, send)
+        except BadRequest as exc:
+            await admin_error(exc.status, exc.error, str(exc))(scope, receive, send)
 
+    async def not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await admin_error(
+            404, "not_found", f"no admin endpoint at {scope['path']}; see /_admin/openapi.json"
+        )(scope, receive, send)
+
+    # -- sandbox -----------------------------------------------------------------------------------
     async def health(self, request: Request) -> Response:
         sandbox = self.sandbox
         return json_response(
@@ -45,10 +127,163 @@ class AdminApi:
             }
         )
 
+    async def openapi(self, request: Request) -> Response:
+        from simulator.openapi import openapi_document
+
+        return json_response(openapi_document())
+
     async def sites(self, request: Request) -> Response:
         origin = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
         return json_response(self.sandbox.describe_sites(origin))
 
+    async def scenario(self, request: Request) -> Response:
+        if request.method == "GET":
+            scenario = self.sandbox.scenario
+            return json_response(
+                {
+                    "name": scenario.name,
+                    "description": scenario.description,
+                    "source": str(scenario.source) if scenario.source else None,
+                    "seed": scenario.seed,
+                    "definition": scenario.raw,
+                }
+            )
+        content_type = request.headers.get("content-type", "").split(";")[0].strip()
+        try:
+            if content_type in ("application/yaml", "application/x-yaml", "text/yaml"):
+                try:
+                    data = yaml.safe_load(await request.body())
+                except yaml.YAMLError as exc:
+                    raise BadRequest(f"the body is not valid YAML: {exc}") from None
+                if not isinstance(data, dict):
+                    raise BadRequest("a scenario must be a mapping at the top level")
+                scenario = scenario_from_mapping(data)
+            else:
+                body = await json_body(request)
+                if isinstance(body.get("name"), str) and "definition" not in body:
+                    scenario = load_scenario(body["name"])
+                elif isinstance(body.get("definition"), dict):
+                    scenario = scenario_from_mapping(body["definition"])
+                else:
+                    raise BadRequest("give {'name': 'outage'} or {'definition': {...}} (or a YAML body)")
+        except ScenarioError as exc:
+            raise BadRequest(str(exc), 422, "invalid_scenario") from None
+        await self.sandbox.reload(scenario)
+        return json_response({"status": "loaded", "scenario": scenario.name})
+
     async def reset(self, request: Request) -> Response:
         self.sandbox.reset()
         return json_response({"status": "reset", "scenario": self.sandbox.scenario.name})
+
+    # -- faults ------------------------------------------------------------------------------------
+    async def faults(self, request: Request) -> Response:
+        engine = self.sandbox.faults
+        if request.method == "GET":
+            return json_response(engine.describe())
+        try:
+            fault = engine.add(await json_body(request))
+        except FaultSpecError as exc:
+            raise BadRequest(str(exc), 422, "invalid_fault") from None
+        return json_response(fault.to_mapping(), 201)
+
+    def _fault(self, fault_id: str) -> Any:
+        fault = self.sandbox.faults.faults.get(fault_id)
+        if fault is None:
+            known = ", ".join(self.sandbox.faults.faults) or "none"
+            raise BadRequest(f"no fault '{fault_id}' (known: {known})", 404, "not_found")
+        return fault
+
+    async def fault(self, request: Request) -> Response:
+        fault = self._fault(request.path_params["fault_id"])
+        if request.method == "PATCH":
+            body = await json_body(request)
+            if not isinstance(body.get("enabled"), bool):
+                raise BadRequest("PATCH takes {'enabled': true|false}")
+            fault.enabled = body["enabled"]
+        return json_response(fault.to_mapping())
+
+    async def fault_switch(self, request: Request) -> Response:
+        switch = request.path_params["switch"]
+        if switch not in ("enable", "disable"):
+            raise BadRequest(f"use .../enable or .../disable, not .../{switch}", 404, "not_found")
+        fault = self._fault(request.path_params["fault_id"])
+        fault.enabled = switch == "enable"
+        return json_response(fault.to_mapping())
+
+    async def rate_limits(self, request: Request) -> Response:
+        return json_response(self.sandbox.rate_limits.describe())
+
+    # -- clock -------------------------------------------------------------------------------------
+    def _clock_state(self) -> dict[str, Any]:
+        clock = self.sandbox.clock
+        return {
+            "now": fhir_instant(clock.now()),
+            "start": fhir_instant(clock.start),
+            "elapsed": round(clock.elapsed(), 6),
+            "speed": clock.speed,
+        }
+
+    async def clock(self, request: Request) -> Response:
+        return json_response(self._clock_state())
+
+    async def advance(self, request: Request) -> Response:
+        body = await json_body(request)
+        value = body.get("seconds", body.get("duration"))
+        if value is None:
+            raise BadRequest("give {'seconds': 60} or {'duration': '5m'}")
+        try:
+            seconds = parse_duration(value, "duration")
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+        self.sandbox.clock.advance(seconds)
+        return json_response(self._clock_state())
+
+    # -- journal -----------------------------------------------------------------------------------
+    def _selected(self, request: Request) -> list[dict[str, Any]]:
+        params = request.query_params
+        unknown = sorted(set(params) - {*FILTER_KEYS, "limit", "offset"})
+        if unknown:
+            raise BadRequest(f"unknown journal filter(s) {', '.join(unknown)}; use {', '.join(FILTER_KEYS)}")
+        try:
+            return select(self.sandbox.journal, {k: v for k, v in params.items() if k in FILTER_KEYS})
+        except VerifyError as exc:
+            raise BadRequest(str(exc)) from None
+
+    def _page(self, request: Request, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        offset, limit = request.query_params.get("offset", "0"), request.query_params.get("limit")
+        if not offset.isdigit() or (limit is not None and not limit.isdigit()):
+            raise BadRequest("offset and limit must be non-negative integers")
+        start = int(offset)
+        return entries[start : start + int(limit)] if limit is not None else entries[start:]
+
+    async def journal(self, request: Request) -> Response:
+        journal = self.sandbox.journal
+        if request.method == "DELETE":
+            journal.clear()
+            return json_response(journal.stats())
+        entries = self._selected(request)
+        page = self._page(request, entries)
+        return json_response(
+            {**journal.stats(), "total": len(entries), "entries": [journal.exported(e) for e in page]}
+        )
+
+    async def export(self, request: Request) -> Response:
+        journal = self.sandbox.journal
+        entries = self._page(request, self._selected(request))
+        return StreamingResponse(
+            journal.ndjson(entries),
+            media_type="application/x-ndjson",
+            headers={"X-Ehrsim-Journal-Dropped": str(journal.dropped)},
+        )
+
+    async def verify(self, request: Request) -> Response:
+        body = await json_body(request)
+        try:
+            return json_response(verify(self.sandbox.journal, body, self.sandbox.faults))
+        except VerifyError as exc:
+            raise BadRequest(str(exc)) from None
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(
+            self.sandbox.metrics.render(self.sandbox), media_type="text/plain; version=0.0.4; charset=utf-8"
+        )

@@ -20,6 +20,37 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", help="override the scenario's seed")
     p.add_argument("--store", default="memory", help="memory (default) or sqlite:PATH")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="json: one JSON object a line"
+    )
+    p.add_argument("--no-journal", action="store_true", help="record nothing (overrides the scenario)")
+    p.add_argument("--admin-token", help="token the admin API requires (default: generated off loopback)")
+
+
+def _scenario_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("scenario", help="validate, list or show scenario files")
+    actions = p.add_subparsers(dest="scenario_command", required=True)
+    validate = actions.add_parser("validate", help="check scenario files against the schema")
+    validate.add_argument("files", nargs="+", metavar="FILE", help="scenario names or YAML paths")
+    actions.add_parser("list", help="the shipped scenarios with one-line descriptions")
+    show = actions.add_parser("show", help="print the resolved scenario (extends and defaults merged)")
+    show.add_argument("name", help="scenario name or YAML path")
+    show.add_argument("--format", default="yaml", choices=["yaml", "json"])
+
+
+def _generate_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="export a scenario's synthetic population as FHIR files",
+        description="Write each site's population to OUT/<site id>/: transaction bundles per patient "
+        "(PUT Type/id, loadable into other servers) or NDJSON per resource type (Bulk Data format).",
+    )
+    p.add_argument("--scenario", default="default", help="scenario name (see scenarios/) or YAML path")
+    p.add_argument("--out", required=True, help="directory to write (created if missing)")
+    p.add_argument("--format", choices=["bundle", "ndjson"], default="bundle", help="default: bundle")
+    p.add_argument("--seed", help="override the scenario's seed")
+    p.add_argument("--patients", type=int, help="override every site's number of patients")
+    p.add_argument("--site", action="append", help="only this site id (repeatable); default: all sites")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,11 +58,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=f"ehrsim {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    _scenario_parser(sub)
+    _generate_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)
+    if args.command == "scenario":
+        return scenario_command(args)
+    if args.command == "generate":
+        return generate(args)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def scenario_command(args: argparse.Namespace) -> int:
+    from simulator import scenario as scenarios
+
+    if args.scenario_command == "validate":
+        failed = 0
+        for name in args.files:
+            problems = scenarios.validate_file(name)
+            for problem in problems:
+                print(problem, file=sys.stderr)
+            if problems:
+                failed += 1
+                print(f"{name}: {len(problems)} problem(s)", file=sys.stderr)
+            else:
+                print(f"{name}: ok")
+        return 1 if failed else 0
+    if args.scenario_command == "list":
+        for name, description in scenarios.shipped():
+            print(f"{name:<16} {description}")
+        return 0
+    try:
+        resolved = scenarios.resolved(args.name)
+    except scenarios.ScenarioError as exc:
+        print(f"ehrsim: {exc}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        import json
+
+        print(json.dumps(resolved, indent=2, default=str))
+    else:
+        import yaml
+
+        print(yaml.safe_dump(resolved, sort_keys=False, default_flow_style=False), end="")
+    return 0
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -45,13 +117,21 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.log_format == "json":
+        from simulator.logformat import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     try:
         scenario = load_scenario(args.scenario)
         if args.seed is not None:
             scenario.seed = int(args.seed) if args.seed.isdigit() else args.seed
-        sandbox = Sandbox(
-            scenario, store=args.store, options={"mllp_port": args.mllp_port, "host": args.host}
-        )
+        options = {"mllp_port": args.mllp_port, "host": args.host}
+        if args.no_journal:
+            options["journal"] = False
+        if args.admin_token:
+            options["admin_token"] = args.admin_token
+        sandbox = Sandbox(scenario, store=args.store, options=options)
     except (ScenarioError, ValueError, OSError) as exc:
         print(f"ehrsim: {exc}", file=sys.stderr)
         return 2
@@ -80,11 +160,63 @@ def serve(args: argparse.Namespace) -> int:
                 site = runtime.site
                 print(f"  site {site.id}: FHIR {origin}{site.base_path}  ({site.store.count()} resources)")
             print(f"  admin: {origin}/_admin/health")
+            if sandbox.options.get("admin_token"):
+                print(f"  admin token: {sandbox.options['admin_token']}")
             sys.stdout.flush()
 
     server = Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+def generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from simulator.population.export import write_population
+    from simulator.sandbox import Sandbox
+    from simulator.scenario import ScenarioError, load_scenario
+
+    started = time.monotonic()
+    try:
+        scenario = load_scenario(args.scenario)
+        if args.seed is not None:
+            scenario.seed = int(args.seed) if args.seed.isdigit() else args.seed
+        known = [s.id for s in scenario.sites]
+        unknown = sorted(set(args.site or ()) - set(known))
+        if unknown:
+            raise ScenarioError(
+                f"no site {', '.join(unknown)} in scenario '{scenario.name}' (sites: {', '.join(known)})"
+            )
+        if args.patients is not None:
+            if args.patients < 0:
+                raise ScenarioError("--patients must be 0 or more")
+            for spec in scenario.sites:
+                spec.patients = args.patients
+        # The sites exactly as `ehrsim serve` builds them (id formats included); the export then
+        # replays each site's id sequence from the start, so the files carry the served ids.
+        sandbox = Sandbox(scenario, layers=[], service_factories=[])
+    except (ScenarioError, ValueError, OSError) as exc:
+        print(f"ehrsim: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    try:
+        for spec in scenario.sites:
+            if args.site and spec.id not in args.site:
+                continue
+            site = sandbox.sites[spec.id].site
+            site.reset_sequences()
+            counts = write_population(sandbox.population(site, spec), out / spec.id, args.format)
+            total = sum(counts.values())
+            print(
+                f"site {spec.id}: {total} resources ({counts.get('Patient', 0)} patients) -> {out / spec.id}"
+            )
+    except OSError as exc:
+        print(f"ehrsim: cannot write {out}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        sandbox.close()
+    print(f"done in {time.monotonic() - started:.1f}s")
+    return 0
 
 
 if __name__ == "__main__":

@@ -29,6 +29,10 @@ class Clock:
     def now(self) -> datetime:
         return self._start + timedelta(seconds=self.elapsed())
 
+    def at(self, elapsed: float) -> datetime:
+        """The simulated instant `elapsed` simulated seconds after the start."""
+        return self._start + timedelta(seconds=elapsed)
+
     def timestamp(self) -> float:
         """Simulated now as a POSIX timestamp."""
         return self._start.timestamp() + self.elapsed()

@@ -1,11 +1,14 @@
-"""Scenarios: YAML files that describe the sandbox (sites, data, and later faults and auth).
+"""Scenarios: YAML files that describe the sandbox (sites, data, faults, rate limits, auth).
 
 `load_scenario("default")` finds `scenarios/default.yaml`; a path loads that file. A scenario may
 `extends:` another by name; mappings merge recursively and lists in the child replace the parent's.
+Every scenario is checked against the JSON Schema in `scenarios/schema/` (one file per section)
+before it is built; `validate_file` reports every problem with its file, line, path and a fix hint.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -13,12 +16,36 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+from referencing import Registry, Resource
 
 SCENARIO_DIR = Path(os.environ.get("EHRSIM_SCENARIOS", Path(__file__).resolve().parent.parent / "scenarios"))
+SCHEMA_DIR = SCENARIO_DIR / "schema"
 
 
 class ScenarioError(ValueError):
-    """A scenario that cannot be loaded; the message names the file and the problem."""
+    """A scenario that cannot be loaded; the message names the file and the problem(s)."""
+
+    def __init__(self, message: str, problems: list[Problem] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a scenario file, where it is, and how to fix it."""
+
+    file: str
+    line: int | None
+    path: str  # e.g. faults[0].schedule.after
+    message: str
+    hint: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        text = f"{where}: {self.path or '(top level)'}: {self.message}"
+        return f"{text} (hint: {self.hint})" if self.hint else text
 
 
 @dataclass
@@ -42,6 +69,11 @@ class Scenario:
     sites: list[SiteSpec]
     source: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    faults: list[Any] = field(default_factory=list)  # simulator/faults/
+    rate_limits: list[Any] = field(default_factory=list)  # simulator/ratelimit.py
+    data_latency: list[Any] = field(default_factory=list)  # simulator/datalatency.py
+    journal: dict[str, Any] = field(default_factory=dict)  # capacity, spill, enabled, bodies
+    clients: list[Any] = field(default_factory=list)  # OAuth clients (SMART)
 
 
 def scenario_path(name_or_path: str) -> Path:
@@ -57,20 +89,54 @@ def scenario_path(name_or_path: str) -> Path:
     return path
 
 
-def load_raw(name_or_path: str, _seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], Path]:
-    path = scenario_path(name_or_path)
+# (file, YAML node tree) of a scenario and the scenarios it extends, child first: for line numbers.
+Sources = list[tuple[Path, Any]]
+
+
+def _read_yaml(path: Path) -> tuple[Any, Any]:
+    text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.safe_load(text), yaml.compose(text)
     except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = Problem(
+            str(path),
+            line,
+            "",
+            f"not valid YAML: {getattr(exc, 'problem', exc)}",
+            "check indentation and quoting",
+        )
+        raise ScenarioError(str(problem), [problem]) from None
+
+
+def load_sources(name_or_path: str, _seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], Path, Sources]:
+    """The merged mapping (with `extends` resolved), its file, and every file's YAML nodes."""
+    path = scenario_path(name_or_path)
+    data, node = _read_yaml(path)
+    data = data or {}
     if not isinstance(data, dict):
-        raise ScenarioError(f"{path}: a scenario must be a mapping at the top level")
+        problem = Problem(
+            str(path),
+            1,
+            "",
+            "a scenario must be a mapping at the top level",
+            "start with name:, seed:, sites:",
+        )
+        raise ScenarioError(str(problem), [problem])
+    sources: Sources = [(path, node)]
     parent = data.get("extends")
     if parent:
-        if parent in _seen:
-            raise ScenarioError(f"{path}: 'extends' loops through {' -> '.join((*_seen, parent))}")
-        base, _ = load_raw(str(parent), (*_seen, str(parent)))
+        if parent in _seen or str(parent) == name_or_path:
+            raise ScenarioError(f"{path}: 'extends' loops through {' -> '.join((*_seen, str(parent)))}")
+        base, _, parent_sources = load_sources(str(parent), (*_seen, name_or_path))
         data = merge(base, {k: v for k, v in data.items() if k != "extends"})
+        sources += parent_sources
+    return data, path, sources
+
+
+def load_raw(name_or_path: str, _seen: tuple[str, ...] = ()) -> tuple[dict[str, Any], Path]:
+    data, path, _ = load_sources(name_or_path, _seen)
     return data, path
 
 
@@ -84,8 +150,220 @@ def merge(base: Any, override: Any) -> Any:
 
 
 def load_scenario(name_or_path: str = "default") -> Scenario:
-    data, path = load_raw(name_or_path)
+    data, path, sources = load_sources(name_or_path)
+    problems = validate(data, sources)
+    if problems:
+        raise ScenarioError("\n".join(str(p) for p in problems), problems)
     return build_scenario(data, path)
+
+
+def scenario_from_mapping(data: dict[str, Any], where: str = "<scenario>") -> Scenario:
+    """A scenario given as data (e.g. through the admin API); `extends` names a shipped one."""
+    sources: Sources = []
+    if data.get("extends"):
+        base, _, sources = load_sources(str(data["extends"]))
+        data = merge(base, {k: v for k, v in data.items() if k != "extends"})
+    problems = validate(data, sources, where)
+    if problems:
+        raise ScenarioError("\n".join(str(p) for p in problems), problems)
+    return build_scenario(data)
+
+
+def validate_file(name_or_path: str) -> list[Problem]:
+    """Every problem in a scenario file (schema, then what only building it can find)."""
+    try:
+        data, path, sources = load_sources(name_or_path)
+    except ScenarioError as exc:
+        return exc.problems or [Problem(name_or_path, None, "", str(exc))]
+    problems = validate(data, sources)
+    if not problems:
+        try:
+            check_semantics(build_scenario(data, path))
+        except (ScenarioError, ValueError) as exc:
+            problems.append(Problem(str(path), None, "", str(exc)))
+    return problems
+
+
+def check_semantics(scenario: Scenario) -> None:
+    """What the schema cannot see (e.g. 'every' shorter than 'for'); raises ValueError."""
+    from simulator.clock import Clock
+    from simulator.datalatency import visibility_for
+    from simulator.faults import FaultEngine
+    from simulator.ratelimit import RateLimiter
+    from simulator.site import SiteSettings
+
+    clock = Clock(scenario.clock_start, scenario.clock_speed)
+    FaultEngine.from_specs(scenario.faults, clock, scenario.seed)
+    RateLimiter.from_specs(scenario.rate_limits, clock)
+    for spec in scenario.sites:
+        SiteSettings.from_mapping(spec.settings)
+        visibility_for(scenario.data_latency, spec.id, clock)
+
+
+def shipped() -> list[tuple[str, str]]:
+    """(name, one-line description) of every scenario in the scenarios folder."""
+    out = []
+    for file in sorted(SCENARIO_DIR.glob("*.yaml")):
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            data = {"description": "(not valid YAML; run `ehrsim scenario validate`)"}
+        description = str(data.get("description", "")).strip().splitlines() if isinstance(data, dict) else []
+        out.append((file.stem, description[0] if description else ""))
+    return out
+
+
+def resolved(name_or_path: str) -> dict[str, Any]:
+    """The scenario as the sandbox sees it: `extends` merged and defaults filled in."""
+    scenario = load_scenario(name_or_path)
+    data = dict(scenario.raw)
+    data["name"] = scenario.name
+    data.setdefault("seed", scenario.seed)
+    data["clock"] = {"start": data.get("clock", {}).get("start", "now"), "speed": scenario.clock_speed}
+    data["sites"] = [
+        {
+            **spec.raw,
+            "base_path": spec.base_path,
+            "population": {
+                **(spec.raw.get("population") or {}),
+                "patients": spec.patients,
+                "as_of": spec.as_of.isoformat(),
+            },
+        }
+        for spec in scenario.sites
+    ]
+    data["journal"] = {"enabled": True, "capacity": 100_000, "bodies": "writes", **scenario.journal}
+    for key in ("faults", "rate_limits", "data_latency", "clients"):
+        data.setdefault(key, [])
+    return _plain(data)
+
+
+# -- the schema ------------------------------------------------------------------------------------
+_validator: Draft202012Validator | None = None
+
+
+def schema_validator() -> Draft202012Validator:
+    """The scenario schema with its section files (scenarios/schema/*.schema.json) as references."""
+    global _validator
+    if _validator is None:
+        resources = []
+        for file in sorted(SCHEMA_DIR.glob("*.schema.json")):
+            schema = json.loads(file.read_text(encoding="utf-8"))
+            resources.append((schema["$id"], Resource.from_contents(schema)))
+        registry = Registry().with_resources(resources)
+        root = json.loads((SCHEMA_DIR / "scenario.schema.json").read_text(encoding="utf-8"))
+        _validator = Draft202012Validator(root, registry=registry)
+    return _validator
+
+
+def _plain(value: Any) -> Any:
+    """YAML dates and datetimes as ISO strings, as JSON Schema sees them."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def _dotted(path: Any) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _node_at(node: Any, path: list[Any]) -> Any:
+    for part in path:
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            return None
+        if node is None:
+            return None
+    return node
+
+
+def _key_line(node: Any, key: str) -> int | None:
+    if isinstance(node, yaml.MappingNode):
+        for k, _ in node.value:
+            if k.value == key:
+                return k.start_mark.line + 1
+    return None
+
+
+def _locate(sources: Sources, path: list[Any], key: str | None, where: str) -> tuple[str, int | None]:
+    for file, root in sources:
+        node = _node_at(root, path)
+        if node is None:
+            continue
+        line = _key_line(node, key) if key else None
+        if key is None or line is not None:
+            return str(file), line or node.start_mark.line + 1
+    if sources:
+        return str(sources[0][0]), None
+    return where, None
+
+
+def _problem(error: ValidationError, sources: Sources, where: str) -> Problem:
+    path = list(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    key = None
+    message = error.message
+    hint = ""
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(schema.get("properties", {}))
+        extras = [k for k in error.instance if k not in allowed]
+        key = extras[0] if extras else None
+        message = f"unknown field {', '.join(repr(k) for k in extras)}"
+        hint = f"check the spelling; allowed here: {', '.join(allowed)}"
+    elif error.validator == "required":
+        hint = f"add {error.message.split(' is a required')[0]}"
+    elif error.validator == "enum":
+        hint = "use one of " + ", ".join(map(str, error.validator_value))
+    elif error.validator == "anyOf" and path and path[-1] == "action":
+        from simulator.faults.http import HTTP_ACTIONS
+
+        kind = error.instance.get("type") if isinstance(error.instance, dict) else None
+        branch = [e for e in error.context or () if e.relative_schema_path[0] == 0]
+        if kind in HTTP_ACTIONS and branch:  # a known HTTP action with a bad setting: report that
+            return _problem(branch[0], sources, where)
+        message = f"unknown action {kind!r}" if kind else "an action needs a 'type'"
+        hint = (
+            "HTTP actions: "
+            + ", ".join(sorted(HTTP_ACTIONS))
+            + "; MLLP/auth/profile actions per their schema files"
+        )
+    elif error.validator == "anyOf" and isinstance(schema.get("description"), str):
+        message = f"{error.instance!r} is not valid here"
+        hint = schema["description"]
+    elif error.validator in (
+        "pattern",
+        "type",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "minItems",
+        "maxItems",
+    ):
+        hint = str(schema.get("description", "")) or f"expected {error.validator} {error.validator_value}"
+    file, line = _locate(sources, path, key, where)
+    return Problem(file, line, _dotted(path), message, hint)
+
+
+def validate(
+    data: dict[str, Any], sources: Sources | None = None, where: str = "<scenario>"
+) -> list[Problem]:
+    """Problems found by the JSON Schema, in document order."""
+    errors = sorted(
+        schema_validator().iter_errors(_plain(data)), key=lambda e: list(map(str, e.absolute_path))
+    )
+    problems = [_problem(error, sources or [], where) for error in errors]
+    problems.sort(key=lambda p: (p.file, p.line or 0))
+    return problems
 
 
 def build_scenario(data: dict[str, Any], path: Path | None = None) -> Scenario:
@@ -136,4 +414,9 @@ def build_scenario(data: dict[str, Any], path: Path | None = None) -> Scenario:
         sites=sites,
         source=path,
         raw=data,
+        faults=list(data.get("faults") or []),
+        rate_limits=list(data.get("rate_limits") or []),
+        data_latency=list(data.get("data_latency") or []),
+        journal=dict(data.get("journal") or {}),
+        clients=list(data.get("clients") or []),
     )

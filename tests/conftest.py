@@ -6,10 +6,17 @@ import pytest
 from simulator.testing import RunningServer, serve_in_thread
 
 
-@pytest.fixture(scope="session")
-def server() -> RunningServer:
-    """The default scenario, shared by the tests of one xdist worker. Tests that write make their own data."""
-    with serve_in_thread("default") as running:
+@pytest.fixture(scope="session", params=["memory", "sqlite"])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> RunningServer:
+    """The default scenario, shared by the tests of one xdist worker. Tests that write make their own data.
+
+    Every test that uses it runs against both stores: the in-memory store and the SQLite store must
+    pass the same suite.
+    """
+    store = "memory"
+    if request.param == "sqlite":
+        store = f"sqlite:{tmp_path_factory.mktemp('store') / 'ehrsim.db'}"
+    with serve_in_thread("default", store=store) as running:
         yield running
 
 

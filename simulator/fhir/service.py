@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+from simulator.clock import fhir_instant
 from simulator.fhir.bundles import SearchSnapshot, bundle_shell, history_entry, page_link, self_link, subset
 from simulator.fhir.errors import FHIRError, not_found
 from simulator.fhir.search import QueryParser, SearchEngine, SearchQuery, ignored_outcome
@@ -21,6 +23,8 @@ from simulator.site import Site
 from simulator.store.base import StoredVersion, Write
 
 CommitListener = Callable[[Site, list[StoredVersion]], None]
+# Whether a stored version can be read yet (data latency, simulator/datalatency.py); None: always.
+Visibility = Callable[[StoredVersion], bool]
 
 
 @dataclass(slots=True)
@@ -36,6 +40,9 @@ class FhirService:
     def __init__(self, site: Site) -> None:
         self.site = site
         self.listeners: list[CommitListener] = []
+        latest = site.store.history()[:1]
+        self._last_stamp = latest[0].timestamp if latest else 0.0
+        self.visible: Visibility | None = None
 
     # -- helpers ---------------------------------------------------------------------------------
     def check_type(self, resource_type: str) -> None:
@@ -51,18 +58,32 @@ class FhirService:
         return SearchEngine(self.site.store, self.site.registry, base_url)
 
     def commit(self, writes: list[Write]) -> list[StoredVersion]:
-        now = self.site.clock.now()
-        from simulator.clock import fhir_instant
-
-        versions = self.site.store.commit(writes, fhir_instant(now), now.timestamp())
+        # lastUpdated has millisecond precision; keep it strictly increasing per site so that
+        # `_since` and history order never confuse two commits made within the same millisecond.
+        stamp = max(round(self.site.clock.timestamp(), 3), self._last_stamp + 0.001)
+        self._last_stamp = stamp
+        moment = datetime.fromtimestamp(stamp, UTC)
+        versions = self.site.store.commit(writes, fhir_instant(moment), stamp)
         for listener in self.listeners:
             listener(self.site, versions)
         return versions
 
     # -- reads -----------------------------------------------------------------------------------
+    def visible_read(self, resource_type: str, resource_id: str) -> StoredVersion | None:
+        """The latest version a reader may see: with data latency, the last one already visible."""
+        version = self.site.store.read(resource_type, resource_id)
+        visible = self.visible
+        if visible is None or version is None or visible(version):
+            return version
+        for number in range(version.version - 1, 0, -1):
+            older = self.site.store.vread(resource_type, resource_id, number)
+            if older is not None and visible(older):
+                return older
+        return None
+
     def read(self, resource_type: str, resource_id: str) -> StoredVersion:
         self.check_type(resource_type)
-        version = self.site.store.read(resource_type, resource_id)
+        version = self.visible_read(resource_type, resource_id)
         if version is None:
             raise not_found(resource_type, resource_id)
         if version.deleted:
@@ -74,7 +95,7 @@ class FhirService:
         if not version_id.isdigit():
             raise not_found(resource_type, f"{resource_id}/_history/{version_id}")
         version = self.site.store.vread(resource_type, resource_id, int(version_id))
-        if version is None:
+        if version is None or (self.visible is not None and not self.visible(version)):
             raise not_found(resource_type, f"{resource_id}/_history/{version_id}")
         if version.deleted:
             raise FHIRError.of(
@@ -207,6 +228,8 @@ class FhirService:
         lenient = lenient or self.site.settings.unknown_parameters == "lenient"
         query = self.parser(base_url).parse(resource_type, items, lenient=lenient)
         ids = self.engine(base_url).ids(query)
+        if self.visible is not None:
+            ids = [rid for rid in ids if self.visible_read(resource_type, rid) is not None]
         snapshot = SearchSnapshot(
             refs=[(resource_type, rid) for rid in ids],
             query=query,
@@ -246,6 +269,8 @@ class FhirService:
                     400, "not-supported", f"History does not support parameter '{name}'", expression=[name]
                 )
         versions = self.site.store.history(resource_type, resource_id, since)
+        if self.visible is not None:
+            versions = [v for v in versions if self.visible(v)]
         path = "/".join(p for p in (resource_type, resource_id) if p) + (
             "/_history" if resource_type else "_history"
         )
@@ -385,7 +410,6 @@ class FhirService:
         query = snapshot.query
         summary = query.summary if query else None
         elements = query.elements if query else None
-        store = self.site.store
         entries: list[dict[str, Any]] = []
         if offset == 0 and query is not None:
             outcome = ignored_outcome(query)
@@ -393,7 +417,7 @@ class FhirService:
                 entries.append({"resource": outcome, "search": {"mode": "outcome"}})
         page: list[StoredVersion] = []
         for rtype, rid in snapshot.refs[offset : offset + count]:
-            version = store.read(rtype, rid)
+            version = self.visible_read(rtype, rid)
             if version is None or version.deleted:
                 continue  # deleted since the search ran: the snapshot keeps paging stable otherwise
             page.append(version)

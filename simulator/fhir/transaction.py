@@ -7,6 +7,8 @@ in one store commit. A batch runs each entry on its own and reports each entry's
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -14,6 +16,10 @@ from simulator.fhir.bundles import bundle_shell
 from simulator.fhir.errors import FHIRError, Issue, operation_outcome
 from simulator.fhir.service import FhirService, Result
 from simulator.store.base import StoredVersion, Write
+
+# Set per request by a layer that charges bundle entries (rate limits): called with 1 per batch entry
+# and with the entry count once per transaction; raises FHIRError (e.g. 429) for what is refused.
+entry_gate: ContextVar[Callable[[int], None] | None] = ContextVar("entry_gate", default=None)
 
 # Transaction processing order (R4 http.html#trules): deletes, creates, updates, then reads.
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -38,9 +44,12 @@ def process_bundle(service: FhirService, bundle: Any, base_url: str) -> dict[str
     entries = bundle.get("entry") or []
     if not isinstance(entries, list):
         raise FHIRError.of(400, "structure", "Bundle.entry must be an array", expression=["Bundle.entry"])
+    gate = entry_gate.get()
     if kind == "transaction":
+        if gate is not None:
+            gate(len(entries))
         return _transaction(service, entries, base_url)
-    return _batch(service, entries, base_url)
+    return _batch(service, entries, base_url, gate)
 
 
 def _request(entry: Any, index: int) -> tuple[str, str, str]:
@@ -151,11 +160,15 @@ def _transaction(service: FhirService, entries: list, base_url: str) -> dict[str
     return response
 
 
-def _batch(service: FhirService, entries: list, base_url: str) -> dict[str, Any]:
+def _batch(
+    service: FhirService, entries: list, base_url: str, gate: Callable[[int], None] | None = None
+) -> dict[str, Any]:
     response = bundle_shell(service.site, "batch-response")
     out = []
     for index, entry in enumerate(entries):
         try:
+            if gate is not None:
+                gate(1)
             method, url, _ = _request(entry, index)
             path, query = _split_url(url, base_url)
             out.append(_batch_entry(service, method, path, query, entry, base_url))

@@ -112,7 +112,8 @@ def validate_resource(resource: Any, expected_type: str | None = None) -> None:
             path = _path(rtype, loc)
             if path == f"{rtype}.id" and issues and issues[0].expression == (path,):
                 continue  # already reported with the R4 rule
-            kind = "required" if err["type"] == "missing" else "structure"
+            required = err["type"] == "missing" or "is required" in message
+            kind = "required" if required else "structure"
             issues.append(Issue("error", kind, message, (path,)))
     except (ValueError, TypeError, RecursionError) as exc:  # model code beyond pydantic's own checks
         issues.append(Issue("error", "structure", f"Invalid resource: {exc}", (rtype,)))

@@ -1,0 +1,137 @@
+"""A small Python client for the admin API, for tests, the conformance suite and users.
+
+from simulator.admin_client import AdminClient
+admin = AdminClient("http://127.0.0.1:8080")
+admin.advance("5m")
+admin.expect("count", filter={"path": "/Observation", "status": "429"}, at_least=1)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import orjson
+
+
+class AdminError(RuntimeError):
+    """The admin API answered with an error; `status` and `error` are its status and code."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(f"{status} {error}: {message}")
+        self.status = status
+        self.error = error
+        self.message = message
+
+
+class VerificationFailed(AssertionError):
+    """`expect` found the journal did not match; the message carries the check's findings."""
+
+
+class AdminClient:
+    def __init__(self, origin: str, token: str | None = None, timeout: float = 10.0) -> None:
+        """`origin` is the server's http://host:port (the admin API is under /_admin)."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=origin.rstrip("/") + "/_admin", headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+                raise AdminError(response.status_code, body.get("error", ""), body.get("message", ""))
+            except (ValueError, AttributeError):
+                raise AdminError(response.status_code, "error", response.text) from None
+        return response.json()
+
+    # -- sandbox -----------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return self._call("GET", "/health")
+
+    def sites(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/sites")
+
+    def scenario(self) -> dict[str, Any]:
+        return self._call("GET", "/scenario")
+
+    def load_scenario(
+        self, name: str | None = None, definition: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Load a shipped scenario by name, or one given as data; everything is reset."""
+        body = {"definition": definition} if definition is not None else {"name": name}
+        return self._call("PUT", "/scenario", json=body)
+
+    def reset(self) -> dict[str, Any]:
+        return self._call("POST", "/reset")
+
+    # -- faults, limits, clock ---------------------------------------------------------------------
+    def faults(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/faults")
+
+    def fault(self, fault_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/faults/{fault_id}")
+
+    def add_fault(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", "/faults", json=spec)
+
+    def enable_fault(self, fault_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/faults/{fault_id}/enable")
+
+    def disable_fault(self, fault_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/faults/{fault_id}/disable")
+
+    def rate_limits(self) -> list[dict[str, Any]]:
+        return self._call("GET", "/rate-limits")
+
+    def clock(self) -> dict[str, Any]:
+        return self._call("GET", "/clock")
+
+    def advance(self, duration: float | str) -> dict[str, Any]:
+        """Move simulated time forward by seconds or a duration such as '5m'."""
+        key = "seconds" if isinstance(duration, int | float) else "duration"
+        return self._call("POST", "/clock/advance", json={key: duration})
+
+    # -- journal -----------------------------------------------------------------------------------
+    def journal(self, **filters: Any) -> list[dict[str, Any]]:
+        """Entries matching the filters (site, method, path, status, client_id, fault, since, ...)."""
+        return self._call("GET", "/journal", params=filters)["entries"]
+
+    def journal_stats(self) -> dict[str, Any]:
+        data = self._call("GET", "/journal", params={"limit": 0})
+        return {k: v for k, v in data.items() if k != "entries"}
+
+    def clear_journal(self) -> dict[str, Any]:
+        return self._call("DELETE", "/journal")
+
+    def export(self, **filters: Any) -> list[dict[str, Any]]:
+        response = self.http.get("/journal/export", params=filters)
+        if response.status_code >= 400:
+            body = response.json()
+            raise AdminError(response.status_code, body.get("error", ""), body.get("message", ""))
+        return [orjson.loads(line) for line in response.content.splitlines() if line]
+
+    def verify(self, check: str, **spec: Any) -> dict[str, Any]:
+        """Run a check (count, order, gaps, retry_after, duplicates, during); returns its findings."""
+        return self._call("POST", "/journal/verify", json={"check": check, **spec})
+
+    def expect(self, check: str, **spec: Any) -> dict[str, Any]:
+        """Like `verify`, but raise VerificationFailed (an AssertionError) when the check fails."""
+        result = self.verify(check, **spec)
+        if not result.get("ok"):
+            raise VerificationFailed(f"journal check '{check}' failed for {spec}: {result}")
+        return result
+
+    def metrics(self) -> str:
+        response = self.http.get("/metrics")
+        if response.status_code >= 400:
+            raise AdminError(response.status_code, "error", response.text)
+        return response.text
