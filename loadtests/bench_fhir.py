@@ -49,6 +49,11 @@ from simulator.testing import free_socket
 REPO = Path(__file__).resolve().parent.parent
 LOINC = "http://loinc.org"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+# Issue 3: POST throughput with the journal on (and faults that do not match) vs off, same rounds.
+JOURNAL_VARIANTS = [
+    ("journal-on", str(REPO / "loadtests" / "scenarios" / "journal-on.yaml")),
+    ("journal-off", str(REPO / "loadtests" / "scenarios" / "journal-off.yaml")),
+]
 TARGETS = {"write_ratio": 0.5, "search_p50_ms": 5.0, "startup_s": 2.0, "journal_ratio": 0.8}
 
 # (LOINC code, display, unit, mean, sd): what devices and labs send.
@@ -303,6 +308,8 @@ def bench_writes(cfg: Config, bare: ServerProcess) -> dict[str, Any]:
                 f"writes round {number}/{cfg.rounds}: "
                 + ", ".join(f"{label} {rows[-1]['throughput']:.0f}/s" for label, rows in runs.items())
             )
+        # What the servers did, to show the variants are what they claim (journal size, fault hits).
+        state = {s.label: admin_state(s) for s in targets[1:]}
     finally:
         for server in targets[1:]:
             server.stop()
@@ -316,6 +323,7 @@ def bench_writes(cfg: Config, bare: ServerProcess) -> dict[str, Any]:
             "client_cpu": median([s["client_cpu"] for s in samples]),
             "errors": sum(s["errors"] for s in samples),
             "samples": samples,
+            **state.get(label, {}),
         }
     bare_rate = summary["bare"]["throughput"]
     for label in summary:
@@ -330,6 +338,30 @@ def bench_writes(cfg: Config, bare: ServerProcess) -> dict[str, Any]:
 
 def progress(text: str) -> None:
     print(f"  .. {text}", file=sys.stderr, flush=True)
+
+
+def admin_get(server: ServerProcess, path: str) -> Any:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{server.label}: GET {path} answered {response.status}: {body[:200]!r}")
+        return orjson.loads(body)
+    finally:
+        conn.close()
+
+
+def admin_state(server: ServerProcess) -> dict[str, Any]:
+    """Journal entries recorded (kept, dropped or spilled) and fault hits of an ehrsim server."""
+    journal = admin_get(server, "/_admin/journal?limit=0")
+    faults = admin_get(server, "/_admin/faults")
+    return {
+        "journal_enabled": journal["enabled"],
+        "journal_entries": journal["size"] + journal["dropped"] + journal["spilled"],
+        "fault_hits": {f["id"]: f["hits"] for f in faults},
+    }
 
 
 def timed(fn: Any, *args: Any) -> tuple[float, Any]:
@@ -424,6 +456,14 @@ def report(results: dict[str, Any]) -> list[str]:
                 f"{label:<16}{row['throughput']:>9.0f}{row['ratio_to_bare']:>7.2f}x{row['p50_ms']:>9.2f}"
                 f"{row['p99_ms']:>9.2f}{row['server_cpu']:>8.0%}{row['client_cpu']:>9.0%}"
             )
+        print(
+            "journal entries recorded: "
+            + ", ".join(f"{k} {v['journal_entries']}" for k, v in writes.items() if "journal_entries" in v)
+            + "; fault hits: "
+            + ", ".join(
+                f"{k} {sum(v['fault_hits'].values())}" for k, v in writes.items() if "fault_hits" in v
+            )
+        )
         ratio = writes["ehrsim"]["ratio_to_bare"]
         rounds = ", ".join(f"{r:.2f}" for r in writes["ehrsim"]["round_ratios"])
         print(
@@ -442,7 +482,7 @@ def report(results: dict[str, Any]) -> list[str]:
                 if r < TARGETS["journal_ratio"]:
                     missed.append(label)
         if not results.get("journal_pairs"):
-            print("ratio journal on/off: pending (no --variant pair given; see docs/benchmarks.md)")
+            print("ratio journal-on/journal-off: not measured (--no-journal-variants)")
     search = results.get("search")
     if search:
         print(
@@ -499,8 +539,8 @@ def error_count(results: dict[str, Any]) -> int:
 def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="python -m loadtests.bench_fhir", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny run (a few hundred requests): proves it works")
-    p.add_argument("--rounds", type=int, help="write rounds; each target once per round (default 3)")
-    p.add_argument("--duration", type=float, help="seconds per write measurement (default 5)")
+    p.add_argument("--rounds", type=int, help="write rounds; each target once per round (default 5)")
+    p.add_argument("--duration", type=float, help="seconds per write measurement (default 4)")
     p.add_argument("--connections", type=int, help="keep-alive connections of the load client (default 32)")
     p.add_argument("--processes", type=int, default=1, help="load client processes (default 1)")
     p.add_argument("--patients", type=int, help="patients in the search store (default 1000)")
@@ -514,18 +554,16 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
         help="also measure ehrsim serving SCENARIO in the write rounds (repeatable)",
     )
     p.add_argument(
-        "--journal-pair",
-        action="append",
-        default=[],
-        metavar="ON,OFF",
-        help="report the throughput ratio of two variant labels, e.g. journal-on,journal-off",
+        "--no-journal-variants",
+        action="store_true",
+        help="skip the journal-on/journal-off variants (loadtests/scenarios/) in the write rounds",
     )
     p.add_argument("--only", default="writes,search,startup", help="parts to run (comma-separated)")
     p.add_argument("--json", type=Path, help="write all figures to this JSON file")
     p.add_argument("--check", action="store_true", help="exit 3 when a target is missed")
     args = p.parse_args(argv)
     quick = args.quick
-    variants = []
+    variants = [] if args.no_journal_variants else list(JOURNAL_VARIANTS)
     for item in args.variant:
         label, sep, scenario = item.partition("=")
         if not sep or not label or not scenario:
@@ -533,8 +571,8 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
         variants.append((label, scenario))
     cfg = Config(
         quick=quick,
-        rounds=args.rounds or (1 if quick else 3),
-        duration=None if quick else (args.duration or 5.0),
+        rounds=args.rounds or (1 if quick else 5),
+        duration=None if quick else (args.duration or 4.0),
         writes=300 if quick else None,
         connections=args.connections or (4 if quick else 32),
         processes=args.processes,
@@ -555,10 +593,9 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
 def main(argv: list[str] | None = None) -> int:
     cfg, args = parse_args(argv)
     results: dict[str, Any] = {"config": {k: v for k, v in cfg.__dict__.items() if k != "parts"}}
-    results["journal_pairs"] = []
-    for pair in args.journal_pair:
-        on, _, off = pair.partition(",")
-        results["journal_pairs"].append((f"journal_ratio {pair}", on, off))
+    results["journal_pairs"] = (
+        [] if args.no_journal_variants else [("journal_ratio", "journal-on", "journal-off")]
+    )
     print(
         f"ehrsim FHIR benchmark: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
         f"{'quick' if cfg.quick else 'full'} run",

@@ -34,11 +34,19 @@ def test_quick_benchmark_runs_and_prints_ratios(tmp_path: Path) -> None:
 
     figures = json.loads(out.read_text())
     writes = figures["writes"]
-    for label in ("bare", "ehrsim"):
+    assert re.search(r"ratio journal-on/journal-off: \d+\.\d\dx", stdout), stdout
+    for label in ("bare", "ehrsim", "journal-on", "journal-off"):
         # Quick mode sends 300 writes per target; every one must have been a 201.
         assert writes[label]["samples"][0]["statuses"] == {"201": 300}, writes[label]
         assert writes[label]["throughput"] > 0
     assert writes["ehrsim"]["ratio_to_bare"] > 0
+    # The journal variants are what they claim: one records every write, the other nothing, and the
+    # journal-on variant's faults are evaluated but never fire.
+    warmup = 200
+    assert writes["journal-on"]["journal_entries"] >= warmup + 300
+    assert writes["journal-off"]["journal_entries"] == 0
+    assert writes["journal-off"]["journal_enabled"] is False
+    assert writes["journal-on"]["fault_hits"] == {"patient-read-errors": 0, "marked-writes-throttled": 0}
     search = figures["search"]
     assert search["observations"] == 400
     assert search["patient+code"]["queries"] == 50
@@ -73,9 +81,9 @@ def test_request_bytes_and_percentiles() -> None:
 
 
 def test_a_server_that_cannot_start_aborts_with_its_reason() -> None:
+    args = ["--quick", "--only", "writes", "--no-journal-variants", "--variant", "broken=no-such-scenario"]
     proc = subprocess.run(
-        [sys.executable, "-m", "loadtests.bench_fhir", "--quick", "--only", "writes"]
-        + ["--variant", "broken=no-such-scenario"],
+        [sys.executable, "-m", "loadtests.bench_fhir", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
