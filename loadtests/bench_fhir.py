@@ -37,6 +37,7 @@ from typing import Any
 
 import orjson
 
+from loadtests import pyspy
 from loadtests.load_client import LoadResult, drive, http_request, median
 from simulator.clock import Clock
 from simulator.fhir.service import FhirService
@@ -92,6 +93,7 @@ class Config:
     startup_runs: int
     variants: list[tuple[str, str]]  # (label, scenario) measured beside the default ehrsim
     parts: set[str]
+    py_spy: Path | None = None  # record the ehrsim server under write load with py-spy
 
 
 # -- servers as subprocesses -----------------------------------------------------------------------
@@ -310,6 +312,8 @@ def bench_writes(cfg: Config, bare: ServerProcess) -> dict[str, Any]:
                 f"writes round {number}/{cfg.rounds}: "
                 + ", ".join(f"{label} {rows[-1]['throughput']:.0f}/s" for label, rows in runs.items())
             )
+        if cfg.py_spy is not None:
+            profile_writes(targets[1], cfg, bodies)
         # What the servers did, to show the variants are what they claim (journal size, fault hits).
         state = {s.label: admin_state(s) for s in targets[1:]}
     finally:
@@ -343,6 +347,25 @@ def bench_writes(cfg: Config, bare: ServerProcess) -> dict[str, Any]:
 
 def progress(text: str) -> None:
     print(f"  .. {text}", file=sys.stderr, flush=True)
+
+
+def profile_writes(server: ServerProcess, cfg: Config, bodies: list[bytes]) -> None:
+    """One more write measurement of `server` under py-spy; prints where its time went."""
+    assert cfg.py_spy is not None
+    seconds = cfg.duration or 5.0
+    spy = pyspy.record(server.proc.pid, seconds, cfg.py_spy)
+    measure_writes(server, Config(**{**cfg.__dict__, "duration": seconds + 1, "writes": None}), bodies)
+    _, err = spy.communicate(timeout=60)
+    if spy.returncode != 0 or not cfg.py_spy.exists():
+        raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-500:]}")
+    inclusive, own = pyspy.summarize(cfg.py_spy)
+    print(f"\n== py-spy: {server.label} under POST load (raw samples in {cfg.py_spy}) ==")
+    print("inclusive (on the stack):")
+    for share, frame in inclusive:
+        print(f"  {share:6.1%}  {frame}")
+    print("self (on top of the stack):")
+    for share, frame in own[:15]:
+        print(f"  {share:6.1%}  {frame}")
 
 
 def admin_get(server: ServerProcess, path: str) -> Any:
@@ -571,6 +594,9 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
     )
     p.add_argument("--only", default="writes,search,startup", help="parts to run (comma-separated)")
     p.add_argument("--json", type=Path, help="write all figures to this JSON file")
+    p.add_argument(
+        "--py-spy", type=Path, metavar="RAW", help="profile ehrsim under write load into RAW (needs py-spy)"
+    )
     p.add_argument("--check", action="store_true", help="exit 3 when a target is missed")
     args = p.parse_args(argv)
     quick = args.quick
@@ -594,6 +620,7 @@ def parse_args(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
         startup_runs=args.startup_runs or (1 if quick else 5),
         variants=variants,
         parts=set(args.only.split(",")),
+        py_spy=args.py_spy,
     )
     unknown = cfg.parts - {"writes", "search", "startup"}
     if unknown:
