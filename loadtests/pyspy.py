@@ -43,10 +43,13 @@ def summarize(raw: Path, top: int = 30) -> tuple[list[tuple[float, str]], list[t
             inclusive[frame] += n
     if not total:
         return [], []
-    return (
-        [(n / total, f) for f, n in inclusive.most_common(top)],
-        [(n / total, f) for f, n in own.most_common(top)],
-    )
+    return _ranked(inclusive, total, top), _ranked(own, total, top)
+
+
+def _ranked(counts: Counter[str], total: int, top: int) -> list[tuple[float, str]]:
+    # Largest first; ties by name so the same samples always print the same way.
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top]
+    return [(n / total, frame) for frame, n in ordered]
 
 
 def _short(frame: str) -> str:

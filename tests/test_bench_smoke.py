@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from loadtests import pyspy
 from loadtests.load_client import LoadResult, http_request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,3 +93,15 @@ def test_a_server_that_cannot_start_aborts_with_its_reason() -> None:
     assert proc.returncode == 1
     assert "benchmark aborted: broken exited with 2 during start-up" in proc.stderr
     assert "unknown scenario 'no-such-scenario'" in proc.stderr
+
+
+def test_py_spy_samples_are_summarised_inclusive_and_self(tmp_path: Path) -> None:
+    raw = tmp_path / "server.raw"
+    raw.write_text(
+        "main (simulator/cli.py:32);handle (simulator/fhir/api.py:120);validate (validation.py:103) 3\n"
+        "main (simulator/cli.py:32);handle (simulator/fhir/api.py:121) 1\n"
+    )
+    inclusive, own = pyspy.summarize(raw)
+    assert inclusive[:2] == [(1.0, "handle (simulator/fhir/api.py)"), (1.0, "main (simulator/cli.py)")]
+    assert (0.75, "validate (validation.py)") in inclusive
+    assert own == [(0.75, "validate (validation.py)"), (0.25, "handle (simulator/fhir/api.py)")]
