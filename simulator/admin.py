@@ -89,8 +89,9 @@ class AdminApi:
             Route("/_admin/journal/export", self.export, methods=["GET"]),
             Route("/_admin/journal/verify", self.verify, methods=["POST"]),
             Route("/_admin/metrics", self.metrics, methods=["GET"]),
-            *assembly.admin_routes(sandbox),
         ]
+        self.feature_routes = list(assembly.admin_routes(sandbox))
+        routes += self.feature_routes
         self.router = Router(routes=routes, default=self.not_found)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -130,7 +131,7 @@ class AdminApi:
     async def openapi(self, request: Request) -> Response:
         from simulator.openapi import openapi_document
 
-        return json_response(openapi_document())
+        return json_response(openapi_document(self.feature_routes))
 
     async def sites(self, request: Request) -> Response:
         origin = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
@@ -245,7 +246,8 @@ class AdminApi:
         if unknown:
             raise BadRequest(f"unknown journal filter(s) {', '.join(unknown)}; use {', '.join(FILTER_KEYS)}")
         try:
-            return select(self.sandbox.journal, {k: v for k, v in params.items() if k in FILTER_KEYS})
+            filters = {k: v for k, v in params.items() if k in FILTER_KEYS}
+            return select(self.sandbox.journal, filters, self.sandbox.clock.start)
         except VerifyError as exc:
             raise BadRequest(str(exc)) from None
 

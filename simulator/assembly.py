@@ -18,8 +18,9 @@ def default_layers() -> list[Layer]:
     from simulator.faults.http import fault_layer
     from simulator.journaling import journal_layer
     from simulator.ratelimit import rate_limit_layer
+    from simulator.vendors.layers import vendor_quirks
 
-    return [journal_layer, fault_layer, rate_limit_layer]
+    return [journal_layer, fault_layer, rate_limit_layer, vendor_quirks]
 
 
 def default_services() -> list[ServiceFactory]:

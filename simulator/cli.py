@@ -53,6 +53,28 @@ def _generate_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--site", action="append", help="only this site id (repeatable); default: all sites")
 
 
+def _conformance_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("conformance", help="run the conformance suite against a FHIR server")
+    kinds = p.add_subparsers(dest="suite", required=True)
+    server = kinds.add_parser("server", help="checks any FHIR R4 server must pass")
+    server.add_argument("--fhir-base", required=True, help="the server's FHIR base URL")
+    server.add_argument("--token", help="a bearer token to send (e.g. from `ehrsim token`)")
+    server.add_argument("--group", action="append", help="only these check groups (repeatable)")
+    server.add_argument("--junit", help="also write the results as JUnit XML to this file")
+
+
+def conformance_command(args: argparse.Namespace) -> int:
+    from conformance.report import exit_code, junit_xml, text
+    from conformance.runner import run_server_checks
+
+    results = run_server_checks(args.fhir_base, args.token, args.group)
+    print(text(results))
+    if args.junit:
+        with open(args.junit, "wb") as out:
+            out.write(junit_xml(results))
+    return exit_code(results)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ehrsim", description="EHR sandbox simulator")
     parser.add_argument("--version", action="version", version=f"ehrsim {__version__}")
@@ -60,11 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     _serve_parser(sub)
     _scenario_parser(sub)
     _generate_parser(sub)
+    _conformance_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)
     if args.command == "scenario":
         return scenario_command(args)
+    if args.command == "conformance":
+        return conformance_command(args)
     if args.command == "generate":
         return generate(args)
     parser.error(f"unknown command {args.command}")

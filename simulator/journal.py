@@ -7,6 +7,8 @@ as NDJSON when set), never lost silently.
 Fields every protocol sets (see docs/architecture.md, "Journal"): `protocol`, `kind`, `site`,
 `client_id`, `correlation_id`, `faults` (ids of the faults applied). The journal adds `seq`,
 `monotonic` (wall clock, for durations) and `sim` (simulated seconds since the clock start).
+Values are kept atomic (str, int, float, None, bytes) or tuples (headers as (name, value) pairs):
+such dicts are untracked by the cyclic garbage collector, so a full journal costs no GC time.
 Queries and verification live in `simulator/verify.py`.
 """
 
@@ -43,6 +45,7 @@ class Journal:
         self.bodies = bodies
         self._entries: deque[dict[str, Any]] = deque()
         self._seq = itertools.count(1)
+        self._correlation = itertools.count(1)
         self.dropped = 0
         self.spilled = 0
         self.spill_path = Path(spill_path) if spill_path else None
@@ -75,6 +78,10 @@ class Journal:
                 self.spill_path = Path(spill_path)
                 self._spill = open(spill_path, "ab")  # noqa: SIM115
 
+    def correlation_id(self, prefix: str = "req") -> str:
+        """A new correlation id, in sequence (deterministic for the same interactions)."""
+        return f"{prefix}-{next(self._correlation)}"
+
     def record(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Append `entry` (given `seq`, and `monotonic`/`sim` if missing) and return it."""
         if "sim" not in entry and self.clock is not None:
@@ -97,9 +104,11 @@ class Journal:
         out = dict(entry)
         if self.clock is not None and "sim" in entry and "time" not in entry:
             out["time"] = fhir_instant(self.clock.at(entry["sim"]))
-        for key in ("request_body", "response_body"):
-            if isinstance(out.get(key), bytes):
-                out[key] = out[key].decode("utf-8", "replace")
+        for key, value in entry.items():  # bodies and raw messages are kept as bytes: text on export
+            if isinstance(value, bytes):
+                out[key] = value.decode("utf-8", "replace")
+            elif key.endswith("_headers") and isinstance(value, tuple):
+                out[key] = dict(value)
         return out
 
     def ndjson(self, entries: list[dict[str, Any]] | None = None) -> Iterator[bytes]:
@@ -128,6 +137,7 @@ class Journal:
         with self._lock:
             self._entries.clear()
             self._seq = itertools.count(1)
+            self._correlation = itertools.count(1)
             self.dropped = 0
             self.spilled = 0
 

@@ -5,14 +5,15 @@ It also builds the request's context once for the layers inside it (faults, rate
     scope["ehrsim.request"]  the attributes faults match on: protocol, method, path, resource_type,
                              interaction, client_id, headers (lower-case names)
     scope["ehrsim.entry"]    the journal entry being built (None when the journal is off); inner
-                             layers add `faults`, `rate_limit`, `outcome` to it
+                             layers add `faults`, `outcome`, `retry_after` to it
 
-The entry is recorded when the exchange ends, however it ends (response, fault, disconnect).
+The entry is recorded just before the last byte of the response is sent, so a client that holds a
+response can always find its entry; an exchange without a complete response (hang, reset,
+disconnect) is recorded when it ends, with `status` None if nothing was sent.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from simulator.faults.http import transport_of
+from simulator.fhir.paging import is_page_query
 
 if TYPE_CHECKING:
     from simulator.sandbox import Sandbox
@@ -30,13 +32,13 @@ log = logging.getLogger("ehrsim.requests")
 
 # Request headers copied into the journal (never Authorization: the journal is exported).
 JOURNALED_REQUEST_HEADERS = (
-    b"content-type",
-    b"prefer",
-    b"if-match",
-    b"if-none-exist",
-    b"if-none-match",
-    b"user-agent",
-    b"x-request-id",
+    "content-type",
+    "prefer",
+    "if-match",
+    "if-none-exist",
+    "if-none-match",
+    "user-agent",
+    "x-request-id",
 )
 JOURNALED_RESPONSE_HEADERS = (b"retry-after", b"location", b"etag", b"www-authenticate")
 _WRITES = frozenset(("POST", "PUT", "PATCH", "DELETE"))
@@ -64,6 +66,8 @@ def classify(method: str, subpath: str, query: str) -> tuple[str | None, str]:
     if not head[:1].isupper():
         return None, "other"
     if n == 1:
+        if method == "GET" and is_page_query(query):  # vendor styles page at [type]?sessionID=...
+            return head, "page"
         return head, {"GET": "search", "POST": "create", "PUT": "update", "DELETE": "delete"}.get(
             method, "other"
         )
@@ -97,8 +101,6 @@ def protocol_of(subpath: str, prefixes: tuple[tuple[str, str], ...]) -> str:
 
 
 class JournalLayer:
-    _correlation = itertools.count(1)
-
     def __init__(self, app: ASGIApp, site: Site, sandbox: Sandbox) -> None:
         from simulator import assembly
 
@@ -138,7 +140,7 @@ class JournalLayer:
             "client_id": client_id,
             "headers": headers,
         }
-        correlation = headers.get("x-request-id") or f"req-{next(self._correlation)}"
+        correlation = headers.get("x-request-id") or journal.correlation_id()
         started = time.perf_counter()
         entry: dict[str, Any] | None = None
         if journal.enabled:
@@ -156,14 +158,10 @@ class JournalLayer:
                 "status": None,
                 "request_bytes": 0,
                 "response_bytes": 0,
-                "faults": [],
+                "faults": (),
                 "sim": sandbox.clock.elapsed(),
             }
-            picked = {
-                k.decode("latin-1"): v.decode("latin-1")
-                for k, v in scope["headers"]
-                if k in JOURNALED_REQUEST_HEADERS
-            }
+            picked = tuple((k, headers[k]) for k in JOURNALED_REQUEST_HEADERS if k in headers)
             if picked:
                 entry["request_headers"] = picked
         scope["ehrsim.entry"] = entry
@@ -186,30 +184,12 @@ class JournalLayer:
                     request_chunks.append(body)
             return message
 
-        async def send_counted(message: Message) -> None:
-            kind = message["type"]
-            if kind == "http.response.start":
-                status_box[0] = message["status"]
-                message = dict(message)
-                message["headers"] = [*message.get("headers", ()), correlation_header]
-                if entry is not None:
-                    picked = {
-                        k.decode("latin-1"): v.decode("latin-1")
-                        for k, v in message["headers"]
-                        if k.lower() in JOURNALED_RESPONSE_HEADERS
-                    }
-                    if picked:
-                        entry["response_headers"] = picked
-            elif kind == "http.response.body":
-                body = message.get("body", b"")
-                sizes[1] += len(body)
-                if keep_bodies and body:
-                    response_chunks.append(body)
-            await send(message)
+        finished = [False]
 
-        try:
-            await self.app(scope, receive_counted, send_counted)
-        finally:
+        def finish() -> None:
+            """Record once: before the last body byte leaves (so a client holding the response can
+            find its entry), or when the exchange ends without one (hang, reset, disconnect)."""
+            finished[0] = True
             seconds = time.perf_counter() - started
             status = status_box[0] or None
             sandbox.metrics.observe_request(self.site.id, status, seconds)
@@ -239,6 +219,35 @@ class JournalLayer:
                         "faults": entry["faults"] if entry is not None else None,
                     },
                 )
+
+        async def send_counted(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                status_box[0] = message["status"]
+                message = dict(message)
+                message["headers"] = [*message.get("headers", ()), correlation_header]
+                if entry is not None:
+                    picked = tuple(
+                        (k.decode("latin-1").lower(), v.decode("latin-1"))
+                        for k, v in message["headers"]
+                        if k.lower() in JOURNALED_RESPONSE_HEADERS
+                    )
+                    if picked:
+                        entry["response_headers"] = picked
+            elif kind == "http.response.body":
+                body = message.get("body", b"")
+                sizes[1] += len(body)
+                if keep_bodies and body:
+                    response_chunks.append(body)
+                if not message.get("more_body", False) and not finished[0]:
+                    finish()
+            await send(message)
+
+        try:
+            await self.app(scope, receive_counted, send_counted)
+        finally:
+            if not finished[0]:
+                finish()
 
 
 def journal_layer(app: ASGIApp, site: Site, sandbox: Sandbox) -> ASGIApp:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+from starlette.routing import BaseRoute, Route
 
 from simulator import __version__
 from simulator.verify import CHECKS
@@ -44,8 +47,8 @@ _FILTERS = [
         "outcome": "what a fault or limit did instead, e.g. hang, rate_limited (glob)",
         "status": "status codes or classes, comma separated: 429,5xx",
         "fault": "id of a fault that applied",
-        "since": "simulated seconds since the clock start (inclusive)",
-        "until": "simulated seconds since the clock start (inclusive)",
+        "since": "simulated seconds since the clock start, or an ISO instant of simulated time (inclusive)",
+        "until": "simulated seconds since the clock start, or an ISO instant of simulated time (inclusive)",
     }.items()
 ] + [
     {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
@@ -55,8 +58,23 @@ _FILTERS = [
 _FAULT_ID = [{"name": "fault_id", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
-def openapi_document() -> dict[str, Any]:
-    return {
+def feature_paths(routes: Iterable[BaseRoute]) -> dict[str, Any]:
+    """Entries for routes that features add (`assembly.admin_routes`), from their docstrings."""
+    paths: dict[str, Any] = {}
+    for route in routes:
+        if not isinstance(route, Route):
+            continue
+        doc = (route.endpoint.__doc__ or route.name or "").strip()
+        summary = doc.splitlines()[0] if doc else route.path
+        for method in sorted((route.methods or set()) - {"HEAD"}):
+            paths.setdefault(route.path, {})[method.lower()] = _op(
+                summary, {"200": _ok("see the feature's docs")}
+            )
+    return paths
+
+
+def openapi_document(extra_routes: Iterable[BaseRoute] = ()) -> dict[str, Any]:
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "ehrsim admin API",
@@ -212,3 +230,6 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
+    for path, operations in feature_paths(extra_routes).items():
+        document["paths"].setdefault(path, {}).update(operations)
+    return document

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simulator.clock import Clock
+from simulator.faults.http import site_error_response
 from simulator.faults.matcher import Matcher
-from simulator.fhir.api import error_response
 from simulator.fhir.errors import FHIRError
 from simulator.fhir.transaction import entry_gate
 
@@ -100,27 +100,23 @@ class RateLimit:
             raw=dict(data),
         )
 
-    def take(self, key: str, cost: int, now: float) -> float | None:
-        """Consume `cost` tokens; None if allowed, else the simulated seconds until it would be."""
+    def wait(self, key: str, cost: int, now: float, stamp: float) -> tuple[Bucket, float | None]:
+        """The refilled bucket, and None if `cost` fits, else the simulated seconds until it would.
+        `now`: simulated seconds since the clock start; `stamp`: simulated POSIX time (for days)."""
         bucket = self.buckets.get(key)
         if bucket is None:
             bucket = self.buckets[key] = Bucket(self.burst, now)
         bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
         bucket.updated = now
         if self.daily_quota is not None:
-            day = int(now // DAY)
+            day = int(stamp // DAY)
             if day != bucket.day:
                 bucket.day, bucket.used_today = day, 0
             if bucket.used_today + cost > self.daily_quota:
-                self.rejected += 1
-                return (day + 1) * DAY - now
+                return bucket, (day + 1) * DAY - stamp
         if bucket.tokens < cost:
-            self.rejected += 1
-            return (cost - bucket.tokens) / self.rate
-        bucket.tokens -= cost
-        bucket.used_today += cost
-        self.allowed += 1
-        return None
+            return bucket, (cost - bucket.tokens) / self.rate
+        return bucket, None
 
     def state(self, now: float) -> dict[str, Any]:
         clients = {}
@@ -152,23 +148,37 @@ class RateLimiter:
         return cls(limits, clock)
 
     def check(self, site: str, request: Mapping[str, Any], cost: int = 1) -> FHIRError | None:
-        """Charge `cost` to every limit that applies; the error to answer with if one refuses."""
-        now = self.clock.elapsed()
+        """Charge `cost` to every limit that applies, or to none if one refuses (then the error to
+        answer with: the longest wait among the refusing limits)."""
+        now, stamp = self.clock.elapsed(), self.clock.timestamp()
         with self._lock:
+            charged: list[tuple[RateLimit, Bucket]] = []
+            refusal: tuple[float, RateLimit, str] | None = None
             for limit in self.limits:
                 if not limit.matcher.matches(request["protocol"], site, request):
                     continue
                 key = f"{site}:{request.get('client_id')}" if limit.per == "client" else site
-                wait = limit.take(key, cost, now)
-                if wait is not None:
-                    seconds = max(1, math.ceil(wait - 1e-9))
-                    return FHIRError.of(
-                        429,
-                        "throttled",
-                        f"Rate limit '{limit.id}' exceeded for {key}; retry after {seconds} s",
-                        headers={"Retry-After": str(seconds)},
-                    )
-        return None
+                bucket, wait = limit.wait(key, cost, now, stamp)
+                if wait is None:
+                    charged.append((limit, bucket))
+                else:
+                    limit.rejected += 1
+                    if refusal is None or wait > refusal[0]:
+                        refusal = (wait, limit, key)
+            if refusal is None:
+                for limit, bucket in charged:
+                    bucket.tokens -= cost
+                    bucket.used_today += cost
+                    limit.allowed += 1
+                return None
+        wait, limit, key = refusal
+        seconds = max(1, math.ceil(wait - 1e-9))
+        return FHIRError.of(
+            429,
+            "throttled",
+            f"Rate limit '{limit.id}' exceeded for {key}; retry after {seconds} s",
+            headers={"Retry-After": str(seconds)},
+        )
 
     def reset(self) -> None:
         with self._lock:
@@ -216,9 +226,9 @@ class RateLimitLayer:
             await self.app(scope, receive, send)
             return
         if entry is not None:
-            entry["rate_limit"] = {"limited": True, "retry_after": int(error.headers["Retry-After"])}
+            entry["retry_after"] = int(error.headers["Retry-After"])
             entry["outcome"] = "rate_limited"
-        await error_response(error)(scope, receive, send)
+        await site_error_response(self.site, error)(scope, receive, send)
 
 
 def rate_limit_layer(app: ASGIApp, site: Site, sandbox: Sandbox) -> ASGIApp:

@@ -28,6 +28,7 @@ from simulator.scenario import Scenario, SiteSpec
 from simulator.site import Site, SiteSettings
 from simulator.store import open_store
 from simulator.store.base import Write
+from simulator.vendors.population import prepare_population
 
 log = logging.getLogger("ehrsim")
 
@@ -140,7 +141,8 @@ class Sandbox:
             where=f"{self.scenario.source or 'scenario'}: sites[{spec.id}].population",
         )
         population = replace(population, patients=spec.patients, as_of=spec.as_of)
-        return generate(self.scenario.seed, None, None, site.ids.new_id, population)
+        resources = generate(self.scenario.seed, None, None, site.ids.new_id, population)
+        return prepare_population(resources, spec.raw, site.ids.new_id)  # vendor test patients, codings
 
     def _populate(self, service: FhirService, spec: SiteSpec) -> None:
         # Everything built here lives as long as the site, so cyclic-GC passes over it are wasted

@@ -8,6 +8,7 @@ before it is built; `validate_file` reports every problem with its file, line, p
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -76,17 +77,22 @@ class Scenario:
     clients: list[Any] = field(default_factory=list)  # OAuth clients (SMART)
 
 
-def scenario_path(name_or_path: str) -> Path:
+def named_yaml(name_or_path: str, directory: Path, kind: str) -> Path:
+    """A YAML file given by path, or by name in `directory` (scenarios, vendor profiles)."""
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") or candidate.exists():
         if not candidate.exists():
-            raise ScenarioError(f"{candidate}: no such scenario file")
+            raise ScenarioError(f"{candidate}: no such {kind} file")
         return candidate
-    path = SCENARIO_DIR / f"{name_or_path}.yaml"
+    path = directory / f"{name_or_path}.yaml"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")))
-        raise ScenarioError(f"unknown scenario '{name_or_path}' (known: {known})")
+        known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))
+        raise ScenarioError(f"unknown {kind} '{name_or_path}' (known: {known})")
     return path
+
+
+def scenario_path(name_or_path: str) -> Path:
+    return named_yaml(name_or_path, SCENARIO_DIR, "scenario")
 
 
 # (file, YAML node tree) of a scenario and the scenarios it extends, child first: for line numbers.
@@ -127,7 +133,11 @@ def load_sources(name_or_path: str, _seen: tuple[str, ...] = ()) -> tuple[dict[s
     sources: Sources = [(path, node)]
     parent = data.get("extends")
     if parent:
-        if parent in _seen or str(parent) == name_or_path:
+        parent = str(parent)
+        relative = path.parent / parent
+        if Path(parent).suffix in (".yaml", ".yml") and not Path(parent).is_absolute() and relative.exists():
+            parent = str(relative)  # a path is relative to the file that extends it
+        if parent in _seen or parent == name_or_path:
             raise ScenarioError(f"{path}: 'extends' loops through {' -> '.join((*_seen, str(parent)))}")
         base, _, parent_sources = load_sources(str(parent), (*_seen, name_or_path))
         data = merge(base, {k: v for k, v in data.items() if k != "extends"})
@@ -195,6 +205,16 @@ def check_semantics(scenario: Scenario) -> None:
     clock = Clock(scenario.clock_start, scenario.clock_speed)
     FaultEngine.from_specs(scenario.faults, clock, scenario.seed)
     RateLimiter.from_specs(scenario.rate_limits, clock)
+    site_ids = [spec.id for spec in scenario.sites]
+    for section in ("faults", "rate_limits", "data_latency"):
+        for index, item in enumerate(getattr(scenario, section)):
+            named = (item.get("match") or {}).get("site") if section == "faults" else item.get("site")
+            for name in named if isinstance(named, list) else [named]:
+                if isinstance(name, str) and not any(c in name for c in "*?[") and name not in site_ids:
+                    raise ValueError(
+                        f"{section}[{index}] names site '{name}', which is not in this scenario "
+                        f"(sites: {', '.join(site_ids)})"
+                    )
     for spec in scenario.sites:
         SiteSettings.from_mapping(spec.settings)
         visibility_for(scenario.data_latency, spec.id, clock)
@@ -246,14 +266,19 @@ def schema_validator() -> Draft202012Validator:
     """The scenario schema with its section files (scenarios/schema/*.schema.json) as references."""
     global _validator
     if _validator is None:
-        resources = []
-        for file in sorted(SCHEMA_DIR.glob("*.schema.json")):
-            schema = json.loads(file.read_text(encoding="utf-8"))
-            resources.append((schema["$id"], Resource.from_contents(schema)))
-        registry = Registry().with_resources(resources)
         root = json.loads((SCHEMA_DIR / "scenario.schema.json").read_text(encoding="utf-8"))
-        _validator = Draft202012Validator(root, registry=registry)
+        _validator = Draft202012Validator(root, registry=schema_registry())
     return _validator
+
+
+@functools.cache
+def schema_registry() -> Registry:
+    """Every section schema (scenarios/schema/*.schema.json) by its $id, for cross-file $refs."""
+    resources = []
+    for file in sorted(SCHEMA_DIR.glob("*.schema.json")):
+        schema = json.loads(file.read_text(encoding="utf-8"))
+        resources.append((schema["$id"], Resource.from_contents(schema)))
+    return Registry().with_resources(resources)
 
 
 def _plain(value: Any) -> Any:
@@ -381,10 +406,13 @@ def build_scenario(data: dict[str, Any], path: Path | None = None) -> Scenario:
             ) from None
         if clock_start.tzinfo is None:
             clock_start = clock_start.replace(tzinfo=UTC)
+    from simulator.vendors.profile import resolve_site  # profiles build on this module
+
     sites = []
     for index, raw in enumerate(data.get("sites") or []):
         if not isinstance(raw, dict) or "id" not in raw:
             raise ScenarioError(f"{where}: sites[{index}] needs an 'id'")
+        raw = resolve_site(raw, where)  # a site naming a vendor `profile:` gets its defaults
         population = raw.get("population") or {}
         as_of = population.get("as_of", date(2026, 1, 1))
         if isinstance(as_of, str):

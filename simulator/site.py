@@ -31,6 +31,15 @@ class SiteSettings:
     max_snapshots: int = 2000  # search result sets kept for paging (oldest dropped first)
     public_base: str | None = None  # e.g. https://ehr.example.org/fhir; default: from the request
     software_name: str = "ehrsim"
+    paging: str = "getpages"  # page-link style by name: simulator.fhir.paging.PAGING_STYLES
+    ids: dict[str, Any] | None = None  # id format per resource type: see IdGenerator
+    interactions: dict[str, list[str]] | None = None  # per type; None: every interaction ehrsim has
+    counts: dict[str, dict[str, int]] | None = None  # per type {default, max} page sizes
+
+    def count_limits(self, resource_type: str | None) -> tuple[int, int]:
+        """(default, maximum) page size for a search on `resource_type`."""
+        per_type = (self.counts or {}).get(resource_type or "", {})
+        return per_type.get("default", self.default_count), per_type.get("max", self.max_count)
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any] | None) -> SiteSettings:
@@ -44,14 +53,52 @@ class SiteSettings:
         return cls(**data)
 
 
+_OPAQUE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-"
+
+
 class IdGenerator:
-    """Server-assigned ids: random-looking, but the same sequence for the same seed and site."""
+    """Server-assigned ids: random-looking, but the same sequence for the same seed and site.
 
-    def __init__(self, seed: int | str, site_id: str) -> None:
+    The format is data (`SiteSettings.ids`): a spec per resource type, or `default`, with a `style`
+    (`uuid`; `numeric` with `digits`; `opaque` with `length`, letters, digits, `.` and `-`), an
+    optional `prefix`/`suffix`, `uppercase`, and `category_prefix` (e.g. `{vital-signs: "VS-"}`),
+    chosen by the category hint a caller passes for category-bearing resources such as Observation.
+    """
+
+    def __init__(self, seed: int | str, site_id: str, formats: dict[str, Any] | None = None) -> None:
         self._rng = random.Random(f"{seed}/{site_id}/ids")
+        self._formats = formats or {}
+        self._counters: dict[str, int] = {}
 
-    def new_id(self, resource_type: str) -> str:
-        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+    def new_id(self, resource_type: str, category: str | None = None) -> str:
+        spec = self._formats.get(resource_type) or self._formats.get("default") or {}
+        style = spec.get("style", "uuid")
+        if style == "uuid":
+            body = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+        elif style == "numeric":
+            body = str(self._next_number(resource_type, int(spec.get("digits", 8))))
+        elif style == "opaque":
+            length = int(spec.get("length", 24)) - len(spec.get("prefix", "")) - len(spec.get("suffix", ""))
+            body = "".join(self._rng.choice(_OPAQUE_ALPHABET) for _ in range(max(length, 1)))
+        else:
+            raise ValueError(f"unknown id style '{style}' (known: uuid, numeric, opaque)")
+        if spec.get("uppercase"):
+            body = body.upper()
+        prefix = (spec.get("category_prefix") or {}).get(category or "", spec.get("prefix", ""))
+        return f"{prefix}{body}{spec.get('suffix', '')}"
+
+    def reformat(self, formats: dict[str, Any] | None) -> None:
+        """New formats from now on (a vendor upgrade); the sequence itself carries on."""
+        self._formats = formats or {}
+
+    def _next_number(self, resource_type: str, digits: int) -> int:
+        # Increasing with random gaps: looks like a busy production sequence, never repeats.
+        current = self._counters.get(resource_type)
+        if current is None:
+            current = self._rng.randrange(10 ** (digits - 1), 2 * 10 ** (digits - 1))
+        current += self._rng.randint(1, 97)
+        self._counters[resource_type] = current
+        return current
 
 
 class Snapshots:
@@ -93,7 +140,7 @@ class Site:
 
     def __post_init__(self) -> None:
         self.base_path = "/" + self.base_path.strip("/")
-        self.ids = IdGenerator(self.seed, self.id)
+        self.ids = IdGenerator(self.seed, self.id, self.settings.ids)
         self.snapshots = Snapshots(self.settings.max_snapshots, self.seed, self.id)
 
     def supports(self, resource_type: str) -> bool:
@@ -108,5 +155,5 @@ class Site:
         return [t for t in self.registry.resource_types() if self.supports(t)]
 
     def reset_sequences(self) -> None:
-        self.ids = IdGenerator(self.seed, self.id)
+        self.ids = IdGenerator(self.seed, self.id, self.settings.ids)
         self.snapshots = Snapshots(self.settings.max_snapshots, self.seed, self.id)

@@ -14,6 +14,7 @@ Checks (each returns a dict with `ok` and what was found, so a failure message c
 - `during`: matching entries inside a fault's time windows (`fault: id`) or a `window: {from, to}`,
   with the count bounds of `count`.
 Times are simulated seconds since the clock start (`sim`); `clock: wall` uses the monotonic clock.
+Filters' `since`/`until` take simulated seconds or an ISO 8601 instant of simulated time.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import itertools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from fnmatch import translate
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +74,8 @@ class EntryFilter:
     until: float | None = None
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None) -> EntryFilter:
+    def from_mapping(cls, data: Mapping[str, Any] | None, start: datetime | None = None) -> EntryFilter:
+        """`start`: the clock's start, to turn ISO instants in since/until into simulated seconds."""
         data = dict(data or {})
         unknown = sorted(set(data) - set(FILTER_KEYS))
         if unknown:
@@ -82,11 +85,7 @@ class EntryFilter:
             for key in _GLOB_FIELDS
             if data.get(key) not in (None, "")
         )
-        try:
-            since = float(data["since"]) if data.get("since") not in (None, "") else None
-            until = float(data["until"]) if data.get("until") not in (None, "") else None
-        except (TypeError, ValueError):
-            raise VerifyError("since/until are simulated seconds since the clock start") from None
+        since, until = _moment(data.get("since"), start), _moment(data.get("until"), start)
         statuses = _status_rule(data["status"]) if data.get("status") not in (None, "") else None
         return cls(globs, statuses, data.get("fault") or None, since, until)
 
@@ -108,8 +107,31 @@ class EntryFilter:
         return self.until is None or sim <= self.until
 
 
-def select(entries: Iterable[dict[str, Any]], spec: Mapping[str, Any] | None) -> list[dict[str, Any]]:
-    flt = EntryFilter.from_mapping(spec)
+def _moment(value: Any, start: datetime | None) -> float | None:
+    """Simulated seconds since the clock start, from seconds or an ISO instant."""
+    if value in (None, ""):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        pass
+    try:
+        moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        moment = None
+    if moment is None or start is None:
+        raise VerifyError(
+            f"since/until: '{value}' is neither simulated seconds since the clock start nor an ISO instant"
+        )
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - start).total_seconds()
+
+
+def select(
+    entries: Iterable[dict[str, Any]], spec: Mapping[str, Any] | None, start: datetime | None = None
+) -> list[dict[str, Any]]:
+    flt = EntryFilter.from_mapping(spec, start)
     return [e for e in entries if flt.matches(e)]
 
 
@@ -159,12 +181,13 @@ def verify(journal: Journal, spec: Mapping[str, Any], faults: FaultEngine | None
     if clock not in ("sim", "wall"):
         raise VerifyError("clock must be 'sim' (simulated seconds) or 'wall' (monotonic seconds)")
     entries = list(journal)
+    start = journal.clock.start if journal.clock is not None else None
     result: dict[str, Any] = {"check": check, "dropped": journal.dropped}
     if check == "order":
         steps = spec.get("sequence")
         if not isinstance(steps, list) or not steps:
             raise VerifyError("'order' needs a non-empty 'sequence' of filters")
-        filters = [EntryFilter.from_mapping(s) for s in steps]
+        filters = [EntryFilter.from_mapping(s, start) for s in steps]
         matched: list[int] = []
         position = 0
         for flt in filters:
@@ -178,7 +201,7 @@ def verify(journal: Journal, spec: Mapping[str, Any], faults: FaultEngine | None
         if len(matched) < len(filters):
             result["missing_step"] = len(matched)
         return result
-    chosen = select(entries, spec.get("filter"))
+    chosen = select(entries, spec.get("filter"), start)
     if check == "count":
         ok, expected = _bounds(spec, len(chosen))
         result.update(ok=ok, count=len(chosen), expected=expected)
@@ -202,7 +225,7 @@ def verify(journal: Journal, spec: Mapping[str, Any], faults: FaultEngine | None
     elif check == "retry_after":
         violations = []
         for index, entry in enumerate(chosen):
-            header = (entry.get("response_headers") or {}).get("retry-after")
+            header = dict(entry.get("response_headers") or ()).get("retry-after")
             if header is None or not str(header).isdigit() or index + 1 >= len(chosen):
                 continue
             allowed = _time(entry, clock) + int(header)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import random
 import threading
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,9 +152,15 @@ class FaultEngine:
 
     # -- the hot path ----------------------------------------------------------------------------
     def decide(
-        self, protocol: str, site: str | None = None, attrs: Mapping[str, Any] | None = None
+        self,
+        protocol: str,
+        site: str | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        actions: Collection[str] | None = None,
     ) -> list[FaultDecision]:
-        """The faults that fire on this interaction, in scenario order. Counts matches and hits."""
+        """The faults that fire on this interaction, in scenario order. Counts matches and hits.
+        `actions` limits the decision to faults with those action types, for a protocol that
+        decides at several moments (MLLP: on connect, then per message)."""
         candidates = self._index.get(protocol, self._any)
         if not candidates:
             return []
@@ -163,6 +169,8 @@ class FaultEngine:
         decisions: list[FaultDecision] = []
         with self._lock:
             for fault in candidates:
+                if actions is not None and fault.action["type"] not in actions:
+                    continue
                 if not fault.enabled or not fault.matcher.matches(protocol, site, attrs):
                     continue
                 schedule = fault.schedule
@@ -187,6 +195,25 @@ class FaultEngine:
                     )
                 )
         return decisions
+
+    def active(
+        self, protocol: str, site: str | None, action: str, attrs: Mapping[str, Any] | None = None
+    ) -> FaultDecision | None:
+        """A fault with this action whose time window is open now, without counting or drawing
+        (e.g. MLLP `refuse`: is the listener closed at the moment?)."""
+        elapsed = self.clock.elapsed()
+        for fault in self._index.get(protocol, self._any):
+            if (
+                fault.enabled
+                and fault.action["type"] == action
+                and fault.schedule.open_at(elapsed)
+                and fault.matcher.matches(protocol, site, attrs or {})
+            ):
+                end = fault.schedule.window_end(elapsed)
+                return FaultDecision(
+                    fault.id, action, fault.action, 0.0, None if end is None else max(0.0, end - elapsed)
+                )
+        return None
 
     # -- control (admin API) ---------------------------------------------------------------------
     def add(self, data: Mapping[str, Any]) -> Fault:

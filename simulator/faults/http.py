@@ -30,6 +30,7 @@ import socket
 import struct
 from typing import TYPE_CHECKING, Any
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from simulator.faults.engine import FaultDecision
@@ -56,6 +57,17 @@ HTTP_ACTIONS = frozenset(
         "revoke_token",
     )
 )
+
+
+# A feature that shapes a site's errors (a vendor profile) sets `site.extras[ERROR_RENDERER]` to a
+# callable (FHIRError) -> Response; errors made by faults and rate limits are answered through it.
+ERROR_RENDERER = "error_renderer"
+
+
+def site_error_response(site: Site, error: FHIRError) -> Response:
+    """The error as this site answers errors: its renderer's shape, else an OperationOutcome."""
+    render = site.extras.get(ERROR_RENDERER)
+    return render(error) if render is not None else error_response(error)
 
 
 def retry_after_seconds(value: Any, decision: FaultDecision, default: float) -> int:
@@ -124,7 +136,7 @@ class FaultLayer:
         scope["ehrsim.faults"] = decisions
         entry = scope.get("ehrsim.entry")
         if entry is not None:
-            entry["faults"] = [d.fault_id for d in decisions]
+            entry["faults"] = tuple(d.fault_id for d in decisions)
         for decision in decisions:
             if decision.action == "latency":
                 await asyncio.sleep(decision.delay)
@@ -144,7 +156,7 @@ class FaultLayer:
             if action == "outage" and params.get("mode") == "refuse":
                 await reset_connection(transport)
                 return
-            await error_response(self.error(decision))(scope, receive, send)
+            await site_error_response(self.site, self.error(decision))(scope, receive, send)
         elif action == "hang":
             seconds = decision.delay if "delay" in params else 30.0
             await asyncio.sleep(seconds)

@@ -4,7 +4,7 @@
     schedule: {requests: {from: 3, to: 5}}       # the 3rd to 5th matching request
     schedule: {times: 2}                         # the first two times it fires, then never
 
-Durations are seconds (a number) or a string with a unit: `500ms`, `30s`, `5m`, `2h`, `1d`.
+Durations are seconds (a number) or a string with units: `500ms`, `30s`, `5m`, `2h`, `1d`, `1h30m`.
 Times are simulated seconds since the scenario's clock start, so `advance` on the clock moves them.
 """
 
@@ -15,23 +15,28 @@ from dataclasses import dataclass
 from typing import Any
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*$")
+_DURATION = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)\s*)+$")
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 
 
 def parse_duration(value: Any, where: str = "duration") -> float:
-    """Seconds from `30`, `1.5`, `"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"`."""
+    """Seconds from `30`, `1.5`, `"500ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"`, `"1h30m"`."""
     if isinstance(value, bool):
         raise ValueError(f"{where}: expected a duration such as 30s, 5m or 2h, not {value!r}")
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"{where}: a duration cannot be negative")
         return float(value)
-    match = _DURATION.match(str(value))
-    if not match:
+    text = str(value)
+    number = _NUMBER.match(text)
+    if number:
+        return float(number.group(1))
+    if not _DURATION.match(text):
         raise ValueError(
-            f"{where}: '{value}' is not a duration; use a number of seconds or 500ms, 30s, 5m, 2h, 1d"
+            f"{where}: '{value}' is not a duration; use a number of seconds or 500ms, 30s, 5m, 2h, 1d, 1h30m"
         )
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    return sum(float(amount) * _UNITS[unit] for amount, unit in _PART.findall(text))
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from simulator.clock import http_date
 from simulator.fhir.capability import capability_statement
 from simulator.fhir.errors import FHIRError
 from simulator.fhir.jsonbody import dumps, parse_json
+from simulator.fhir.paging import paging_style
 from simulator.fhir.service import FhirService, Result
 from simulator.fhir.transaction import process_bundle
 from simulator.site import Site
@@ -87,9 +88,11 @@ class FhirApi:
         svc = self.service
         n = len(parts)
 
+        if method == "GET":
+            page = paging_style(self.site.settings.paging).parse(items)
+            if page is not None:
+                return fhir_response(200, svc.page(page.key, page.offset, page.count, base))
         if n == 0:
-            if method == "GET" and any(k == "_getpages" for k, _ in items):
-                return self._page(items, base)
             if method == "POST":
                 bundle = await self._body(request)
                 return fhir_response(200, process_bundle(svc, bundle, base))
@@ -165,16 +168,6 @@ class FhirApi:
             version = svc.vread(head, second, parts[3])
             return fhir_response(200, version.resource, _version_headers(version))
         raise FHIRError.of(404, "not-found", f"No FHIR endpoint at '{path}'")
-
-    def _page(self, items: list[tuple[str, str]], base: str) -> Response:
-        params = dict(items)
-        offset = params.get("_getpagesoffset", "0")
-        count = params.get("_count")
-        if not offset.isdigit() or (count is not None and not count.isdigit()):
-            raise FHIRError.of(400, "invalid", "_getpagesoffset and _count must be non-negative integers")
-        return fhir_response(
-            200, self.service.page(params["_getpages"], int(offset), int(count) if count else None, base)
-        )
 
     async def _body(self, request: Request) -> Any:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

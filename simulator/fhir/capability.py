@@ -53,7 +53,7 @@ def capability_statement(site: Site, base_url: str) -> dict[str, Any]:
         params = site.registry.for_type(rtype)
         entry: dict[str, Any] = {
             "type": rtype,
-            "interaction": [{"code": code} for code in INTERACTIONS],
+            "interaction": [{"code": code} for code in site_interactions(site, rtype)],
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
@@ -102,6 +102,14 @@ def capability_statement(site: Site, base_url: str) -> dict[str, Any]:
             }
         ],
     }
+
+
+def site_interactions(site: Site, resource_type: str) -> tuple[str, ...]:
+    """The interactions a site offers on a type: all of ehrsim's unless its settings narrow them."""
+    allowed = site.settings.interactions
+    if allowed is None:
+        return INTERACTIONS
+    return tuple(code for code in INTERACTIONS if code in allowed.get(resource_type, ()))
 
 
 def _param_entry(param: Any) -> dict[str, Any]:

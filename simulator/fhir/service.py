@@ -14,8 +14,9 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from simulator.clock import fhir_instant
-from simulator.fhir.bundles import SearchSnapshot, bundle_shell, history_entry, page_link, self_link, subset
+from simulator.fhir.bundles import SearchSnapshot, bundle_shell, history_entry, self_link, subset
 from simulator.fhir.errors import FHIRError, not_found
+from simulator.fhir.paging import paging_style
 from simulator.fhir.search import QueryParser, SearchEngine, SearchQuery, ignored_outcome
 from simulator.fhir.validation import ID_PATTERN, validate_resource
 from simulator.fhir.values import BadValue, date_range
@@ -346,8 +347,9 @@ class FhirService:
         key: str | None = None,
     ) -> dict[str, Any]:
         settings = self.site.settings
-        count = settings.default_count if count is None else min(count, settings.max_count)
         query = snapshot.query
+        default, maximum = settings.count_limits(query.resource_type if query else None)
+        count = default if count is None else min(count, maximum)
         history = snapshot.versions is not None
         total = len(snapshot.versions) if history else len(snapshot.refs)
         bundle = bundle_shell(self.site, snapshot.bundle_type)
@@ -367,32 +369,20 @@ class FhirService:
         if needs_paging and key is None:
             key = self.site.snapshots.put(snapshot)
         if key is not None:
-            if offset:
-                links.append(
-                    {"relation": "self", "url": page_link(base_url, key, offset, count, snapshot.bundle_type)}
-                )
-            links.append(
-                {"relation": "first", "url": page_link(base_url, key, 0, count, snapshot.bundle_type)}
-            )
-            if offset > 0:
-                prev = max(0, offset - count)
-                links.append(
-                    {
-                        "relation": "previous",
-                        "url": page_link(base_url, key, prev, count, snapshot.bundle_type),
-                    }
-                )
-            if total > offset + count:
-                links.append(
-                    {
-                        "relation": "next",
-                        "url": page_link(base_url, key, offset + count, count, snapshot.bundle_type),
-                    }
-                )
+            style = paging_style(settings.paging)
             last = max(0, ((total - 1) // count) * count) if count else 0
-            links.append(
-                {"relation": "last", "url": page_link(base_url, key, last, count, snapshot.bundle_type)}
-            )
+            pages = [("self", offset if offset else None), ("first", 0)]
+            pages.append(("previous", max(0, offset - count) if offset > 0 else None))
+            pages.append(("next", offset + count if total > offset + count else None))
+            pages.append(("last", last))
+            for relation, at in pages:
+                if at is not None and relation in style.relations:
+                    links.append(
+                        {
+                            "relation": relation,
+                            "url": style.link(base_url, snapshot, key, at, count, relation),
+                        }
+                    )
         bundle["link"] = links
         entries: list[dict[str, Any]] = []
         if history:
