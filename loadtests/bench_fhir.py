@@ -7,8 +7,9 @@
 Measures, on this machine, in this run:
 1. writes:  `POST Observation` throughput of `ehrsim serve` (a real subprocess) against a bare
    Starlette endpoint (`loadtests/bare_starlette.py`) under the same uvicorn options, driven by the
-   same keep-alive load client (`loadtests/load_client.py`) from separate processes. Every further
-   `--variant LABEL=SCENARIO` (e.g. journal on/off) is measured in the same rounds.
+   same keep-alive load client (`loadtests/load_client.py`) from separate processes; also the
+   journal-on / journal-off variants (`loadtests/scenarios/`) and any `--variant LABEL=SCENARIO`, in
+   the same rounds, with the server's CPU time per request beside req/s.
 2. search:  `Observation?patient=X&code=Y` and `?patient=X&category=vital-signs&date=ge...` latency
    (p50, p99) on 100,000 Observations over 1,000 patients: in-process through `FhirService.search`,
    and over HTTP against `ehrsim serve --store sqlite:...` holding the same data, next to the bare
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 
@@ -251,12 +253,6 @@ def search_queries(count: int, patients: int, seed: int = 3) -> dict[str, list[l
     return {"patient+code": by_code, "patient+category+date": by_date}
 
 
-def query_string(items: list[tuple[str, str]]) -> str:
-    from urllib.parse import urlencode
-
-    return urlencode(items)
-
-
 # -- measurements ----------------------------------------------------------------------------------------
 
 
@@ -437,9 +433,7 @@ def bench_search_http(cfg: Config, writes: list[Write], bare: ServerProcess) -> 
             out["startup_with_store_s"] = server.ready_seconds
             for name, queries in search_queries(cfg.http_queries, cfg.patients, seed=5).items():
                 host = f"127.0.0.1:{server.port}"
-                requests = [
-                    http_request("GET", f"/fhir/Observation?{query_string(q)}", host) for q in queries
-                ]
+                requests = [http_request("GET", f"/fhir/Observation?{urlencode(q)}", host) for q in queries]
                 drive("127.0.0.1", server.port, requests[:20], connections=1, total=20)  # index build
                 result = drive("127.0.0.1", server.port, requests, connections=1, total=len(requests))
                 out[name] = {**latency_summary(result.latencies, []), "errors": result.errors((200,))}
