@@ -471,3 +471,22 @@ def test_bad_input_gets_a_vendor_shaped_answer_never_a_500(vendor: str, epic, or
         if response.status_code >= 400 and "html" not in response.headers["content-type"]:
             shaped = response.json()
             assert shaped == "" or "issue" in shaped or set(shaped) == {"resource", "detail"}, (path, shaped)
+
+
+def test_injected_errors_leave_in_the_vendor_shape(tmp_path: Path) -> None:
+    """A rate limit (outside the vendor layers) answers a MEDITECH site with MEDITECH's 4xx envelope."""
+    scenario = tmp_path / "meditech-throttled.yaml"
+    scenario.write_text(
+        "name: meditech-throttled\nextends: meditech\nrate_limits:\n  - {id: tight, rate: 1/s, burst: 1}\n"
+    )
+    with serve_in_thread(str(scenario), options=NO_AUTH) as server, httpx.Client(timeout=30) as client:
+        first = client.get(server.fhir_base + f"/Patient/{PAULA}")
+        assert first.status_code == 200
+        throttled = client.get(server.fhir_base + f"/Patient/{PAULA}")
+        assert throttled.status_code == 429
+        assert throttled.headers["retry-after"]
+        assert throttled.headers["content-type"].startswith("application/json")
+        assert throttled.json() == {
+            "resource": "v1/resource/error/_version/1/",
+            "detail": "Too Many Requests",
+        }

@@ -14,8 +14,11 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from simulator.fhir.api import error_response
+from simulator.fhir.errors import FHIRError
 from simulator.site import Site
 from simulator.vendors.asgi import FHIR_JSON, respond
 from simulator.vendors.outcomes import fill, operation_outcome, render_issue, restyle_issue
@@ -66,6 +69,19 @@ def _reason(status: int) -> str:
         return HTTPStatus(status).phrase
     except ValueError:
         return "Error"
+
+
+def render_error(site: Site, error: FHIRError) -> Response:
+    """An error made outside the FHIR API (a fault, a rate limit) in the site's vendor shape."""
+    quirks = quirks_of(site)
+    body = error.outcome()
+    if not quirks:
+        return error_response(error)
+    shaped, content_type = reshape(body, error.status, quirks)
+    headers = dict(error.headers)
+    rule = rule_for(quirks.get("errors") or [], error.status, _first_code(body))
+    headers.update({name: str(value) for name, value in ((rule or {}).get("headers") or {}).items()})
+    return Response(orjson.dumps(shaped), status_code=error.status, headers=headers, media_type=content_type)
 
 
 class ErrorShapes:

@@ -7,13 +7,15 @@ A site without a profile gets its app back unwrapped, unless the scenario schedu
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp
 
+from simulator.faults.http import ERROR_RENDERER
 from simulator.site import Site
 from simulator.vendors.content_types import ContentTypes
-from simulator.vendors.error_shapes import ErrorShapes
+from simulator.vendors.error_shapes import ErrorShapes, render_error
 from simulator.vendors.interactions import InteractionRules
 from simulator.vendors.profile_switch import ACTIVE_KEY, ProfileSwitch, scenario_switches_profiles
 from simulator.vendors.quirks import QUIRKS_KEY, set_quirks
@@ -34,6 +36,8 @@ def vendor_quirks(app: ASGIApp, site: Site, sandbox: Sandbox) -> ASGIApp:
     has_profile = bool(site.extras[QUIRKS_KEY]) or site.settings.interactions is not None
     if not has_profile and not scenario_switches_profiles(sandbox):
         return app
+    # Faults and rate limits answer outside these layers; they render errors through this hook.
+    site.extras[ERROR_RENDERER] = functools.partial(render_error, site)
     # Innermost first: error shapes sit outside the others so every error leaves in vendor form;
     # the profile switch is outermost so a switch applies to the request that triggers it.
     for layer in (WriteRules, SearchRules, InteractionRules, UnknownTypePage, ErrorShapes, ContentTypes):
