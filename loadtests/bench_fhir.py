@@ -328,17 +328,21 @@ def bench_writes(cfg: Config, bare: ServerProcess) -> dict[str, Any]:
             "samples": samples,
             **state.get(label, {}),
         }
-    bare_rate = summary["bare"]["throughput"]
-    bare_cpu = summary["bare"]["cpu_us_per_request"]
     for label in summary:
-        summary[label]["ratio_to_bare"] = summary[label]["throughput"] / bare_rate if bare_rate else 0.0
-        summary[label]["cpu_ratio_to_bare"] = bare_cpu / summary[label]["cpu_us_per_request"]
-        # The ratio within each round, too: both sides of a round saw the same machine load.
-        summary[label]["round_ratios"] = [
-            s["throughput"] / b["throughput"] if b["throughput"] else 0.0
-            for s, b in zip(runs[label], runs["bare"], strict=True)
-        ]
+        summary[label]["round_ratios"] = round_ratios(runs[label], runs["bare"])
+        summary[label]["ratio_to_bare"] = median(summary[label]["round_ratios"])
+        summary[label]["cpu_ratio_to_bare"] = median(
+            round_ratios(runs["bare"], runs[label], "cpu_us_per_request")
+        )
     return summary
+
+
+def round_ratios(
+    top: list[dict[str, Any]], bottom: list[dict[str, Any]], key: str = "throughput"
+) -> list[float]:
+    """top/bottom within each round: both sides of a round saw the same load on the machine, so the
+    median of these is steadier than the ratio of two medians taken from different rounds."""
+    return [t[key] / b[key] if b[key] else 0.0 for t, b in zip(top, bottom, strict=True)]
 
 
 def progress(text: str) -> None:
@@ -501,8 +505,10 @@ def report(results: dict[str, Any]) -> list[str]:
             missed.append("write_ratio")
         for label, on, off in results.get("journal_pairs", []):
             if on in writes and off in writes:
-                r = writes[on]["throughput"] / writes[off]["throughput"]
-                cpu = writes[off]["cpu_us_per_request"] / writes[on]["cpu_us_per_request"]
+                r = median(round_ratios(writes[on]["samples"], writes[off]["samples"]))
+                cpu = median(
+                    round_ratios(writes[off]["samples"], writes[on]["samples"], "cpu_us_per_request")
+                )
                 print(
                     f"ratio {on}/{off}: {r:.2f}x (by CPU per request {cpu:.2f}x); "
                     f"target >= {TARGETS['journal_ratio']}x: {verdict(r >= TARGETS['journal_ratio'])}"
