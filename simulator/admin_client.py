@@ -135,3 +135,20 @@ class AdminClient:
         if response.status_code >= 400:
             raise AdminError(response.status_code, "error", response.text)
         return response.text
+
+    # -- SMART auth (simulator/auth/admin.py) ------------------------------------------------------
+    def clients(self, site: str | None = None) -> dict[str, Any]:
+        return self._call("GET", "/clients", params={"site": site} if site else None)
+
+    def register_client(self, metadata: dict[str, Any], site: str | None = None) -> dict[str, Any]:
+        """Register an OAuth client (RFC 7591 metadata; client_id and client_secret may be chosen)."""
+        return self._call("POST", "/clients", json={**metadata, **({"site": site} if site else {})})
+
+    def token(self, **request: Any) -> dict[str, Any]:
+        """Mint a token: `site`, `client_id`, `scope`, `patient`, `encounter`, `user` (all optional)."""
+        return self._call("POST", "/token", json={k: v for k, v in request.items() if v is not None})
+
+    def launch(self, **context: Any) -> dict[str, Any]:
+        """Start an EHR launch: `patient`, `encounter`, `user` ("Practitioner/id"), `site`,
+        `launch_url` (the app's); returns `launch`, `iss` and, with a launch_url, the `url`."""
+        return self._call("POST", "/launch", json={k: v for k, v in context.items() if v is not None})

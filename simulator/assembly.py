@@ -15,29 +15,39 @@ if TYPE_CHECKING:
 
 def default_layers() -> list[Layer]:
     """Outermost first: a request passes through these in order on its way to the FHIR API."""
+    from simulator.auth import auth_layer
     from simulator.faults.http import fault_layer
     from simulator.journaling import journal_layer
     from simulator.ratelimit import rate_limit_layer
     from simulator.vendors.layers import vendor_quirks
 
-    return [journal_layer, fault_layer, rate_limit_layer, vendor_quirks]
+    return [journal_layer, fault_layer, rate_limit_layer, vendor_quirks, auth_layer]
 
 
 def default_services() -> list[ServiceFactory]:
-    return []
+    from simulator.mllp.feeds import mllp_feeds
+    from simulator.mllp.server import mllp_listeners
+
+    return [mllp_listeners, mllp_feeds]
 
 
 def protocol_prefixes() -> dict[str, str]:
     """Paths below a site's base that are not FHIR, by protocol (e.g. the SMART endpoints: auth).
     Faults match on the protocol; the journal records it."""
-    return {}
+    from simulator.auth.discovery import PROTOCOL_PREFIXES as auth_prefixes
+
+    return {**auth_prefixes}
 
 
 def client_resolvers() -> list[ClientResolver]:
     """How a request's client id is found (e.g. from its bearer token); the source address if none."""
-    return []
+    from simulator.auth.layer import oauth_client
+
+    return [oauth_client]
 
 
 def admin_routes(sandbox: Sandbox) -> list[BaseRoute]:
     """Extra admin API routes (under /_admin/) contributed by features, e.g. clients and token."""
-    return []
+    from simulator.auth.admin import admin_routes as auth_routes
+
+    return [*auth_routes(sandbox)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 import time
@@ -24,6 +25,9 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         "--log-format", default="text", choices=["text", "json"], help="json: one JSON object a line"
     )
     p.add_argument("--no-journal", action="store_true", help="record nothing (overrides the scenario)")
+    p.add_argument(
+        "--no-auth", action="store_true", help="serve every site without SMART auth (overrides the scenario)"
+    )
     p.add_argument("--admin-token", help="token the admin API requires (default: generated off loopback)")
 
 
@@ -61,18 +65,75 @@ def _conformance_parser(sub: argparse._SubParsersAction) -> None:
     server.add_argument("--token", help="a bearer token to send (e.g. from `ehrsim token`)")
     server.add_argument("--group", action="append", help="only these check groups (repeatable)")
     server.add_argument("--junit", help="also write the results as JUnit XML to this file")
+    smart = kinds.add_parser("smart", help="SMART App Launch server checks (Inferno's; docs/auth.md)")
+    smart.add_argument("--fhir-base", required=True, help="the server's FHIR base URL")
+    smart.add_argument("--client-id", required=True, help="a public client registered for the code flow")
+    smart.add_argument("--redirect-uri", default="http://127.0.0.1:9999/callback", help="its redirect URI")
+    smart.add_argument("--confidential", metavar="ID:SECRET", help="a confidential client, for introspection")
+    smart.add_argument("--junit", help="also write the results as JUnit XML to this file")
 
 
 def conformance_command(args: argparse.Namespace) -> int:
     from conformance.report import exit_code, junit_xml, text
     from conformance.runner import run_server_checks
+    from conformance.smart_checks import run_smart_checks
 
-    results = run_server_checks(args.fhir_base, args.token, args.group)
+    if args.suite == "smart":
+        secret = tuple(args.confidential.split(":", 1)) if args.confidential else None
+        results = run_smart_checks(
+            args.fhir_base, client_id=args.client_id, redirect_uri=args.redirect_uri, secret_auth=secret
+        )
+    else:
+        results = run_server_checks(args.fhir_base, args.token, args.group)
     print(text(results))
     if args.junit:
         with open(args.junit, "wb") as out:
             out.write(junit_xml(results))
     return exit_code(results)
+
+
+def _token_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "token",
+        help="mint an access token for a registered client (admin API); prints the bare token last",
+    )
+    p.add_argument("--server", default="http://127.0.0.1:8080", help="ehrsim origin (default %(default)s)")
+    p.add_argument("--site", help="site id (default: the first site with auth on)")
+    p.add_argument("--client", help="client id (default: the site's first registered client)")
+    p.add_argument("--scope", nargs="+", help="scopes (default: all the client's registered scopes)")
+    p.add_argument("--patient", help="patient context (default: the first patient, for patient/ scopes)")
+    p.add_argument(
+        "--admin-token",
+        help="admin API token (or $EHRSIM_ADMIN_TOKEN), needed when ehrsim listens beyond loopback",
+    )
+
+
+def token(args: argparse.Namespace) -> int:
+    import os
+
+    import httpx
+
+    from simulator.admin_client import AdminClient, AdminError
+
+    admin_token = args.admin_token or os.environ.get("EHRSIM_ADMIN_TOKEN")
+    try:
+        with AdminClient(args.server, admin_token) as admin:
+            data = admin.token(
+                site=args.site,
+                client_id=args.client,
+                scope=" ".join(args.scope) if args.scope else None,
+                patient=args.patient,
+            )
+    except AdminError as exc:
+        print(f"ehrsim token: {exc}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as exc:
+        print(f"ehrsim token: cannot reach {args.server}: {exc}", file=sys.stderr)
+        return 1
+    context = f", patient {data['patient']}" if data.get("patient") else ""
+    print(f"client {data['client_id']}, scope {data['scope']}, expires in {data['expires_in']} s{context}")
+    print(data["access_token"])
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -83,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _scenario_parser(sub)
     _generate_parser(sub)
     _conformance_parser(sub)
+    _token_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)
@@ -92,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return conformance_command(args)
     if args.command == "generate":
         return generate(args)
+    if args.command == "token":
+        return token(args)
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -156,10 +220,17 @@ def serve(args: argparse.Namespace) -> int:
             options["journal"] = False
         if args.admin_token:
             options["admin_token"] = args.admin_token
+        if args.no_auth:
+            options["auth"] = "off"
         sandbox = Sandbox(scenario, store=args.store, options=options)
     except (ScenarioError, ValueError, OSError) as exc:
         print(f"ehrsim: {exc}", file=sys.stderr)
         return 2
+    # The store holds the population and everything written since as long-lived dicts; without
+    # this the cyclic collector rescans them over and over (about a third of MLLP ingest time,
+    # docs/benchmarks.md). freeze() exempts what exists now; the higher threshold spaces out scans.
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
     app = create_app(sandbox)
     config = uvicorn.Config(
         app,
@@ -184,6 +255,10 @@ def serve(args: argparse.Namespace) -> int:
             for runtime in sandbox.sites.values():
                 site = runtime.site
                 print(f"  site {site.id}: FHIR {origin}{site.base_path}  ({site.store.count()} resources)")
+                if "auth" in site.extras:
+                    print(f"    SMART: {origin}{site.base_path}/.well-known/smart-configuration")
+                if "mllp_port" in site.extras:
+                    print(f"  site {site.id}: MLLP {site.extras['mllp_host']}:{site.extras['mllp_port']}")
             print(f"  admin: {origin}/_admin/health")
             if sandbox.options.get("admin_token"):
                 print(f"  admin token: {sandbox.options['admin_token']}")

@@ -178,6 +178,10 @@ class Sandbox:
             spec = next(s for s in self.scenario.sites if s.id == site.id)
             self._populate(runtime.service, spec)
             self._apply_data_latency(runtime.service)
+        for service in self.services:  # e.g. MLLP duplicate windows and feeds start over too
+            reset = getattr(service, "reset", None)
+            if reset is not None:
+                reset()
 
     def load(self, scenario: Scenario) -> None:
         """Replace the scenario (and so every site); like a restart with another file."""
@@ -227,6 +231,13 @@ class Sandbox:
                 "fhir_base": f"{origin}{r.site.base_path}",
                 "description": r.site.description,
                 "resources": r.site.store.count(),
+                "mllp_port": r.site.extras.get("mllp_port"),
+                # Features describe what they add to a site (e.g. SMART endpoints): callables (base) -> dict.
+                **{
+                    k: v
+                    for describe in r.site.extras.get("describe", ())
+                    for k, v in describe(f"{origin}{r.site.base_path}").items()
+                },
             }
             for r in self.sites.values()
         ]

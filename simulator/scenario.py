@@ -199,6 +199,8 @@ def check_semantics(scenario: Scenario) -> None:
     from simulator.clock import Clock
     from simulator.datalatency import visibility_for
     from simulator.faults import FaultEngine
+    from simulator.mllp.faults import check_action
+    from simulator.mllp.settings import check_site_section
     from simulator.ratelimit import RateLimiter
     from simulator.site import SiteSettings
 
@@ -215,8 +217,12 @@ def check_semantics(scenario: Scenario) -> None:
                         f"{section}[{index}] names site '{name}', which is not in this scenario "
                         f"(sites: {', '.join(site_ids)})"
                     )
+    for fault in scenario.faults or []:  # MLLP action settings the schema cannot check
+        if isinstance(fault, dict) and isinstance(fault.get("action"), dict):
+            check_action(str(fault.get("id", "?")), fault["action"])
     for spec in scenario.sites:
         SiteSettings.from_mapping(spec.settings)
+        check_site_section(spec.raw.get("mllp"), f"sites[{spec.id}].mllp")
         visibility_for(scenario.data_latency, spec.id, clock)
 
 

@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start(*args: str) -> tuple[subprocess.Popen, list[str]]:
+    # A free MLLP port, so that parallel workers (and a developer's own ehrsim) do not collide on 2575.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "serve", *args],
+        [sys.executable, "-m", "simulator", "serve", "--mllp-port", "0", *args],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -40,6 +41,9 @@ def test_serve_prints_urls_and_answers() -> None:
         fhir_line = next(line for line in lines if "FHIR" in line)
         base = fhir_line.split("FHIR ", 1)[1].split()[0]
         assert base == f"http://127.0.0.1:{port}/fhir"
+        mllp = next(line for line in lines if "MLLP" in line).split("MLLP ", 1)[1]
+        sites = httpx.get(f"http://127.0.0.1:{port}/_admin/sites").json()
+        assert mllp == f"127.0.0.1:{sites[0]['mllp_port']}"
         assert httpx.get(f"http://127.0.0.1:{port}/_admin/health").json()["status"] == "ok"
         assert httpx.get(base + "/Patient").json()["total"] > 0
     finally:

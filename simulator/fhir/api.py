@@ -45,6 +45,15 @@ def error_response(error: FHIRError) -> Response:
     return fhir_response(error.status, error.outcome(), error.headers)
 
 
+def site_base_url(site: Site, request: Request) -> str:
+    """The site's FHIR base as the client sees it (or the configured public base)."""
+    if site.settings.public_base:
+        return site.settings.public_base.rstrip("/")
+    scheme = request.url.scheme
+    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+    return f"{scheme}://{host}{site.base_path}"
+
+
 class FhirApi:
     """ASGI app: `scope["path"]` relative to the site's base path is dispatched to `FhirService`."""
 
@@ -66,11 +75,7 @@ class FhirApi:
         await response(scope, receive, send)
 
     def base_url(self, request: Request) -> str:
-        if self.site.settings.public_base:
-            return self.site.settings.public_base.rstrip("/")
-        scheme = request.url.scheme
-        host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
-        return f"{scheme}://{host}{self.site.base_path}"
+        return site_base_url(self.site, request)
 
     async def handle(self, request: Request) -> Response:
         _negotiate(request)

@@ -40,6 +40,16 @@ _DOCS = {
 }
 
 
+# A layer that secures the site puts a callable (base_url) -> rest.security here (e.g. the SMART
+# `oauth-uris` extension), so the statement advertises what the layer enforces.
+SECURITY_EXTRA = "capability.security"
+
+
+def _security(site: Site, base_url: str) -> dict[str, Any]:
+    security = site.extras.get(SECURITY_EXTRA)
+    return {"security": security(base_url)} if security is not None else {}
+
+
 def capability_statement(site: Site, base_url: str) -> dict[str, Any]:
     resources = []
     reverse: dict[str, list[str]] = {}
@@ -92,6 +102,7 @@ def capability_statement(site: Site, base_url: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
+                **_security(site, base_url),
                 "resource": resources,
                 "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
                 "searchParam": [

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from simulator.clock import fhir_instant
+from simulator.fhir.access import AccessPolicy, current_policy
 from simulator.fhir.bundles import SearchSnapshot, bundle_shell, history_entry, self_link, subset
 from simulator.fhir.errors import FHIRError, not_found
 from simulator.fhir.paging import paging_style
@@ -52,6 +53,45 @@ class FhirService:
                 404, "not-supported", f"Resource type '{resource_type}' is not supported by this server"
             )
 
+    def guard(self, resource_type: str, interaction: str) -> AccessPolicy | None:
+        """The request's access policy (None: auth off) after checking the type-level grant."""
+        policy = current_policy()
+        if policy is not None:
+            policy.require(resource_type, interaction)
+        return policy
+
+    def check_access(
+        self, policy: AccessPolicy | None, version_or_write: StoredVersion | Write, interaction: str
+    ) -> None:
+        item = version_or_write
+        if policy is not None and not policy.allows(self, item.type, item.resource, interaction):
+            raise policy.denied(item.type, item.id, interaction)
+
+    def permitted_ids(self, resource_type: str, ids: list[str], interaction: str) -> list[str]:
+        """`ids` of one type without what the request's access policy hides (all with auth off)."""
+        policy = current_policy()
+        if policy is None:
+            return ids
+        subset = policy.filter_ids(self, resource_type, ids, interaction)
+        if subset is not None:
+            return subset
+        out = []
+        for rid in ids:
+            version = self.visible_read(resource_type, rid)
+            if version is not None and policy.allows(self, resource_type, version.resource, interaction):
+                out.append(rid)
+        return out
+
+    def permitted(self, refs: list[tuple[str, str]], interaction: str = "r") -> list[tuple[str, str]]:
+        """`permitted_ids` for references of several types, in their order."""
+        if current_policy() is None:
+            return refs
+        by_type: dict[str, list[str]] = {}
+        for rtype, rid in refs:
+            by_type.setdefault(rtype, []).append(rid)
+        keep = {(t, rid) for t, ids in by_type.items() for rid in self.permitted_ids(t, ids, interaction)}
+        return [ref for ref in refs if ref in keep]
+
     def parser(self, base_url: str = "") -> QueryParser:
         return QueryParser(self.site.registry, self.site.settings.max_count, base_url)
 
@@ -84,15 +124,18 @@ class FhirService:
 
     def read(self, resource_type: str, resource_id: str) -> StoredVersion:
         self.check_type(resource_type)
+        policy = self.guard(resource_type, "r")
         version = self.visible_read(resource_type, resource_id)
         if version is None:
             raise not_found(resource_type, resource_id)
         if version.deleted:
             raise FHIRError.of(410, "deleted", f"Resource {resource_type}/{resource_id} has been deleted")
+        self.check_access(policy, version, "r")
         return version
 
     def vread(self, resource_type: str, resource_id: str, version_id: str) -> StoredVersion:
         self.check_type(resource_type)
+        policy = self.guard(resource_type, "r")
         if not version_id.isdigit():
             raise not_found(resource_type, f"{resource_id}/_history/{version_id}")
         version = self.site.store.vread(resource_type, resource_id, int(version_id))
@@ -102,6 +145,7 @@ class FhirService:
             raise FHIRError.of(
                 410, "deleted", f"Version {version_id} of {resource_type}/{resource_id} is a deletion"
             )
+        self.check_access(policy, version, "r")
         return version
 
     def find(self, resource_type: str, criteria: str, base_url: str = "") -> list[str]:
@@ -115,8 +159,11 @@ class FhirService:
     # -- writes ----------------------------------------------------------------------------------
     def prepare_create(self, resource_type: str, resource: Any) -> Write:
         self.check_type(resource_type)
+        policy = self.guard(resource_type, "c")
         validate_resource(resource, resource_type)
-        return Write(resource_type, self.site.ids.new_id(resource_type), resource, "POST")
+        write = Write(resource_type, self.site.ids.new_id(resource_type), resource, "POST")
+        self.check_access(policy, write, "c")
+        return write
 
     def create(
         self, resource_type: str, resource: Any, if_none_exist: str | None = None, base_url: str = ""
@@ -171,7 +218,12 @@ class FhirService:
                     412, "conflict", f"If-Match {if_match} does not match the current version ({have})"
                 )
         creates = current is None or current.deleted
-        return Write(resource_type, resource_id, resource, "PUT"), creates
+        write = Write(resource_type, resource_id, resource, "PUT")
+        policy = self.guard(resource_type, "c" if creates else "u")
+        if not creates:  # a resource may not be moved into (or out of) the grant by an update
+            self.check_access(policy, current, "u")
+        self.check_access(policy, write, "c" if creates else "u")
+        return write, creates
 
     def update(
         self, resource_type: str, resource_id: str, resource: Any, if_match: str | None = None
@@ -203,6 +255,7 @@ class FhirService:
             raise not_found(resource_type, resource_id)
         if current.deleted:
             return None
+        self.check_access(self.guard(resource_type, "d"), current, "d")
         return Write(resource_type, resource_id, None, "DELETE")
 
     def delete(self, resource_type: str, resource_id: str) -> Result:
@@ -227,12 +280,13 @@ class FhirService:
     ) -> dict[str, Any]:
         self.check_type(resource_type)
         lenient = lenient or self.site.settings.unknown_parameters == "lenient"
+        self.guard(resource_type, "s")
         query = self.parser(base_url).parse(resource_type, items, lenient=lenient)
         ids = self.engine(base_url).ids(query)
         if self.visible is not None:
             ids = [rid for rid in ids if self.visible_read(resource_type, rid) is not None]
         snapshot = SearchSnapshot(
-            refs=[(resource_type, rid) for rid in ids],
+            refs=[(resource_type, rid) for rid in self.permitted_ids(resource_type, ids, "s")],
             query=query,
             self_params=query.self_params(),
             self_path=resource_type,
@@ -248,6 +302,7 @@ class FhirService:
     ) -> dict[str, Any]:
         if resource_type:
             self.check_type(resource_type)
+            self.guard(resource_type, "r" if resource_id else "s")
         if resource_type and resource_id and self.site.store.read(resource_type, resource_id) is None:
             raise not_found(resource_type, resource_id)
         count, since, params = None, None, []
@@ -272,6 +327,9 @@ class FhirService:
         versions = self.site.store.history(resource_type, resource_id, since)
         if self.visible is not None:
             versions = [v for v in versions if self.visible(v)]
+        policy = current_policy()
+        if policy is not None:
+            versions = [v for v in versions if policy.allows(self, v.type, v.resource, "r")]
         path = "/".join(p for p in (resource_type, resource_id) if p) + (
             "/_history" if resource_type else "_history"
         )
@@ -323,7 +381,10 @@ class FhirService:
                                 seen.add(target)
                                 refs.append(target)
         snapshot = SearchSnapshot(
-            refs=refs, query=None, self_params=params, self_path=f"Patient/{patient.id}/$everything"
+            refs=self.permitted(refs),
+            query=None,
+            self_params=params,
+            self_path=f"Patient/{patient.id}/$everything",
         )
         return self.render_page(snapshot, base_url, offset=0, count=count)
 
@@ -458,7 +519,10 @@ class FhirService:
         if (rtype, rid) in seen or not self.site.supports(rtype):
             return
         version = self.site.store.read(rtype, rid)
+        policy = current_policy()
         if version is not None and not version.deleted:
+            if policy is not None and not policy.allows(self, rtype, version.resource, "r"):
+                return
             seen.add((rtype, rid))
             out.append(version)
 

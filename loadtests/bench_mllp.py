@@ -1,0 +1,265 @@
+"""MLLP ingest benchmark: ehrsim against two baselines, in one run, on this machine.
+
+    python loadtests/bench_mllp.py [--seconds 8] [--connections 16]
+
+Each server runs in its own process; one client process keeps 16 persistent connections, each
+sending a 4-segment ORU^R01 (MSH, PID, OBR, OBX; unique MSH-10, 200 patients) and waiting for its
+ACK before sending the next. Servers:
+
+  framing   a framing-only asyncio server answering a fixed ACK (the practical limit)
+  hl7       python-hl7's asyncio MLLP server: parse + create_ack (pip install 'ehrsim[bench]')
+  ehrsim    `python -m simulator serve` (default scenario): tokenize, duplicate check, map to FHIR
+            (Patient lookup/creation, Observation + DiagnosticReport), store, journal, ACK
+
+All three use the same event loop implementation (uvloop when installed, as `ehrsim serve` does).
+Prints messages/s per server and the ratios ehrsim/framing and ehrsim/hl7.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXED_ACK = b"\x0bMSH|^~\\&|B|B|A|A|20260101||ACK^R01^ACK|1|P|2.5\rMSA|AA|1\r\x1c\r"
+
+
+def oru(connection: int, n: int) -> bytes:
+    mrn = f"B{(connection * 7919 + n) % 200:05d}"
+    return (
+        f"MSH|^~\\&|BENCH|LAB|EHRSIM|HOSP|20260101120000+0000||ORU^R01^ORU_R01|C{connection}-{n}|P|2.5.1\r"
+        f"PID|1||{mrn}^^^LAB^MR||DOE^JANE||19800101|F\r"
+        f"OBR|1||F{connection}-{n}^LAB|85353-1^Vital signs panel^LN|||20260101115500+0000||||||||||||||||||F\r"
+        f"OBX|1|NM|8867-4^Heart rate^LN||{60 + n % 40}|/min|60-100|N|||F|||20260101115500+0000\r"
+    ).encode()
+
+
+# -- baseline servers (run in their own process) -------------------------------------------------
+class FramingOnly(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\x1c\x0d")
+            if end == -1:
+                return
+            self.buffer = self.buffer[end + 2 :]
+            self.transport.write(FIXED_ACK)  # type: ignore[attr-defined]
+
+
+async def serve_framing(port: int) -> None:
+    server = await asyncio.get_running_loop().create_server(FramingOnly, "127.0.0.1", port)
+    await server.serve_forever()
+
+
+async def serve_hl7(port: int) -> None:
+    import hl7.mllp
+
+    async def handle(reader: hl7.mllp.HL7StreamReader, writer: hl7.mllp.HL7StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while not writer.is_closing():
+                message = await reader.readmessage()
+                writer.writemessage(message.create_ack())
+                await writer.drain()
+
+    server = await hl7.mllp.start_hl7_server(handle, host="127.0.0.1", port=port)
+    await server.serve_forever()
+
+
+def run_loop(coro: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coro)  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(coro)  # type: ignore[arg-type]
+
+
+# -- the client ------------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc), for CPU per message."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def drive(
+    port: int, connections: int, seconds: float, warmup: float, server_pid: int | None = None
+) -> tuple[int, float, float]:
+    """Messages acknowledged in the measured window, its length, and the server's CPU seconds in it."""
+    counts = [0] * connections
+    stop_at = time.monotonic() + warmup + seconds
+    measure_from = time.monotonic() + warmup
+    measured = [0] * connections
+    cpu: list[float] = []
+
+    async def sample_cpu() -> None:
+        if server_pid is None:
+            return
+        await asyncio.sleep(warmup)
+        cpu.append(cpu_seconds(server_pid))
+        await asyncio.sleep(seconds)
+        cpu.append(cpu_seconds(server_pid))
+
+    async def one(index: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        n = 0
+        buffer = b""
+        while (now := time.monotonic()) < stop_at:
+            writer.write(b"\x0b" + oru(index, n) + b"\x1c\x0d")
+            n += 1
+            while b"\x1c\x0d" not in buffer:
+                data = await reader.read(65536)
+                if not data:
+                    raise ConnectionError("server closed the connection")
+                buffer += data
+            frame, _, buffer = buffer.partition(b"\x1c\x0d")
+            if b"MSA|AA|" not in frame and b"MSA|CA|" not in frame:
+                raise RuntimeError(f"not accepted: {frame[:200]!r}")
+            counts[index] += 1
+            if now >= measure_from:
+                measured[index] += 1
+        writer.close()
+
+    await asyncio.gather(sample_cpu(), *(one(i) for i in range(connections)))
+    return sum(measured), seconds, (cpu[1] - cpu[0]) if len(cpu) == 2 else float("nan")
+
+
+def wait_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start(kind: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port()
+    if kind == "ehrsim":
+        cmd = [
+            sys.executable,
+            "-m",
+            "simulator",
+            "serve",
+            "--port",
+            str(free_port()),
+            "--mllp-port",
+            str(port),
+        ]
+    else:
+        cmd = [sys.executable, __file__, "--serve", kind, "--port", str(port)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    wait_port(port)
+    return process, port
+
+
+def in_process(count: int = 20_000) -> dict[str, float]:
+    """CPU microseconds per message of ehrsim's endpoint called directly (no sockets), with and
+    without the FHIR mapping, GC as `ehrsim serve` sets it: where the server's time goes."""
+    import gc
+
+    sys.path.insert(0, str(ROOT))
+    from simulator.mllp.faults import MllpFaults
+    from simulator.mllp.ingest import Endpoint
+    from simulator.mllp.settings import MllpSettings
+    from simulator.sandbox import Sandbox
+    from simulator.scenario import load_scenario
+
+    sandbox = Sandbox(load_scenario("default"), service_factories=[])
+    runtime = sandbox.sites["default"]
+    faults = MllpFaults(sandbox.faults, "default")
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
+    out = {}
+    for label, settings in (("ack only", MllpSettings(map_to_fhir=False)), ("with FHIR", MllpSettings())):
+        endpoint = Endpoint.for_site(runtime, settings, sandbox.journal, faults)
+        messages = [oru(99 if label == "ack only" else 98, n) for n in range(count)]
+        started = time.process_time()
+        for payload in messages:
+            endpoint.handle(payload, "bench")
+        out[label] = (time.process_time() - started) / count * 1e6
+    gc.unfreeze()
+    return out
+
+
+def machine() -> str:
+    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+    model = next((line.split(":", 1)[1].strip() for line in cpu if line.startswith("Model name")), "?")
+    return f"{os.cpu_count()} CPUs ({model}), Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--only", choices=["framing", "hl7", "ehrsim"], action="append")
+    parser.add_argument("--serve", choices=["framing", "hl7"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        run_loop(serve_framing(args.port) if args.serve == "framing" else serve_hl7(args.port))
+        return 0
+    print(f"machine: {machine()}")
+    print(
+        f"load: {args.connections} persistent connections, 4-segment ORU^R01, {args.seconds:g} s after {args.warmup:g} s warm-up"
+    )
+    rates: dict[str, float] = {}
+    costs: dict[str, float] = {}
+    for kind in args.only or ["framing", "hl7", "ehrsim"]:
+        process, port = start(kind)
+        try:
+            done, seconds, cpu = asyncio.run(
+                drive(port, args.connections, args.seconds, args.warmup, process.pid)
+            )
+        finally:
+            process.terminate()
+            process.wait(10)
+        rates[kind] = done / seconds
+        costs[kind] = cpu / done * 1e6 if done else float("nan")
+        busy = cpu / seconds * 100
+        print(
+            f"{kind:>8}: {rates[kind]:10,.0f} messages/s   server CPU {costs[kind]:6.1f} us/message, busy {busy:3.0f}%"
+        )
+    if "ehrsim" in rates:
+        for base in ("framing", "hl7"):
+            if base in rates:
+                print(
+                    f"ehrsim / {base}: throughput {rates['ehrsim'] / rates[base]:.2f}x, "
+                    f"CPU per message {costs['ehrsim'] / costs[base]:.2f}x"
+                )
+    parts = in_process()
+    print(
+        "ehrsim endpoint in-process (CPU per message, no sockets): "
+        + ", ".join(f"{label} {us:.0f} us" for label, us in parts.items())
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

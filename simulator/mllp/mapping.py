@@ -1,0 +1,769 @@
+"""HL7 v2 to FHIR R4, into the site's own store.
+
+ADT^A01/A04 (admit/register: Patient + Encounter), A08 (update), A02 (transfer), A03 (discharge), A28/A31 (person
+add/update), A40 (merge, represented as the site's `merge` setting says) and ORU^R01 (an Observation
+per OBX, a DiagnosticReport per OBR). Code systems, units, statuses and classes come from the tables
+in `data/v2-to-fhir.yaml`, which a site may extend. Every write of one message goes through
+`FhirService.commit` at once, so a message is applied completely or not at all; what cannot be
+mapped raises `HL7Error` (an AE with ERR that says why).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from simulator.fhir.errors import FHIRError
+from simulator.fhir.service import FhirService
+from simulator.mllp.er7 import (
+    DATA_TYPE_ERROR,
+    REQUIRED_FIELD_MISSING,
+    SEGMENT_SEQUENCE_ERROR,
+    TABLE_VALUE_NOT_FOUND,
+    UNSUPPORTED_EVENT_CODE,
+    UNSUPPORTED_MESSAGE_TYPE,
+    HL7Error,
+    Message,
+    Segment,
+)
+from simulator.mllp.identifiers import IdentifierIndex
+from simulator.scenario import merge
+from simulator.store.base import Write
+
+UCUM = "http://unitsofmeasure.org"
+V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+DR_CATEGORY = "http://terminology.hl7.org/CodeSystem/v2-0074"
+
+_TS = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2}(?:\.\d{1,6})?)?([+-]\d{4})?$")
+
+
+@functools.cache
+def default_tables() -> dict[str, Any]:
+    return yaml.safe_load((Path(__file__).parent / "data" / "v2-to-fhir.yaml").read_text(encoding="utf-8"))
+
+
+def mapping_tables(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The packaged tables, with a site's `mllp: mapping:` merged over them."""
+    tables = default_tables()
+    return merge(copy.deepcopy(tables), overrides) if overrides else tables
+
+
+@dataclass
+class MappingResult:
+    """What a message changed: "Type/id" per write, and warnings worth journaling."""
+
+    written: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def v2_datetime(value: str, default_tz: str, where: tuple[str, int], warnings: list[str]) -> str:
+    """A v2 DTM/TS as a FHIR dateTime. A time without a zone gets `default_tz` (and a warning)."""
+    value = value.strip()
+    m = _TS.match(value)
+    if not m:
+        raise HL7Error(
+            DATA_TYPE_ERROR,
+            f"{where[0]}-{where[1]} '{value}' is not a v2 timestamp",
+            where[0],
+            field=where[1],
+        )
+    year, month, day, hour, minute, second, zone = m.groups()
+    out = year
+    if month:
+        out += f"-{month}"
+    if day:
+        out += f"-{day}"
+    if hour is None:
+        return out
+    if not day:
+        raise HL7Error(
+            DATA_TYPE_ERROR,
+            f"{where[0]}-{where[1]} '{value}' has a time but no day",
+            where[0],
+            field=where[1],
+        )
+    out += f"T{hour}:{minute or '00'}:{second or '00'}"
+    if zone is None:
+        warnings.append(f"{where[0]}-{where[1]} '{value}' has no time zone; read as {default_tz}")
+        return out + default_tz
+    return out + f"{zone[:3]}:{zone[3:]}"
+
+
+class V2Mapper:
+    """Maps one site's inbound v2 messages to FHIR writes through its `FhirService`."""
+
+    def __init__(
+        self,
+        service: FhirService,
+        tables: dict[str, Any] | None = None,
+        merge_as: str = "link",
+        default_timezone: str = "+00:00",
+    ) -> None:
+        self.service = service
+        self.tables = tables or default_tables()
+        self.merge_as = merge_as
+        self.default_tz = default_timezone
+        self.vital_codes = frozenset(str(c) for c in self.tables.get("vital_signs_codes", []))
+        self.patients = IdentifierIndex(service, "Patient")
+        self.encounters = IdentifierIndex(service, "Encounter")
+        self.handlers: dict[str, Callable[[Message, MappingResult], list[Write]]] = {
+            "ADT^A01": self.admit,
+            "ADT^A04": self.admit,
+            "ADT^A08": self.update_patient,
+            "ADT^A28": self.update_patient,
+            "ADT^A31": self.update_patient,
+            "ADT^A02": self.transfer,
+            "ADT^A03": self.discharge,
+            "ADT^A40": self.merge_patients,
+            "ORU^R01": self.results,
+        }
+
+    def close(self) -> None:
+        self.patients.close()
+        self.encounters.close()
+
+    def reindex(self) -> None:
+        """Rebuild the identifier indexes from the store (after the sandbox's reset)."""
+        self.close()
+        self.patients = IdentifierIndex(self.service, "Patient")
+        self.encounters = IdentifierIndex(self.service, "Encounter")
+
+    def supports(self, message: Message) -> bool:
+        return message.message_type in self.handlers
+
+    def apply(self, message: Message) -> MappingResult:
+        result = MappingResult()
+        handler = self.handlers.get(message.message_type)
+        if handler is None:
+            known = sorted({t.split("^")[0] for t in self.handlers})
+            if message.message_code in known:
+                raise HL7Error(
+                    UNSUPPORTED_EVENT_CODE,
+                    f"{_spaced(message.message_type)} is not mapped to FHIR here "
+                    f"(mapped: {', '.join(_spaced(t) for t in sorted(self.handlers))})",
+                    "MSH",
+                    field=9,
+                    component=2,
+                    reject=True,
+                )
+            raise HL7Error(
+                UNSUPPORTED_MESSAGE_TYPE,
+                f"message type '{_spaced(message.message_type)}' is not mapped to FHIR here",
+                "MSH",
+                field=9,
+                reject=True,
+            )
+        writes = handler(message, result)
+        if writes:
+            try:
+                versions = self.service.commit(writes)
+            except FHIRError as exc:  # e.g. the site does not offer Encounter
+                raise HL7Error(207, f"the FHIR store refused the mapped resources: {exc}") from None
+            result.written = [f"{v.type}/{v.id}" for v in versions]
+        return result
+
+    # -- tables ----------------------------------------------------------------------------------
+    def _facility(self, message: Message) -> str:
+        return message.msh.value(4, 1) or message.msh.value(3, 1) or "unknown"
+
+    def concept(self, seg: Segment, n: int, message: Message, rep: int = 0) -> dict[str, Any] | None:
+        """A CWE/CE field as a CodeableConcept; local codes keep their own (local) system."""
+        parts = seg.components(n, rep)
+        if not parts or not any(parts):
+            return None
+        codings = []
+        for offset in (0, 3):  # identifier/text/system, then the alternate triplet
+            code = parts[offset] if len(parts) > offset else ""
+            if not code:
+                continue
+            display = parts[offset + 1] if len(parts) > offset + 1 else ""
+            v2_system = parts[offset + 2] if len(parts) > offset + 2 else ""
+            codings.append(
+                {
+                    "system": self.system_for(v2_system, message),
+                    "code": code,
+                    **({"display": display} if display else {}),
+                }
+            )
+        text = parts[1] if len(parts) > 1 and parts[1] else (parts[8] if len(parts) > 8 else "")
+        concept: dict[str, Any] = {}
+        if codings:
+            concept["coding"] = codings
+        if text:
+            concept["text"] = text
+        return concept or None
+
+    def system_for(self, v2_system: str, message: Message) -> str:
+        known = self.tables["coding_systems"].get(v2_system.upper()) if v2_system else None
+        if known:
+            return known
+        local = self.tables["local_system"].format(facility=_uri_part(self._facility(message)))
+        return f"{local}:{_uri_part(v2_system)}" if v2_system else local
+
+    def identifier_system(self, namespace: str, universal: str, universal_type: str) -> str:
+        known = self.tables["assigning_authorities"].get(namespace) if namespace else None
+        if known:
+            return known
+        if universal and universal_type.upper() == "ISO":
+            return f"urn:oid:{universal}"
+        if namespace:
+            return f"urn:ehrsim:id:{_uri_part(namespace)}"
+        return "urn:ehrsim:id:unknown"
+
+    def identifiers(self, seg: Segment, n: int) -> list[dict[str, Any]]:
+        """CX repetitions as FHIR Identifiers (value, system from the assigning authority, type)."""
+        out = []
+        enc = seg.enc
+        for rep in seg.repetitions(n):
+            parts = rep.split(enc.component)
+            value = seg.unescape(parts[0])
+            if not value:
+                continue
+            authority = parts[3].split(enc.subcomponent) if len(parts) > 3 else [""]
+            authority += ["", ""]
+            ident: dict[str, Any] = {
+                "system": self.identifier_system(
+                    seg.unescape(authority[0]), seg.unescape(authority[1]), authority[2]
+                ),
+                "value": value,
+            }
+            type_code = parts[4] if len(parts) > 4 else ""
+            if type_code:
+                ident["type"] = {"coding": [{"system": V2_0203, "code": seg.unescape(type_code)}]}
+            out.append(ident)
+        return out
+
+    # -- Patient ---------------------------------------------------------------------------------
+    def find_patient(self, identifiers: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The stored Patient with any of these identifiers (not a copy: copy before changing it)."""
+        for ident in identifiers:
+            found = self.patients.find(ident["system"], ident["value"])
+            if found is not None:
+                return found
+        return None
+
+    def patient_fields(self, pid: Segment, message: Message, warnings: list[str]) -> dict[str, Any]:
+        """The Patient elements PID carries (only the ones present, so an update keeps the rest)."""
+        out: dict[str, Any] = {}
+        names = []
+        for rep in range(len(pid.repetitions(5))):
+            parts = pid.components(5, rep)
+            family = parts[0].split(pid.enc.subcomponent)[0] if parts else ""
+            given = [g for g in parts[1:3] if g] if len(parts) > 1 else []
+            if not family and not given:
+                continue
+            name: dict[str, Any] = {}
+            if family:
+                name["family"] = family
+            if given:
+                name["given"] = given
+            if len(parts) > 4 and parts[4]:
+                name["prefix"] = [parts[4]]
+            if len(parts) > 3 and parts[3]:
+                name["suffix"] = [parts[3]]
+            name["use"] = "official" if not names else "usual"
+            names.append(name)
+        if names:
+            out["name"] = names
+        birth = pid.value(7)
+        if birth:
+            out["birthDate"] = v2_datetime(birth[:8], self.default_tz, ("PID", 7), warnings)[:10]
+        sex = pid.value(8)
+        if sex:
+            gender = self.tables["gender"].get(sex.upper())
+            if gender is None:
+                raise HL7Error(
+                    TABLE_VALUE_NOT_FOUND,
+                    f"PID-8 administrative sex '{sex}' is not in table 0001 "
+                    f"({', '.join(self.tables['gender'])})",
+                    "PID",
+                    field=8,
+                )
+            out["gender"] = gender
+        addresses = []
+        for rep in range(len(pid.repetitions(11))):
+            parts = pid.components(11, rep) + [""] * 6
+            line = [p.split(pid.enc.subcomponent)[0] for p in parts[:2] if p]
+            address = {
+                k: v
+                for k, v in (
+                    ("city", parts[2]),
+                    ("state", parts[3]),
+                    ("postalCode", parts[4]),
+                    ("country", parts[5]),
+                )
+                if v
+            }
+            if line:
+                address["line"] = line
+            if address:
+                addresses.append(address)
+        if addresses:
+            out["address"] = addresses
+        telecom = []
+        for rep in range(len(pid.repetitions(13))):
+            parts = pid.components(13, rep) + [""] * 7
+            if parts[3] and "@" in parts[3]:
+                telecom.append({"system": "email", "value": parts[3]})
+            elif parts[0] or parts[6]:
+                number = parts[0] or f"{parts[5]}{parts[6]}"
+                telecom.append({"system": "phone", "value": number, "use": "home"})
+        if telecom:
+            out["telecom"] = telecom
+        return out
+
+    def upsert_patient(
+        self, message: Message, result: MappingResult, writes: list[Write], create_only: bool = False
+    ) -> str:
+        """Find the PID's patient by any PID-3 identifier; create it or (unless `create_only`) update."""
+        pid = message.segment("PID")
+        if pid is None:
+            raise HL7Error(SEGMENT_SEQUENCE_ERROR, f"{message.message_type} needs a PID segment", "PID")
+        identifiers = self.identifiers(pid, 3)
+        if not identifiers:
+            raise HL7Error(
+                REQUIRED_FIELD_MISSING,
+                "PID-3 patient identifier list is empty; ehrsim identifies patients by it",
+                "PID",
+                sequence=pid.occurrence,
+                field=3,
+            )
+        existing = self.find_patient(identifiers)
+        if existing is not None and create_only:
+            return existing["id"]
+        if existing is not None:
+            existing = copy.deepcopy(existing)
+        fields = self.patient_fields(pid, message, result.warnings)
+        if existing is None:
+            patient = {"resourceType": "Patient", "identifier": identifiers, "active": True, **fields}
+            patient["id"] = self.service.site.ids.new_id("Patient")
+            writes.append(Write("Patient", patient["id"], patient, "POST"))
+            return patient["id"]
+        known = {(i.get("system"), i.get("value")) for i in existing.get("identifier", [])}
+        existing["identifier"] = existing.get("identifier", []) + [
+            i for i in identifiers if (i["system"], i["value"]) not in known
+        ]
+        existing.update(fields)
+        writes.append(Write("Patient", existing["id"], existing, "PUT"))
+        return existing["id"]
+
+    # -- ADT -------------------------------------------------------------------------------------
+    def _event_time(self, message: Message, warnings: list[str]) -> str | None:
+        evn = message.segment("EVN")
+        if evn is not None and evn.value(2):
+            return v2_datetime(evn.value(2), self.default_tz, ("EVN", 2), warnings)
+        stamp = message.msh.value(7)
+        return v2_datetime(stamp, self.default_tz, ("MSH", 7), warnings) if stamp else None
+
+    def _visit_identifier(self, pv1: Segment, message: Message) -> dict[str, Any] | None:
+        idents = self.identifiers(pv1, 19)
+        if not idents:
+            return None
+        ident = idents[0]
+        if ident["system"] == "urn:ehrsim:id:unknown":
+            ident["system"] = f"urn:ehrsim:visit:{_uri_part(self._facility(message))}"
+        return ident
+
+    def _find_encounter(self, ident: dict[str, Any]) -> dict[str, Any] | None:
+        found = self.encounters.find(ident["system"], ident["value"])
+        return copy.deepcopy(found) if found is not None else None
+
+    def admit(self, message: Message, result: MappingResult) -> list[Write]:
+        writes: list[Write] = []
+        patient_id = self.upsert_patient(message, result, writes)
+        pv1 = message.segment("PV1")
+        if pv1 is None:
+            raise HL7Error(SEGMENT_SEQUENCE_ERROR, f"{message.message_type} needs a PV1 segment", "PV1")
+        patient_class = pv1.value(2)
+        klass = self.tables["patient_class"].get(patient_class.upper()) if patient_class else None
+        if klass is None:
+            raise HL7Error(
+                REQUIRED_FIELD_MISSING if not patient_class else TABLE_VALUE_NOT_FOUND,
+                f"PV1-2 patient class '{patient_class}' does not map to an Encounter class "
+                f"(known: {', '.join(self.tables['patient_class'])})",
+                "PV1",
+                sequence=pv1.occurrence,
+                field=2,
+            )
+        ident = self._visit_identifier(pv1, message)
+        encounter = (self._find_encounter(ident) if ident else None) or {"resourceType": "Encounter"}
+        encounter.update(
+            {
+                "status": self.tables["encounter_status"][message.trigger]
+                or encounter.get("status", "unknown"),
+                "class": {"system": ACT_CODE, "code": klass["code"], "display": klass["display"]},
+                "subject": {"reference": f"Patient/{patient_id}"},
+            }
+        )
+        if ident:
+            encounter["identifier"] = [ident]
+        start = pv1.value(44)
+        start = v2_datetime(start, self.default_tz, ("PV1", 44), result.warnings) if start else None
+        start = start or self._event_time(message, result.warnings)
+        if start:
+            encounter["period"] = {"start": start}
+        location = pv1.components(3)
+        if location and any(location[:3]):
+            display = " ".join(p.split(pv1.enc.subcomponent)[0] for p in location[:3] if p)
+            encounter["location"] = [{"location": {"display": display}}]
+        doctor = pv1.components(7)
+        if len(doctor) > 2 and (doctor[1] or doctor[2]):
+            encounter["participant"] = [
+                {
+                    "individual": {
+                        "display": " ".join(
+                            p for p in (doctor[2], doctor[1].split(pv1.enc.subcomponent)[0]) if p
+                        )
+                    }
+                }
+            ]
+        self._put(encounter, writes)
+        return writes
+
+    def update_patient(self, message: Message, result: MappingResult) -> list[Write]:
+        writes: list[Write] = []
+        self.upsert_patient(message, result, writes)
+        return writes
+
+    def transfer(self, message: Message, result: MappingResult) -> list[Write]:
+        """A02: the encounter moves to PV1-3 (the previous location is kept as completed)."""
+        writes: list[Write] = []
+        self.upsert_patient(message, result, writes, create_only=True)
+        pv1, encounter = self._visit(message)
+        location = pv1.components(3)
+        if not location or not any(location[:3]):
+            raise HL7Error(
+                REQUIRED_FIELD_MISSING, "PV1-3 new location is empty", "PV1", sequence=pv1.occurrence, field=3
+            )
+        display = " ".join(p.split(pv1.enc.subcomponent)[0] for p in location[:3] if p)
+        moves = [{**loc, "status": "completed"} for loc in encounter.get("location", [])]
+        encounter["location"] = [*moves, {"location": {"display": display}, "status": "active"}]
+        self._put(encounter, writes)
+        return writes
+
+    def _visit(self, message: Message) -> tuple[Segment, dict[str, Any]]:
+        """PV1 and the encounter its PV1-19 visit number names (AE when either is missing)."""
+        pv1 = message.segment("PV1")
+        ident = self._visit_identifier(pv1, message) if pv1 is not None else None
+        if pv1 is None or ident is None:
+            raise HL7Error(
+                REQUIRED_FIELD_MISSING,
+                f"PV1-19 visit number is needed to find the encounter ({message.message_type.replace('^', ' ')})",
+                "PV1",
+                sequence=pv1.occurrence if pv1 else 1,
+                field=19,
+            )
+        encounter = self._find_encounter(ident)
+        if encounter is None:
+            raise HL7Error(
+                204,
+                f"no encounter has visit number {ident['value']} ({ident['system']}); admit it first",
+                "PV1",
+                sequence=pv1.occurrence,
+                field=19,
+            )
+        return pv1, encounter
+
+    def discharge(self, message: Message, result: MappingResult) -> list[Write]:
+        writes: list[Write] = []
+        patient_id = self.upsert_patient(message, result, writes)
+        pv1, encounter = self._visit(message)
+        end = pv1.value(45)
+        end = v2_datetime(end, self.default_tz, ("PV1", 45), result.warnings) if end else None
+        end = end or self._event_time(message, result.warnings)
+        encounter["status"] = "finished"
+        encounter["subject"] = {"reference": f"Patient/{patient_id}"}
+        if end:
+            encounter.setdefault("period", {})["end"] = end
+        self._put(encounter, writes)
+        return writes
+
+    def merge_patients(self, message: Message, result: MappingResult) -> list[Write]:
+        writes: list[Write] = []
+        mrg = message.segment("MRG")
+        if mrg is None:
+            raise HL7Error(SEGMENT_SEQUENCE_ERROR, "ADT^A40 needs an MRG segment", "MRG")
+        prior_ids = self.identifiers(mrg, 1)
+        if not prior_ids:
+            raise HL7Error(
+                REQUIRED_FIELD_MISSING,
+                "MRG-1 prior patient identifier is empty",
+                "MRG",
+                sequence=mrg.occurrence,
+                field=1,
+            )
+        prior = self.find_patient(prior_ids)
+        prior = copy.deepcopy(prior) if prior is not None else None
+        if prior is None:
+            raise HL7Error(
+                204,
+                f"no patient has prior identifier {prior_ids[0]['value']} ({prior_ids[0]['system']})",
+                "MRG",
+                sequence=mrg.occurrence,
+                field=1,
+            )
+        survivor_id = self.upsert_patient(message, result, writes)
+        if survivor_id == prior["id"]:
+            raise HL7Error(
+                205,
+                "MRG-1 and PID-3 name the same patient; nothing to merge",
+                "MRG",
+                sequence=mrg.occurrence,
+                field=1,
+            )
+        survivor = writes[-1].resource if writes and writes[-1].id == survivor_id else None
+        if survivor is None:
+            survivor = copy.deepcopy(self.service.site.store.read("Patient", survivor_id).resource)
+            writes.append(Write("Patient", survivor_id, survivor, "PUT"))
+        known = {(i.get("system"), i.get("value")) for i in survivor.get("identifier", [])}
+        for ident in prior.get("identifier", []):
+            if (ident.get("system"), ident.get("value")) not in known:
+                survivor.setdefault("identifier", []).append({**ident, "use": "old"})
+        if self.merge_as == "delete":
+            writes.append(Write("Patient", prior["id"], None, "DELETE"))
+        else:  # "link": FHIR's own representation (Patient.link replaced-by / replaces)
+            survivor.setdefault("link", []).append(
+                {"other": {"reference": f"Patient/{prior['id']}"}, "type": "replaces"}
+            )
+            prior["active"] = False
+            prior["link"] = [{"other": {"reference": f"Patient/{survivor_id}"}, "type": "replaced-by"}]
+            writes.append(Write("Patient", prior["id"], prior, "PUT"))
+        return writes
+
+    def _put(self, resource: dict[str, Any], writes: list[Write]) -> None:
+        rtype = resource["resourceType"]
+        if "id" in resource:
+            writes.append(Write(rtype, resource["id"], resource, "PUT"))
+        else:
+            resource["id"] = self.service.site.ids.new_id(rtype)
+            writes.append(Write(rtype, resource["id"], resource, "POST"))
+
+    # -- ORU -------------------------------------------------------------------------------------
+    def results(self, message: Message, result: MappingResult) -> list[Write]:
+        writes: list[Write] = []
+        patient_id = self.upsert_patient(message, result, writes, create_only=True)
+        subject = {"reference": f"Patient/{patient_id}"}
+        report: dict[str, Any] | None = None
+        obr: Segment | None = None
+        for seg in message.segments:
+            if seg.name == "OBR":
+                obr = seg
+                report = self.report(seg, message, subject, result.warnings)
+                self._put(report, writes)
+            elif seg.name == "OBX":
+                if seg.value(2) == "ED":
+                    if report is None:
+                        raise HL7Error(
+                            SEGMENT_SEQUENCE_ERROR,
+                            "an OBX of type ED (a document) must follow an OBR",
+                            "OBX",
+                            sequence=seg.occurrence,
+                        )
+                    report.setdefault("presentedForm", []).append(self.attachment(seg))
+                    continue
+                observation = self.observation(seg, obr, message, subject, result.warnings)
+                self._put(observation, writes)
+                if report is not None:
+                    report.setdefault("result", []).append({"reference": f"Observation/{observation['id']}"})
+        if report is None and not any(w.type == "Observation" for w in writes):
+            raise HL7Error(SEGMENT_SEQUENCE_ERROR, "ORU^R01 carries no OBR or OBX segment", "OBR")
+        return writes
+
+    def report(
+        self, obr: Segment, message: Message, subject: dict[str, str], warnings: list[str]
+    ) -> dict[str, Any]:
+        code = self.concept(obr, 4, message)
+        if code is None:
+            raise HL7Error(
+                REQUIRED_FIELD_MISSING,
+                "OBR-4 universal service identifier is empty; a DiagnosticReport needs a code",
+                "OBR",
+                sequence=obr.occurrence,
+                field=4,
+            )
+        status_code = obr.value(25)
+        status = self.tables["report_status"].get(status_code.upper(), None) if status_code else "unknown"
+        if status is None:
+            raise HL7Error(
+                TABLE_VALUE_NOT_FOUND,
+                f"OBR-25 result status '{status_code}' is not in table 0123",
+                "OBR",
+                sequence=obr.occurrence,
+                field=25,
+            )
+        report: dict[str, Any] = {
+            "resourceType": "DiagnosticReport",
+            "status": status,
+            "category": [{"coding": [{"system": DR_CATEGORY, "code": "LAB", "display": "Laboratory"}]}],
+            "code": code,
+            "subject": subject,
+        }
+        filler = obr.value(3)
+        if filler:
+            namespace = obr.value(3, 2) or self._facility(message)
+            report["identifier"] = [{"system": f"urn:ehrsim:filler:{_uri_part(namespace)}", "value": filler}]
+        observed = obr.value(7)
+        if observed:
+            report["effectiveDateTime"] = v2_datetime(observed, self.default_tz, ("OBR", 7), warnings)
+        return report
+
+    def attachment(self, obx: Segment) -> dict[str, Any]:
+        parts = obx.components(5)
+        parts += [""] * (5 - len(parts))
+        subtype, encoding, data = parts[2], parts[3].lower(), parts[4]
+        content_type = {"pdf": "application/pdf"}.get(subtype.lower(), "application/octet-stream")
+        attachment: dict[str, Any] = {"contentType": content_type}
+        if encoding == "base64" and data:
+            attachment["data"] = data
+        return attachment
+
+    def observation(
+        self,
+        obx: Segment,
+        obr: Segment | None,
+        message: Message,
+        subject: dict[str, str],
+        warnings: list[str],
+    ) -> dict[str, Any]:
+        where = obx.occurrence
+        code = self.concept(obx, 3, message)
+        if code is None:
+            raise HL7Error(
+                REQUIRED_FIELD_MISSING,
+                "OBX-3 observation identifier is empty",
+                "OBX",
+                sequence=where,
+                field=3,
+            )
+        status_code = obx.value(11)
+        status = self.tables["observation_status"].get(status_code.upper()) if status_code else None
+        if status is None:
+            raise HL7Error(
+                REQUIRED_FIELD_MISSING if not status_code else TABLE_VALUE_NOT_FOUND,
+                f"OBX-11 result status '{status_code}' does not map to Observation.status (table 0085)",
+                "OBX",
+                sequence=where,
+                field=11,
+            )
+        loinc = next((c["code"] for c in code.get("coding", []) if c["system"] == "http://loinc.org"), None)
+        category = (
+            ("vital-signs", "Vital Signs") if loinc in self.vital_codes else ("laboratory", "Laboratory")
+        )
+        observation: dict[str, Any] = {
+            "resourceType": "Observation",
+            "status": status,
+            "category": [{"coding": [{"system": OBS_CATEGORY, "code": category[0], "display": category[1]}]}],
+            "code": code,
+            "subject": subject,
+        }
+        observation.update(self.value(obx, message))
+        when = obx.value(14) or (obr.value(7) if obr is not None else "")
+        if when:
+            field_no = 14 if obx.value(14) else 7
+            observation["effectiveDateTime"] = v2_datetime(
+                when, self.default_tz, ("OBX" if field_no == 14 else "OBR", field_no), warnings
+            )
+        flag = obx.value(8)
+        if flag:
+            interp = self.tables["interpretation"].get(flag.upper())
+            if interp:
+                observation["interpretation"] = [
+                    {
+                        "coding": [
+                            {"system": INTERPRETATION, "code": interp["code"], "display": interp["display"]}
+                        ]
+                    }
+                ]
+        reference_range = obx.value(7)
+        if reference_range:
+            observation["referenceRange"] = [{"text": reference_range}]
+        return observation
+
+    def value(self, obx: Segment, message: Message) -> dict[str, Any]:
+        value_type = obx.value(2).upper()
+        raw = obx[5]
+        if not raw:
+            return {}
+        where = obx.occurrence
+        if value_type == "NM":
+            text = obx.value(5).strip()
+            try:
+                number = Decimal(text)
+            except InvalidOperation:
+                raise HL7Error(
+                    DATA_TYPE_ERROR,
+                    f"OBX-5 '{text}' is not a number (OBX-2 is NM)",
+                    "OBX",
+                    sequence=where,
+                    field=5,
+                ) from None
+            return {"valueQuantity": self.quantity(number, obx)}
+        if value_type in ("ST", "TX", "FT", "RP"):
+            return {"valueString": "\n".join(obx.unescape(r) for r in obx.repetitions(5))}
+        if value_type in ("CE", "CWE", "CNE", "CF"):
+            return {"valueCodeableConcept": self.concept(obx, 5, message)}
+        if value_type in ("DT", "TS", "DTM"):
+            return {"valueDateTime": v2_datetime(obx.value(5), self.default_tz, ("OBX", 5), [])}
+        if value_type == "SN":
+            parts = [*obx.components(5), "", "", "", ""]
+            comparator, number = parts[0], parts[1]
+            if parts[2] or comparator not in ("", "<", ">", "<=", ">="):
+                return {"valueString": "".join(parts[:4])}
+            try:
+                quantity = self.quantity(Decimal(number), obx)
+            except InvalidOperation:
+                raise HL7Error(
+                    DATA_TYPE_ERROR,
+                    f"OBX-5 '{number}' is not a structured number",
+                    "OBX",
+                    sequence=where,
+                    field=5,
+                ) from None
+            if comparator:
+                quantity["comparator"] = comparator
+            return {"valueQuantity": quantity}
+        raise HL7Error(
+            TABLE_VALUE_NOT_FOUND,
+            f"OBX-2 value type '{value_type}' is not mapped to an Observation value "
+            "(mapped: NM, SN, ST, TX, FT, RP, CE, CWE, CNE, CF, DT, TS, DTM; ED goes to the report)",
+            "OBX",
+            sequence=where,
+            field=2,
+        )
+
+    def quantity(self, number: Decimal, obx: Segment) -> dict[str, Any]:
+        quantity: dict[str, Any] = {
+            "value": int(number)
+            if number == number.to_integral_value() and "." not in str(number)
+            else float(number)
+        }
+        unit = obx.value(6, 1)
+        if unit:
+            quantity["unit"] = obx.value(6, 2) or unit
+            ucum = self.tables["units"].get(unit)
+            if ucum is None and obx.value(6, 3).upper() in ("UCUM", "ISO+", "ANSI+"):
+                ucum = unit
+            if ucum is not None:
+                quantity["system"] = UCUM
+                quantity["code"] = ucum
+        return quantity
+
+
+def _spaced(message_type: str) -> str:
+    """ "ADT^A01" as "ADT A01", so error texts need no escapes."""
+    return message_type.replace("^", " ")
+
+
+def _uri_part(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.\-_]+", "-", text.strip()) or "unknown"

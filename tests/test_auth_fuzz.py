@@ -1,0 +1,159 @@
+"""Bad input to the SMART endpoints gets an OAuth error (4xx with `error`), never a 5xx or a hang:
+generated forms, query strings, headers and JSON against the real server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from simulator.testing import RunningServer
+from tests.smart_support import TIMEOUT, serve_auth
+
+FIELDS = [
+    "grant_type",
+    "code",
+    "redirect_uri",
+    "code_verifier",
+    "client_id",
+    "client_secret",
+    "refresh_token",
+    "scope",
+    "client_assertion_type",
+    "client_assertion",
+    "token",
+    "response_type",
+    "state",
+    "aud",
+    "code_challenge",
+    "code_challenge_method",
+    "launch",
+    "txn",
+    "decision",
+    "patient",
+]
+VALUES = st.one_of(
+    st.sampled_from(
+        [
+            "",
+            "authorization_code",
+            "refresh_token",
+            "client_credentials",
+            "public-app",
+            "confidential-app",
+            "code",
+            "S256",
+            "plain",
+            "patient/*.rs",
+            "launch/patient patient/Observation.rs?category=x|y",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            "eyJhbGciOiJub25lIn0.eyJpc3MiOiJwdWJsaWMtYXBwIn0.",
+            "a.b.c",
+            "http://127.0.0.1:9999/callback",
+        ]
+    ),
+    st.text(max_size=40),
+)
+FORMS = st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=8)
+AUTHORIZATION = st.one_of(
+    st.none(),
+    st.sampled_from(
+        ["Basic", "Basic !!!", "Basic Y29uZmlkZW50aWFsLWFwcDo=", "Bearer", "Bearer x", "Digest y"]
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def smart() -> Iterator[RunningServer]:
+    with serve_auth() as server:
+        yield server
+
+
+def check(response: httpx.Response) -> None:
+    assert response.status_code < 500, (response.status_code, response.text[:300])
+    if response.status_code >= 400 and response.headers.get("content-type", "").startswith(
+        "application/json"
+    ):
+        assert "error" in response.json()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    path=st.sampled_from(
+        ["/auth/token", "/auth/introspect", "/auth/revoke", "/auth/authorize", "/auth/authorize/decision"]
+    ),
+    form=FORMS,
+    authorization=AUTHORIZATION,
+)
+def test_generated_forms_get_oauth_errors(
+    smart: RunningServer, path: str, form: dict, authorization: str | None
+) -> None:
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    if authorization:
+        headers["Authorization"] = authorization
+    with httpx.Client(timeout=TIMEOUT) as http:
+        check(http.post(smart.fhir_base + path, content=urlencode(form).encode(), headers=headers))
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=FORMS)
+def test_generated_authorize_queries_get_oauth_errors(smart: RunningServer, query: dict) -> None:
+    with httpx.Client(timeout=TIMEOUT) as http:
+        check(http.get(smart.fhir_base + "/auth/authorize?" + urlencode(query)))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    body=st.one_of(
+        st.binary(max_size=200),
+        st.recursive(
+            st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=20)),
+            lambda children: st.one_of(
+                st.lists(children, max_size=4),
+                st.dictionaries(
+                    st.sampled_from(
+                        [
+                            "redirect_uris",
+                            "grant_types",
+                            "jwks",
+                            "jwks_uri",
+                            "scope",
+                            "token_endpoint_auth_method",
+                            "client_name",
+                        ]
+                    ),
+                    children,
+                    max_size=5,
+                ),
+            ),
+            max_leaves=12,
+        ).map(lambda value: httpx.Request("POST", "http://x", json=value).content),
+    )
+)
+def test_generated_registrations_get_oauth_errors(smart: RunningServer, body: bytes) -> None:
+    with httpx.Client(timeout=TIMEOUT) as http:
+        check(
+            http.post(
+                smart.fhir_base + "/auth/register", content=body, headers={"Content-Type": "application/json"}
+            )
+        )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    authorization=st.tuples(
+        st.sampled_from(["", "Bearer ", "bearer ", "Basic ", "Bearer  "]),
+        st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=60),
+    )
+    .map("".join)
+    .map(str.strip)
+    .filter(bool)
+)
+def test_generated_authorization_headers_on_fhir_requests(smart: RunningServer, authorization: str) -> None:
+    with httpx.Client(timeout=TIMEOUT) as http:
+        response = http.get(smart.fhir_base + "/Patient", headers={"Authorization": authorization})
+    assert response.status_code == 401, response.text
