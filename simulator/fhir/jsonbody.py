@@ -17,16 +17,17 @@ def parse_json(body: bytes) -> Any:
     if not body.strip():
         raise FHIRError.of(400, "structure", "The request body is empty; a FHIR JSON resource was expected")
     try:
-        body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise FHIRError.of(
-            400, "structure", f"The request body is not valid UTF-8 (byte {exc.start}: {exc.reason})"
-        ) from None
-    try:
-        data = orjson.loads(body)
+        data = orjson.loads(body)  # rejects invalid UTF-8 too; decoding is only needed to say where
     except orjson.JSONDecodeError as exc:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            raise FHIRError.of(
+                400, "structure", f"The request body is not valid UTF-8 (byte {bad.start}: {bad.reason})"
+            ) from None
         raise FHIRError.of(400, "structure", f"The request body is not valid JSON: {exc}") from None
-    if _depth(data) > MAX_DEPTH:
+    # Nesting cannot be deeper than the number of brackets: most bodies skip the walk.
+    if body.count(b"{") + body.count(b"[") > MAX_DEPTH and _depth(data) > MAX_DEPTH:
         raise FHIRError.of(400, "structure", f"The JSON is nested deeper than {MAX_DEPTH} levels")
     return data
 

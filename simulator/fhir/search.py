@@ -329,7 +329,7 @@ class SearchEngine:
             ordered = (
                 [rid for rid in live if rid in candidates]
                 if len(candidates) * 4 > len(live)
-                else [rid for rid in sorted(candidates, key=_order_in(live)) if rid in live]
+                else _in_store_order(candidates, live)
             )
         for clause in filters:
             values = self.store.values(query.resource_type, clause.param)
@@ -369,18 +369,13 @@ class SearchEngine:
             return out
         if param.type == "token" and clause.modifier in (None, "not"):
             postings = self.store.postings(rtype, param)
-            matched: set[str] = set()
-            for value in clause.values:
-                matched |= postings.get(value, set())
+            matched = _union(postings, clause.values)
             if clause.modifier == "not":
                 return set(self.store.current(rtype)) - matched
             return matched
         if param.type == "reference" and clause.modifier not in ("missing",):
             postings = self.store.postings(rtype, param)
-            matched = set()
-            for value in clause.values:
-                matched |= postings.get(self._reference_key(clause, value), set())
-            return matched
+            return _union(postings, [self._reference_key(clause, value) for value in clause.values])
         return None
 
     def _reference_key(self, clause: Clause, value: str) -> str:
@@ -410,16 +405,23 @@ class SearchEngine:
         return ids
 
 
-def _order_in(live: dict[str, Any]) -> Callable[[str], int]:
-    positions: dict[str, int] | None = None
+def _in_store_order(candidates: set[str], live: dict[str, Any]) -> list[str]:
+    """The live candidates in `live`'s order, in O(k log k) for k candidates.
 
-    def key(rid: str) -> int:
-        nonlocal positions
-        if positions is None:
-            positions = {r: i for i, r in enumerate(live)}
-        return positions.get(rid, -1)
+    `live` is ordered by last write, which is the order of its versions' `seq`; sorting by `seq`
+    avoids a position map of the whole type (100,000 entries cost ~10 ms per search)."""
+    return sorted((rid for rid in candidates if rid in live), key=lambda rid: live[rid].seq)
 
-    return key
+
+def _union(postings: dict[Any, set[str]], keys: list[Any]) -> set[str]:
+    """The ids under any of `keys`. Read-only: with one key (the usual case) this is the index's own
+    set, because copying a large posting (a category most resources share) costs milliseconds."""
+    if len(keys) == 1:
+        return postings.get(keys[0], set())
+    out: set[str] = set()
+    for key in keys:
+        out |= postings.get(key, set())
+    return out
 
 
 def _clause_cost(clause: Clause) -> int:
