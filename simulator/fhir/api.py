@@ -49,9 +49,13 @@ def site_base_url(site: Site, request: Request) -> str:
     """The site's FHIR base as the client sees it (or the configured public base)."""
     if site.settings.public_base:
         return site.settings.public_base.rstrip("/")
-    scheme = request.url.scheme
-    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
-    return f"{scheme}://{host}{site.base_path}"
+    # From the scope, not request.url: building a URL object costs more than the rest of a read.
+    scope = request.scope
+    host = request.headers.get("host")
+    if not host:
+        server = scope.get("server") or ("127.0.0.1", 80)
+        host = f"{server[0]}:{server[1]}"
+    return f"{scope.get('scheme', 'http')}://{host}{site.base_path}"
 
 
 class FhirApi:
@@ -68,7 +72,7 @@ class FhirApi:
         except FHIRError as error:
             response = error_response(error)
         except Exception:  # a bug, not bad input: still answer in FHIR, and log it loudly
-            log.exception("unhandled error for %s %s", request.method, request.url.path)
+            log.exception("unhandled error for %s %s", request.method, scope.get("path"))
             response = error_response(
                 FHIRError.of(500, "exception", "Internal error in ehrsim; see the server log")
             )
@@ -81,12 +85,12 @@ class FhirApi:
         _negotiate(request)
         path = request.scope.get("ehrsim.subpath")
         if path is None:
-            path = request.url.path[len(self.site.base_path) :]
+            path = request.scope["path"][len(self.site.base_path) :]
         parts = [p for p in path.split("/") if p]
         method = request.method
         items = [
             (k, v)
-            for k, v in parse_qsl(request.url.query, keep_blank_values=True)
+            for k, v in parse_qsl(_query(request), keep_blank_values=True)
             if k not in ("_format", "_pretty")
         ]
         base = self.base_url(request)
@@ -130,10 +134,10 @@ class FhirApi:
             if method == "PUT" and items:
                 resource = await self._body(request)
                 return self._write_response(
-                    request, svc.conditional_update(head, request.url.query, resource, base), base
+                    request, svc.conditional_update(head, _query(request), resource, base), base
                 )
             if method == "DELETE" and items:
-                return self._delete_response(svc.conditional_delete(head, request.url.query, base))
+                return self._delete_response(svc.conditional_delete(head, _query(request), base))
             raise _method_not_allowed(method, head, ("GET", "POST", "PUT", "DELETE"))
         second = parts[1]
         if n == 2 and second == "_search":
@@ -260,7 +264,11 @@ def _not_modified(request: Request, version: StoredVersion) -> bool:
 
 
 def _negotiate(request: Request) -> None:
-    fmt = request.query_params.get("_format")
+    fmt = (
+        next((v for k, v in parse_qsl(_query(request)) if k == "_format"), None)
+        if b"_format" in request.scope.get("query_string", b"")
+        else None
+    )
     if fmt is not None:
         wanted = fmt.lower()
         if "xml" in wanted:
@@ -283,6 +291,10 @@ def _negotiate(request: Request) -> None:
     raise FHIRError.of(
         406, "not-supported", f"Cannot produce '{accept}'; ehrsim answers application/fhir+json"
     )
+
+
+def _query(request: Request) -> str:
+    return request.scope.get("query_string", b"").decode("latin-1")
 
 
 def _prefer(request: Request, key: str) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from simulator.fhir.element_cache import vouch
 from simulator.fhir.errors import FHIRError, Issue
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -100,7 +101,8 @@ def validate_resource(resource: Any, expected_type: str | None = None) -> None:
             Issue("error", "value", "Resource id must match [A-Za-z0-9\\-.]{1,64}", (f"{rtype}.id",))
         )
     try:
-        model.model_validate(resource)
+        if not vouch(model, resource):
+            model.model_validate(resource)
     except ValidationError as exc:
         for err in exc.errors(include_url=False):
             loc = tuple(p for p in err["loc"] if p != "resourceType")
