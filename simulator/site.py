@@ -8,7 +8,6 @@ tokens and verification see one timeline.
 from __future__ import annotations
 
 import random
-import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +55,13 @@ class SiteSettings:
 _OPAQUE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-"
 
 
+def _uuid4(bits: int) -> str:
+    """The same string as str(uuid.UUID(int=bits, version=4)), without building a UUID object."""
+    bits = (bits & ~(0xC000 << 48) | (0x8000 << 48)) & ~(0xF000 << 64) | (4 << 76)
+    text = f"{bits:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
 class IdGenerator:
     """Server-assigned ids: random-looking, but the same sequence for the same seed and site.
 
@@ -74,7 +80,7 @@ class IdGenerator:
         spec = self._formats.get(resource_type) or self._formats.get("default") or {}
         style = spec.get("style", "uuid")
         if style == "uuid":
-            body = str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
+            body = _uuid4(self._rng.getrandbits(128))
         elif style == "numeric":
             body = str(self._next_number(resource_type, int(spec.get("digits", 8))))
         elif style == "opaque":

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -71,6 +71,8 @@ class FhirApi:
             response = await self.handle(request)
         except FHIRError as error:
             response = error_response(error)
+        except ClientDisconnect:
+            return  # nobody is left to answer
         except Exception:  # a bug, not bad input: still answer in FHIR, and log it loudly
             log.exception("unhandled error for %s %s", request.method, scope.get("path"))
             response = error_response(
@@ -212,13 +214,19 @@ class FhirApi:
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise FHIRError.of(413, "too-costly", f"The request body is over the {limit}-byte limit")
+        # The ASGI receive loop itself: Request.stream() adds an async generator per request.
         chunks, size = [], 0
-        async for chunk in request.stream():
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise FHIRError.of(413, "too-costly", f"The request body is over the {limit}-byte limit")
             chunks.append(chunk)
-        return b"".join(chunks)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _write_response(self, request: Request, result: Result, base: str) -> Response:
         version = result.version
