@@ -17,19 +17,30 @@ from collections.abc import Mapping
 from fnmatch import translate
 from typing import Any
 
-Pattern = re.Pattern[str]
+
+class _Globs:
+    """One matcher value: globs, with the plain ones (most of them) compared as strings."""
+
+    __slots__ = ("literals", "patterns")
+
+    def __init__(self, value: Any) -> None:
+        values = [str(v) for v in (value if isinstance(value, list) else [value])]
+        self.literals = frozenset(v for v in values if not any(ch in v for ch in "*?["))
+        self.patterns = tuple(re.compile(translate(v)) for v in values if v not in self.literals)
+
+    def match(self, value: Any) -> bool:
+        if value is None:
+            return False
+        text = value if isinstance(value, str) else str(value)
+        return text in self.literals or any(p.match(text) for p in self.patterns)
 
 
-def _compile(value: Any) -> tuple[Pattern, ...]:
-    values = value if isinstance(value, list) else [value]
-    return tuple(re.compile(translate(str(v))) for v in values)
+def _compile(value: Any) -> _Globs:
+    return _Globs(value)
 
 
-def _any(patterns: tuple[Pattern, ...], value: Any) -> bool:
-    if value is None:
-        return False
-    text = value if isinstance(value, str) else str(value)
-    return any(p.match(text) for p in patterns)
+def _any(globs: _Globs, value: Any) -> bool:
+    return globs.match(value)
 
 
 class Matcher:
