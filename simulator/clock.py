@@ -7,6 +7,7 @@ versions, journals and token expiry stay monotonic.
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -55,4 +56,10 @@ def fhir_instant(moment: datetime) -> str:
 
 def http_date(moment: datetime) -> str:
     """RFC 9110 IMF-fixdate, for Last-Modified."""
-    return moment.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
+    return _http_date(int(moment.timestamp()))
+
+
+@functools.lru_cache(maxsize=256)
+def _http_date(second: int) -> str:
+    # Writes in the same second share the header; strftime on every response showed in profiles.
+    return datetime.fromtimestamp(second, UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")

@@ -7,6 +7,7 @@ tokens and verification see one timeline.
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -129,6 +130,14 @@ class Snapshots:
         self._items.clear()
 
 
+@functools.lru_cache(maxsize=4096)
+def _servable(registry: SearchRegistry, resource_type: str) -> bool:
+    """A type the search table knows and an R4B model can validate (asked on every request)."""
+    from simulator.fhir.validation import model_for
+
+    return bool(registry.for_type(resource_type)) and model_for(resource_type) is not None
+
+
 @dataclass
 class Site:
     id: str
@@ -150,12 +159,10 @@ class Site:
         self.snapshots = Snapshots(self.settings.max_snapshots, self.seed, self.id)
 
     def supports(self, resource_type: str) -> bool:
-        from simulator.fhir.validation import model_for
-
         allowed = self.settings.resource_types
         if allowed is not None and resource_type not in allowed:
             return False
-        return bool(self.registry.for_type(resource_type)) and model_for(resource_type) is not None
+        return _servable(self.registry, resource_type)
 
     def resource_types(self) -> list[str]:
         return [t for t in self.registry.resource_types() if self.supports(t)]

@@ -45,13 +45,25 @@ def error_response(error: FHIRError) -> Response:
     return fhir_response(error.status, error.outcome(), error.headers)
 
 
+def header(request: Request, name: str, default: str | None = "") -> str | None:
+    """A request header by lower-case name (`default` when absent), from a dict made once per
+    request (starlette's Headers scans the list on every get). A layer that rewrites the headers
+    replaces `scope["headers"]`, so the dict is remade when the list is another one."""
+    scope = request.scope
+    raw = scope.get("headers", ())
+    cached = scope.get("ehrsim.headers")
+    if cached is None or cached[0] is not raw:
+        cached = scope["ehrsim.headers"] = (raw, {k.decode("latin-1"): v.decode("latin-1") for k, v in raw})
+    return cached[1].get(name, default)
+
+
 def site_base_url(site: Site, request: Request) -> str:
     """The site's FHIR base as the client sees it (or the configured public base)."""
     if site.settings.public_base:
         return site.settings.public_base.rstrip("/")
     # From the scope, not request.url: building a URL object costs more than the rest of a read.
     scope = request.scope
-    host = request.headers.get("host")
+    host = header(request, "host")
     if not host:
         server = scope.get("server") or ("127.0.0.1", 80)
         host = f"{server[0]}:{server[1]}"
@@ -131,7 +143,7 @@ class FhirApi:
                 return fhir_response(200, svc.search(head, items, base, lenient=_lenient(request)))
             if method == "POST":
                 resource = await self._body(request)
-                result = svc.create(head, resource, request.headers.get("if-none-exist"), base)
+                result = svc.create(head, resource, header(request, "if-none-exist", None), base)
                 return self._write_response(request, result, base)
             if method == "PUT" and items:
                 resource = await self._body(request)
@@ -160,7 +172,7 @@ class FhirApi:
             if method == "PUT":
                 resource = await self._body(request)
                 return self._write_response(
-                    request, svc.update(head, second, resource, request.headers.get("if-match")), base
+                    request, svc.update(head, second, resource, header(request, "if-match", None)), base
                 )
             if method == "DELETE":
                 return self._delete_response(svc.delete(head, second))
@@ -181,7 +193,7 @@ class FhirApi:
         raise FHIRError.of(404, "not-found", f"No FHIR endpoint at '{path}'")
 
     async def _body(self, request: Request) -> Any:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        content_type = header(request, "content-type").split(";")[0].strip().lower()
         if content_type in _XML_TYPES:
             raise FHIRError.of(
                 415, "not-supported", "XML is not supported by ehrsim; send application/fhir+json"
@@ -195,7 +207,7 @@ class FhirApi:
         return parse_json(await self._read_limited(request))
 
     async def _form(self, request: Request) -> list[tuple[str, str]]:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        content_type = header(request, "content-type").split(";")[0].strip().lower()
         body = await self._read_limited(request)
         if not body:
             return []
@@ -211,7 +223,7 @@ class FhirApi:
 
     async def _read_limited(self, request: Request) -> bytes:
         limit = self.site.settings.max_body_bytes
-        declared = request.headers.get("content-length")
+        declared = header(request, "content-length")
         if declared and declared.isdigit() and int(declared) > limit:
             raise FHIRError.of(413, "too-costly", f"The request body is over the {limit}-byte limit")
         # The ASGI receive loop itself: Request.stream() adds an async generator per request.
@@ -267,7 +279,7 @@ def _version_headers(version: StoredVersion) -> dict[str, str]:
 
 
 def _not_modified(request: Request, version: StoredVersion) -> bool:
-    tag = request.headers.get("if-none-match")
+    tag = header(request, "if-none-match", None)
     return tag is not None and tag.strip() in (f'W/"{version.version}"', f'"{version.version}"')
 
 
@@ -284,7 +296,7 @@ def _negotiate(request: Request) -> None:
         if wanted not in ("json", *_JSON_TYPES):
             raise FHIRError.of(406, "not-supported", f"_format '{fmt}' is not supported; use _format=json")
         return
-    accept = request.headers.get("accept", "")
+    accept = header(request, "accept")
     if not accept:
         return
     kinds = [part.split(";")[0].strip().lower() for part in accept.split(",")]
@@ -306,7 +318,7 @@ def _query(request: Request) -> str:
 
 
 def _prefer(request: Request, key: str) -> str | None:
-    for part in request.headers.get("prefer", "").replace(",", ";").split(";"):
+    for part in header(request, "prefer").replace(",", ";").split(";"):
         name, _, value = part.strip().partition("=")
         if name.strip() == key:
             return value.strip().strip('"')

@@ -65,7 +65,7 @@ def plan_for(model: Any) -> _Plan:
     return _Plan(fields, choices, tuple(required))
 
 
-_valid: dict[tuple[str, str, bytes], bool] = {}
+_valid: dict[tuple[str, str, str | bytes], bool] = {}
 
 
 def vouch(model: Any, resource: dict[str, Any]) -> bool:
@@ -80,7 +80,8 @@ def vouch(model: Any, resource: dict[str, Any]) -> bool:
             return False
         if spec.complex_list and isinstance(value, list) and any(item is None for item in value):
             return False
-        raw = orjson.dumps(value)
+        # Strings (codes, ids, dates) are their own key; structures are keyed by their JSON.
+        raw = value if type(value) is str else orjson.dumps(value)
         remember = len(raw) <= MAX_REMEMBERED_BYTES
         if remember and (rtype, key, raw) in _valid:
             continue
