@@ -8,6 +8,7 @@ page. Content negotiation: JSON only; XML asked for in Accept or _format gets 40
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
@@ -34,9 +35,31 @@ _XML_TYPES = ("application/fhir+xml", "application/xml", "text/xml", "applicatio
 _FORM = "application/x-www-form-urlencoded"
 
 
+_FHIR_JSON_HEADER = (b"content-type", FHIR_JSON.encode("latin-1"))
+
+
+class FhirResponse(Response):
+    """A Response whose headers are built directly: ours are never repeated and already canonical,
+    so starlette's general header merging (a measurable part of every write) is not needed."""
+
+    def init_headers(self, headers: Mapping[str, str] | None = None) -> None:
+        raw: list[tuple[bytes, bytes]] = []
+        if self.body or not (self.status_code < 200 or self.status_code in (204, 304)):
+            raw.append((b"content-length", str(len(self.body)).encode("latin-1")))
+        if self.media_type is not None:
+            raw.append(
+                _FHIR_JSON_HEADER
+                if self.media_type == FHIR_JSON
+                else (b"content-type", self.media_type.encode("latin-1"))
+            )
+        if headers:
+            raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+        self.raw_headers = raw
+
+
 def fhir_response(status: int, body: Any = None, headers: dict[str, str] | None = None) -> Response:
     content = b"" if body is None else dumps(body)
-    return Response(
+    return FhirResponse(
         content, status_code=status, headers=headers, media_type=FHIR_JSON if body is not None else None
     )
 

@@ -29,12 +29,13 @@ MAX_REMEMBERED_BYTES = 1024  # larger elements (attachments, narratives) are val
 class _Field:
     adapter: TypeAdapter
     complex_list: bool  # a list of complex types: a null item is an error
+    choice: str | None  # the choice element (e.g. "effective") this alias is one type of
 
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
     fields: dict[str, _Field]  # by JSON name
-    choices: tuple[tuple[tuple[str, ...], bool], ...]  # (aliases of one choice element, required)
+    required_choices: frozenset[str]  # choice elements that must be present
     required: tuple[tuple[str, str | None], ...]  # (alias, alias of its `_` extension sibling)
 
 
@@ -43,7 +44,6 @@ def plan_for(model: Any) -> _Plan:
     from fhir_core.utils import is_list_type, is_primitive_type
 
     fields: dict[str, _Field] = {}
-    groups: dict[str, list[str]] = {}
     required_groups: set[str] = set()
     required: list[tuple[str, str | None]] = []
     aliases = {name: info.alias or name for name, info in model.model_fields.items()}
@@ -52,17 +52,15 @@ def plan_for(model: Any) -> _Plan:
         if alias == "resourceType":
             continue
         complex_list = is_list_type(info) and not is_primitive_type(info) and not name.endswith("__ext")
-        fields[alias] = _Field(TypeAdapter(info.annotation), complex_list)
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-        if extra.get("one_of_many"):
-            groups.setdefault(extra["one_of_many"], []).append(alias)
-            if extra.get("one_of_many_required"):
-                required_groups.add(extra["one_of_many"])
+        choice = extra.get("one_of_many") or None
+        fields[alias] = _Field(TypeAdapter(info.annotation), complex_list, choice)
+        if choice and extra.get("one_of_many_required"):
+            required_groups.add(choice)
         if extra.get("element_required") or info.is_required():
             sibling = aliases.get(f"{name}__ext")
             required.append((alias, sibling))
-    choices = tuple((tuple(a), prefix in required_groups) for prefix, a in groups.items())
-    return _Plan(fields, choices, tuple(required))
+    return _Plan(fields, frozenset(required_groups), tuple(required))
 
 
 _valid: dict[tuple[str, str, str | bytes], bool] = {}
@@ -72,12 +70,17 @@ def vouch(model: Any, resource: dict[str, Any]) -> bool:
     """True when `resource` is certainly valid for `model`; False means: ask the model."""
     plan = plan_for(model)
     rtype = resource.get("resourceType")
+    chosen: set[str] = set()
     for key, value in resource.items():
         if key == "resourceType":
             continue
         spec = plan.fields.get(key)
         if spec is None or value is None:
             return False
+        if spec.choice is not None:
+            if spec.choice in chosen:  # two types of one choice element (effectiveDateTime + effectivePeriod)
+                return False
+            chosen.add(spec.choice)
         if spec.complex_list and isinstance(value, list) and any(item is None for item in value):
             return False
         # Strings (codes, ids, dates) are their own key; structures are keyed by their JSON.
@@ -93,10 +96,8 @@ def vouch(model: Any, resource: dict[str, Any]) -> bool:
             if len(_valid) >= CAPACITY:
                 _valid.pop(next(iter(_valid)))  # oldest first
             _valid[(rtype, key, raw)] = True
-    for aliases, is_required in plan.choices:
-        present = sum(1 for alias in aliases if resource.get(alias) is not None)
-        if present > 1 or (is_required and present == 0):
-            return False
+    if not plan.required_choices <= chosen:
+        return False
     for alias, sibling in plan.required:
         if resource.get(alias) is None and (
             sibling is None or not (resource.get(sibling) or {}).get("extension")
