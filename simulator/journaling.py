@@ -41,6 +41,7 @@ JOURNALED_REQUEST_HEADERS = (
     "x-request-id",
 )
 JOURNALED_RESPONSE_HEADERS = (b"retry-after", b"location", b"etag", b"www-authenticate")
+_RESPONSE_HEADER_NAMES = frozenset(JOURNALED_RESPONSE_HEADERS)
 _WRITES = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 
 # (scope, site, sandbox) -> client id or None; features such as SMART register one in assembly.
@@ -127,7 +128,9 @@ class JournalLayer:
         method = scope["method"]
         subpath = scope.get("ehrsim.subpath", "")
         query = scope.get("query_string", b"").decode("latin-1")
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        raw_headers = scope["headers"]
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in raw_headers}
+        scope["ehrsim.headers"] = (raw_headers, headers)  # fhir.api.header() reuses it
         resource_type, interaction = classify(method, subpath, query)
         client_id = self.client_id(scope)
         protocol = protocol_of(subpath, self.prefixes)
@@ -230,7 +233,7 @@ class JournalLayer:
                     picked = tuple(
                         (k.decode("latin-1").lower(), v.decode("latin-1"))
                         for k, v in message["headers"]
-                        if k.lower() in JOURNALED_RESPONSE_HEADERS
+                        if k in _RESPONSE_HEADER_NAMES or k.lower() in _RESPONSE_HEADER_NAMES
                     )
                     if picked:
                         entry["response_headers"] = picked
