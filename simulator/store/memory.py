@@ -141,8 +141,10 @@ class MemoryStore:
                 meta["versionId"] = str(number)
                 meta["lastUpdated"] = last_updated
                 # resourceType, id and meta first: the order people expect when reading JSON.
+                # (update() keeps the position of keys already present, then the three are set again.)
                 resource = {"resourceType": write.type, "id": write.id, "meta": meta}
-                resource.update((k, v) for k, v in write.resource.items() if k not in resource)
+                resource.update(write.resource)
+                resource["resourceType"], resource["id"], resource["meta"] = write.type, write.id, meta
             seq += 1
             out.append(
                 StoredVersion(
