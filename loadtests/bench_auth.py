@@ -26,6 +26,7 @@ from simulator.app import create_app
 from simulator.auth.admin import mint
 from simulator.sandbox import Sandbox
 from simulator.scenario import load_scenario
+from simulator.testing import heart_rate
 
 CONFIGURATIONS = {
     "auth off (baseline)": None,
@@ -47,25 +48,7 @@ class Target:
         if token_request is not None:
             token = mint(site.extras["auth"], "http://127.0.0.1:8080/fhir", token_request)["access_token"]
             self.headers.append((b"authorization", f"Bearer {token}".encode()))
-        self.observation = orjson.dumps(
-            {
-                "resourceType": "Observation",
-                "status": "final",
-                "category": [
-                    {
-                        "coding": [
-                            {
-                                "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                                "code": "vital-signs",
-                            }
-                        ]
-                    }
-                ],
-                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-                "subject": {"reference": f"Patient/{self.patient}"},
-                "valueQuantity": {"value": 72, "unit": "/min"},
-            }
-        )
+        self.observation = orjson.dumps(heart_rate(f"Patient/{self.patient}"))
 
     def operations(self) -> dict[str, tuple[str, str, bytes, bytes]]:
         """name -> (method, path, query, body)"""

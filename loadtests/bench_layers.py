@@ -26,27 +26,9 @@ from simulator import assembly
 from simulator.app import create_app
 from simulator.sandbox import Sandbox
 from simulator.scenario import load_scenario
+from simulator.testing import heart_rate
 
-OBSERVATION = orjson.dumps(
-    {
-        "resourceType": "Observation",
-        "status": "final",
-        "category": [
-            {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                        "code": "vital-signs",
-                    }
-                ]
-            }
-        ],
-        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-        "subject": {"reference": "Patient/example"},
-        "effectiveDateTime": "2026-01-01T00:00:00Z",
-        "valueQuantity": {"value": 72, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"},
-    }
-)
+OBSERVATION = orjson.dumps(heart_rate("Patient/example", when="2026-01-01T00:00:00Z"))
 HEADERS = [
     (b"host", b"127.0.0.1:8080"),
     (b"content-type", b"application/fhir+json"),

@@ -98,3 +98,33 @@ def serve_in_thread(
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+def heart_rate(subject: str, value: float = 72, when: str | None = None) -> dict[str, Any]:
+    """A device's heart-rate vital sign for `subject` ("Patient/123"): the payload of the write
+    benchmarks and of tests that play a device."""
+    observation: dict[str, Any] = {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                        "code": "vital-signs",
+                    }
+                ]
+            }
+        ],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": subject},
+        "valueQuantity": {
+            "value": value,
+            "unit": "/min",
+            "system": "http://unitsofmeasure.org",
+            "code": "/min",
+        },
+    }
+    if when is not None:
+        observation["effectiveDateTime"] = when
+    return observation

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from simulator.admin_client import AdminClient
-from simulator.testing import RunningServer, serve_in_thread
+from simulator.testing import RunningServer, heart_rate, serve_in_thread
 
 
 def serve_frozen(name: str) -> RunningServer:
@@ -101,30 +101,14 @@ def test_batch_latency_hides_writes_until_the_batch_boundary(batch: RunningServe
 
 
 def test_device_writes_keeps_a_lean_journal() -> None:
-    vital = {
-        "resourceType": "Observation",
-        "status": "final",
-        "category": [
-            {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
-                        "code": "vital-signs",
-                    }
-                ]
-            }
-        ],
-        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
-        "valueQuantity": {"value": 70, "unit": "/min", "system": "http://unitsofmeasure.org", "code": "/min"},
-    }
     with (
         serve_in_thread("device-writes") as server,
         httpx.Client(base_url=server.fhir_base, timeout=5) as fhir,
     ):
         patients = fhir.get("/Patient?_count=3").json()["entry"]
         for i in range(30):
-            subject = {"reference": f"Patient/{patients[i % 3]['resource']['id']}"}
-            assert fhir.post("/Observation", json={**vital, "subject": subject}).status_code == 201
+            vital = heart_rate(f"Patient/{patients[i % 3]['resource']['id']}", value=70)
+            assert fhir.post("/Observation", json=vital).status_code == 201
         admin = AdminClient(server.origin)
         assert admin.expect("count", filter={"method": "POST", "status": "201"}, exactly=30)
         entries = admin.journal(method="POST")

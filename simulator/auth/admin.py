@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from simulator.admin import BadRequest, json_body
 from simulator.auth.errors import OAuthError, json_response
 from simulator.auth.layer import AUTH_EXTRA
 from simulator.auth.scopes import ScopeError
@@ -37,16 +37,10 @@ class AdminError(Exception):
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw:
-        return {}
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise AdminError(400, "invalid_request", f"the body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise AdminError(400, "invalid_request", "the body must be a JSON object")
-    return data
+        return await json_body(request)
+    except BadRequest as exc:
+        raise AdminError(exc.status, exc.error, str(exc)) from None
 
 
 def _server(sandbox: Sandbox, site_id: str | None) -> tuple[AuthorizationServer, Any]:
