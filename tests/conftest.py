@@ -31,3 +31,21 @@ def fresh_server() -> RunningServer:
 def fhir(server: RunningServer) -> httpx.Client:
     with httpx.Client(base_url=server.fhir_base, timeout=10) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def smart() -> RunningServer:
+    """A SMART-enabled site (tests/smart_support.py's scenario), one per test module."""
+    from tests.smart_support import serve_auth
+
+    with serve_auth() as running:
+        yield running
+
+
+@pytest.fixture
+def http() -> httpx.Client:
+    """A plain HTTP client with the auth tests' generous timeout (the machine is shared)."""
+    from tests.smart_support import TIMEOUT
+
+    with httpx.Client(timeout=TIMEOUT) as client:
+        yield client

@@ -19,12 +19,6 @@ from tests.smart_support import REDIRECT, TIMEOUT, bearer, serve_auth
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def smart() -> Iterator[RunningServer]:
-    with serve_auth() as server:
-        yield server
-
-
 @pytest.fixture
 def admin(smart: RunningServer) -> Iterator[AdminClient]:
     with AdminClient(smart.origin) as client:

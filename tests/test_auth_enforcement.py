@@ -3,8 +3,6 @@ interactions and granular scopes, checked over HTTP against a real server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
@@ -13,18 +11,6 @@ from simulator.testing import RunningServer
 from tests.smart_support import TIMEOUT, auth_scenario, bearer, login, serve_auth, token_request
 
 SYSTEM_SECRET = ("confidential-app", "s3cret")
-
-
-@pytest.fixture(scope="module")
-def smart() -> Iterator[RunningServer]:
-    with serve_auth() as server:
-        yield server
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=TIMEOUT) as client:
-        yield client
 
 
 def system_token(http: httpx.Client, base: str, scope: str = "system/*.cruds") -> dict:

@@ -37,18 +37,6 @@ from tests.smart_support import (
 )
 
 
-@pytest.fixture(scope="module")
-def smart() -> Iterator[RunningServer]:
-    with serve_auth() as server:
-        yield server
-
-
-@pytest.fixture
-def http() -> Iterator[httpx.Client]:
-    with httpx.Client(timeout=TIMEOUT) as client:
-        yield client
-
-
 def patients(server: RunningServer) -> list[str]:
     return list(server.sandbox.sites["s"].site.store.current("Patient"))
 

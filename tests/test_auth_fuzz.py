@@ -3,16 +3,14 @@ generated forms, query strings, headers and JSON against the real server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from urllib.parse import urlencode
 
 import httpx
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simulator.testing import RunningServer
-from tests.smart_support import TIMEOUT, serve_auth
+from tests.smart_support import TIMEOUT
 
 FIELDS = [
     "grant_type",
@@ -65,12 +63,6 @@ AUTHORIZATION = st.one_of(
         ["Basic", "Basic !!!", "Basic Y29uZmlkZW50aWFsLWFwcDo=", "Bearer", "Bearer x", "Digest y"]
     ),
 )
-
-
-@pytest.fixture(scope="module")
-def smart() -> Iterator[RunningServer]:
-    with serve_auth() as server:
-        yield server
 
 
 def check(response: httpx.Response) -> None:
