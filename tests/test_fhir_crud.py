@@ -164,3 +164,19 @@ def test_observation_roundtrip_keeps_content(fhir: httpx.Client) -> None:
     read = fhir.get(f"/Observation/{made['id']}").json()
     for key in ("status", "category", "code", "subject", "effectiveDateTime", "valueQuantity"):
         assert read[key] == obs[key]
+
+
+def test_since_a_versions_own_last_modified_includes_it(fhir: httpx.Client) -> None:
+    """Many writes in the same milliseconds: each version's lastModified, given back as _since,
+    must select that version (the stored instant and its text must agree to the millisecond)."""
+    created = create(fhir, patient())
+    rid = created["id"]
+    with httpx.Client(base_url=str(fhir.base_url), timeout=10) as quick:
+        for n in range(40):
+            quick.put(f"/Patient/{rid}", json={**created, "gender": "male" if n % 2 else "female"})
+    history = fhir.get(f"/Patient/{rid}/_history", params={"_count": 100}).json()["entry"]
+    for entry in history:
+        since = entry["response"]["lastModified"]
+        found = fhir.get(f"/Patient/{rid}/_history", params={"_since": since, "_count": 100}).json()
+        versions = {e["response"]["etag"] for e in found.get("entry", [])}
+        assert entry["response"]["etag"] in versions, since

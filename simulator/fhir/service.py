@@ -101,7 +101,7 @@ class FhirService:
     def commit(self, writes: list[Write]) -> list[StoredVersion]:
         # lastUpdated has millisecond precision; keep it strictly increasing per site so that
         # `_since` and history order never confuse two commits made within the same millisecond.
-        stamp = max(round(self.site.clock.timestamp(), 3), self._last_stamp + 0.001)
+        stamp = round(max(self.site.clock.timestamp(), self._last_stamp + 0.001), 3)
         self._last_stamp = stamp
         moment = datetime.fromtimestamp(stamp, UTC)
         versions = self.site.store.commit(writes, fhir_instant(moment), stamp)

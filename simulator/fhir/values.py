@@ -74,9 +74,11 @@ def date_range(text: str) -> DateRange:
     if seconds > 59:
         raise BadValue(f"'{text}' has second {seconds}")
     frac = m["f"] or ""
-    start = moment.timestamp() + seconds + (float(frac) if frac else 0.0)
+    # Rounded to the microsecond, so the same instant written as text and stored as a (rounded)
+    # timestamp compares equal: `_since` with a version's own lastModified must include it.
+    start = round(moment.timestamp() + seconds + (float(frac) if frac else 0.0), 6)
     width = 10.0 ** -(len(frac) - 1) if frac else 1.0
-    return start, start + width
+    return start, round(start + width, 6)
 
 
 def dates_of(value: Any) -> list[DateRange]:
