@@ -169,12 +169,14 @@ class IntegrationListener:
                     if answer is not None:
                         conn.sendall(frame(answer))
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> None:
+    def wait_for(self, count: int, timeout: float = 30.0) -> None:
+        """Until `count` messages have arrived; fails (saying how many came) after `timeout` s."""
         import time
 
         deadline = time.monotonic() + timeout
         while len(self.received) < count and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert len(self.received) >= count, f"expected {count} messages, received {len(self.received)}"
 
     def close(self) -> None:
         self._stop = True
