@@ -411,7 +411,7 @@ class MllpFeed:
                     after=outcome,
                     wait=delay,
                 )
-                await asyncio.sleep(delay)
+                await _sleep_at_least(delay)
                 delay = min(delay * 2, spec.backoff_max)
         raise FeedStopped(f"{pending[0].control_id} was not accepted after {spec.retries + 1} attempts")
 
@@ -533,3 +533,11 @@ def mllp_feeds(sandbox: Sandbox) -> list[BackgroundService]:
             feed = FeedSpec.from_mapping(raw, f"sites[{spec.id}].mllp.feeds[{index}]")
             services.append(MllpFeed(feed, sandbox.sites[spec.id], sandbox))
     return services
+
+
+async def _sleep_at_least(seconds: float) -> None:
+    """Sleep no less than `seconds` by the monotonic clock: the event loop's timers have millisecond
+    granularity and can wake a little early, and a retry must never go out before its backoff."""
+    resume = time.monotonic() + seconds
+    while (left := resume - time.monotonic()) > 0:
+        await asyncio.sleep(left)
