@@ -213,6 +213,8 @@ def test_each_bundle_is_self_contained_given_the_hospital_bundle(tmp_path: Path)
         dangling = {r for e in bundle["entry"] for r in references(e["resource"])} - own - hospital
         assert dangling == set(), name
         patients = [e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"]
+        # One bundle per person: one Patient, or two when that person's record was merged (the
+        # surviving and the replaced record travel together; checked just below).
         assert 1 <= len(patients) <= 2
         if len(patients) == 2:
             merged_pairs += 1
