@@ -56,7 +56,7 @@ def test_lost_ack_closes_before_replying_and_the_resend_is_deduplicated(site):
     with client(port) as c:
         assert ack_fields(c.send(message))["code"] == "AA"  # the fault fires once (schedule.times)
     entries = entry_for(server, "LOST-1")
-    assert entries[0]["faults"] == ["lost"] and entries[0]["applied"] is True
+    assert entries[0]["faults"] == ("lost",) and entries[0]["applied"] is True
     assert entries[1]["duplicate"] is True
     patient = httpx.get(server.fhir_base + "/Patient", params={"identifier": "LOST"}).json()["entry"][0]
     observations = httpx.get(
@@ -204,7 +204,7 @@ def test_max_connections_fault():
             with pytest.raises(ConnectionError), client(port) as second:
                 second.send(oru("CAP-2"))
         rejected = [e for e in journal(server, "mllp.connection") if e.get("event") == "rejected"]
-        assert rejected and rejected[0]["faults"] == ["cap"]
+        assert rejected and rejected[0]["faults"] == ("cap",)
 
 
 def _fired_sequence():
@@ -242,7 +242,7 @@ def test_faults_added_at_runtime_through_the_admin_api():
         assert response.status_code in (200, 201), response.text
         with client(port) as c:
             assert ack_fields(c.send(oru("RT-1")))["code"] == "AR"
-        assert entry_for(server, "RT-1")[0]["faults"] == ["late"]
+        assert entry_for(server, "RT-1")[0]["faults"] == ("late",)
 
 
 def test_mllp_flaky_scenario_is_valid_and_a_careful_client_gets_everything_through():

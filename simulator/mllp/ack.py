@@ -9,6 +9,7 @@ ones ERR-2 (location), ERR-3 (code), ERR-4 (severity) and ERR-8 (text).
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable
 
 from simulator.mllp.er7 import DEFAULT_ENCODING, ERROR_NAMES, Encoding, HL7Error, Message, Segment, escape
@@ -73,6 +74,10 @@ def build_ack(
 
     `answers` overrides MSA-2 (faults that send a wrong or stale id use it).
     """
+    if message is not None and error is None and answers is None and message.enc is DEFAULT_ENCODING:
+        ack = _plain_ack(message, code, control_id, timestamp)
+        if ack is not None:
+            return ack
     # ACKs always use the standard delimiters (|^~\&): a sender's unusual ones are re-encoded.
     enc = DEFAULT_ENCODING
     fs, c = enc.field, enc.component
@@ -108,6 +113,31 @@ def build_ack(
     if error is not None:
         lines.append(err_segment(error, version))
     return "\r".join(lines) + "\r"
+
+
+def _plain_ack(message: Message, code: str, control_id: str, timestamp: str) -> str | None:
+    """The common positive ACK, written in one step: standard delimiters, nothing that needs
+    escaping (None otherwise, and `build_ack` takes the general path)."""
+    fields = message.msh.fields
+    if len(fields) < 7:
+        return None
+    trigger, processing, version, echo = (
+        message.trigger,
+        message.processing_id,
+        message.version,
+        message.control_id,
+    )
+    if _SPECIALS.search(f"{trigger}{processing}{version}{echo}"):
+        return None
+    kind = f"ACK^{trigger}^ACK" if trigger else "ACK"
+    return (
+        f"MSH|^~\\&|{fields[5].partition('~')[0]}|{fields[6].partition('~')[0]}"
+        f"|{fields[3].partition('~')[0]}|{fields[4].partition('~')[0]}|{timestamp}||{kind}|{control_id}"
+        f"|{processing or 'P'}|{version or '2.5'}\rMSA|{code}|{echo}\r"
+    )
+
+
+_SPECIALS = re.compile(r"[|^~\\&\r]")
 
 
 def _recode(segment: Segment, n: int) -> str:

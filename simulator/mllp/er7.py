@@ -244,6 +244,26 @@ class Message:
     def header(self) -> tuple[str, ...]:
         """MSH-9.1, 9.2, 9.3, 10, 11.1, 12.1, 15 and 16, unescaped, read once per message."""
         header = self._header
+        if header is None and self.enc is DEFAULT_ENCODING:
+            fields = self.msh.fields
+            raw = fields[9:17]
+            if len(raw) < 8:
+                raw += [""] * (8 - len(raw))
+            joined = "|".join(raw)
+            if "\\" not in joined and "~" not in joined and "&" not in joined:
+                # Standard delimiters, nothing escaped, no repetitions or subcomponents: split once.
+                kind = raw[0].split("^")
+                kind += [""] * (3 - len(kind))
+                header = self._header = (
+                    kind[0],
+                    kind[1],
+                    kind[2],
+                    raw[1].partition("^")[0],
+                    raw[2].partition("^")[0],
+                    raw[3].partition("^")[0],
+                    raw[6].partition("^")[0].strip().upper(),
+                    raw[7].partition("^")[0].strip().upper(),
+                )
         if header is None:
             value = self.msh.value
             header = self._header = (
@@ -340,12 +360,13 @@ def tokenize(text: str) -> Message:
     """Split a decoded message whose segments end with `\\r` (callers normalise other endings)."""
     if text.startswith("\ufeff"):
         text = text[1:]
-    enc = read_encoding(text)
+    enc = DEFAULT_ENCODING if text.startswith(_DEFAULT_MSH) else read_encoding(text)
     fs = enc.field
     segments: list[Segment] = []
     counts: dict[str, int] = {}
+    lines = text.split("\r")
     position = 0
-    for line in text.split("\r"):
+    for line in lines:
         if not line:
             continue
         position += 1
@@ -354,15 +375,22 @@ def tokenize(text: str) -> Message:
         if position == 1:
             # MSH-1 is the separator itself: shift so that fields[n] is MSH-n.
             fields.insert(1, fs)
-        elif len(name) != 3 or not name.isalnum() or not name.isupper():
-            raise HL7Error(
-                SEGMENT_SEQUENCE_ERROR,
-                f"segment {position} has no valid segment id ({line[:12]!r})",
-                name[:3] or "?",
-            )
-        counts[name] = counts.get(name, 0) + 1
-        segments.append(Segment(name, fields, enc, position, counts[name]))
+        elif name not in _SEGMENT_IDS:
+            if len(name) != 3 or not name.isalnum() or not name.isupper() or not name.isascii():
+                raise HL7Error(
+                    SEGMENT_SEQUENCE_ERROR,
+                    f"segment {position} has no valid segment id ({line[:12]!r})",
+                    name[:3] or "?",
+                )
+            if len(_SEGMENT_IDS) < 4096:
+                _SEGMENT_IDS.add(name)
+        occurrence = counts[name] = counts.get(name, 0) + 1
+        segments.append(Segment(name, fields, enc, position, occurrence))
     return Message(text, segments, enc)
+
+
+_DEFAULT_MSH = "MSH|^~\\&|"
+_SEGMENT_IDS: set[str] = set()  # ids already seen to be valid (3 upper-case letters or digits)
 
 
 def read_charset_field(payload: bytes) -> str:

@@ -50,6 +50,11 @@ class FrameReader:
         self._head = b""
 
     @property
+    def idle(self) -> bool:
+        """True when nothing is buffered: the next read starts afresh."""
+        return not self._buffer and not self._in_frame and not self._skipping
+
+    @property
     def in_frame(self) -> bool:
         """True while a started frame is incomplete."""
         return self._in_frame

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from simulator.faults.engine import FaultDecision
@@ -39,16 +38,18 @@ log = logging.getLogger("ehrsim.mllp")
 VALUE_TOO_LONG = 104
 
 
-@dataclass
 class Reply:
     """What to send back for one message, and how (faults change the how)."""
 
-    data: list[bytes] = field(default_factory=list)  # each already framed (or deliberately not)
-    delay: float = 0.0
-    dribble: float | None = None  # seconds between single bytes
-    close: str | None = None  # "before": close without replying; "reset": RST; "after": close after
-    hold: bool = False  # never reply and keep the socket open
-    faults: list[str] = field(default_factory=list)
+    __slots__ = ("close", "data", "delay", "dribble", "faults", "hold")
+
+    def __init__(self, data: list[bytes] | None = None) -> None:
+        self.data = data if data is not None else []  # each already framed (or deliberately not)
+        self.delay = 0.0
+        self.dribble: float | None = None  # seconds between single bytes
+        self.close: str | None = None  # "before": close without replying; "reset": RST; "after": close after
+        self.hold = False  # never reply and keep the socket open
+        self.faults: list[str] = []
 
 
 class Endpoint:
@@ -70,7 +71,7 @@ class Endpoint:
         self.mapper = mapper
         self.faults = faults
         self.ack_ids = AckIds(f"{settings.ack_prefix}{site_id.upper()}-")
-        self._seen: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._seen: dict[str, tuple[float, bytes]] = {}  # insertion order: oldest first
         self._last_control_id = ""
         self._stamp_second = -1
         self._stamp_text = ""
@@ -105,7 +106,7 @@ class Endpoint:
         except Exception as exc:  # a bug must cost one NAK, never the connection or the listener
             log.exception("site %s: unexpected error handling a message from %s", self.site_id, peer)
             error = HL7Error(INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}", reject=True)
-            ack = build_ack(None, "AR", self.ack_ids(), self._stamp(self.clock.now()), error)
+            ack = build_ack(None, "AR", self.ack_ids(), self._stamp(self.clock.timestamp()), error)
             entry = {
                 "protocol": "mllp",
                 "kind": "message",
@@ -115,22 +116,21 @@ class Endpoint:
                 "error": _error_info(error),
                 "ack_code": "AR",
                 "applied": False,
-                "faults": [],
+                "faults": (),
             }
             if self.journal.enabled:
                 self.journal.record(entry)
             return Reply([frame(ack.encode())])
 
     def _handle(self, payload: bytes, peer: str) -> Reply:
-        now = self.clock.now()
-        stamp = self._stamp(now)
+        stamp = self._stamp(self.clock.timestamp())
         entry: dict[str, Any] = {
             "protocol": "mllp",
             "kind": "message",
             "site": self.site_id,
             "client_id": peer,
             "bytes": len(payload),
-            "faults": [],
+            "faults": (),
         }
         message: Message | None = None
         codec = "utf-8"
@@ -145,7 +145,7 @@ class Endpoint:
                 entry["control_id"] = message.control_id
                 entry["message_type"] = message.message_type
             entry["error"] = _error_info(error)
-            entry["warnings"] = warnings
+            entry["warnings"] = tuple(warnings)
             entry["applied"] = False
             code = "AR" if error.reject else "AE"
             if message is not None and ack_mode(message) is AckMode.ENHANCED:
@@ -169,16 +169,18 @@ class Endpoint:
                 "peer": peer,
             }
             fired = self.faults.decide(MESSAGE, attrs)
-        forced = next((f for f in fired if f.action == "ack_code"), None)
+        forced = next((f for f in fired if f.action == "ack_code"), None) if fired else None
         forced_code = str(forced.params.get("code", "AE")) if forced is not None else None
 
-        duplicate_key = f"{message.msh.value(3)}|{message.msh.value(4)}|{message.control_id}"
-        previous = self._duplicate(duplicate_key)
+        # Sender (MSH-3, MSH-4) and MSH-10, as sent: a resend repeats them byte for byte.
+        msh = message.msh
+        duplicate_key = f"{msh[3]}|{msh[4]}|{message.control_id}"
+        previous = self._duplicate(duplicate_key) if self.settings.duplicate_window else None
         if previous is not None and forced is None:
             entry["duplicate"] = True
             entry["applied"] = False
             entry["ack_code"] = "resent"
-            entry["warnings"] = warnings
+            entry["warnings"] = tuple(warnings)
             reply = Reply([previous] if previous else [])
             return self._finish(reply, entry, fired, peer, message)
 
@@ -199,17 +201,21 @@ class Endpoint:
                 log.exception("site %s: mapping %s failed", self.site_id, message.control_id)
                 error = HL7Error(INTERNAL_ERROR, f"internal error while mapping: {type(exc).__name__}: {exc}")
                 entry["applied"] = False
-        entry["warnings"] = warnings
+        entry["warnings"] = tuple(warnings)
         if error is not None:
             entry["error"] = _error_info(error)
         frames = self._acknowledge(message, mode, error, stamp, forced_code, entry)
-        reply = Reply([frame(f.encode(codec, "replace")) for f in frames])
-        if error is None:
-            self._remember(duplicate_key, b"".join(reply.data))
-        return self._finish(reply, entry, fired, peer, message)
+        if len(frames) == 1:
+            data = [frame(frames[0].encode(codec, "replace"))]
+            sent = data[0]
+        else:
+            data = [frame(f.encode(codec, "replace")) for f in frames]
+            sent = b"".join(data)
+        if error is None and self.settings.duplicate_window:
+            self._remember(duplicate_key, sent)
+        return self._finish(Reply(data), entry, fired, peer, message)
 
     def handle_oversize(self, size: int, head: bytes, peer: str) -> Reply:
-        now = self.clock.now()
         control_id = ""
         try:
             head_text = head.decode("latin-1")
@@ -222,7 +228,7 @@ class Endpoint:
             f"frame of {size} bytes exceeds this endpoint's limit of {self.settings.max_frame_bytes} bytes",
             reject=True,
         )
-        ack = build_ack(message, "AR", self.ack_ids(), now.strftime("%Y%m%d%H%M%S") + "+0000", error)
+        ack = build_ack(message, "AR", self.ack_ids(), self._stamp(self.clock.timestamp()), error)
         entry = {
             "protocol": "mllp",
             "kind": "message",
@@ -233,16 +239,16 @@ class Endpoint:
             "error": _error_info(error),
             "ack_code": "AR",
             "applied": False,
-            "faults": [],
+            "faults": (),
         }
         return self._finish(Reply([frame(ack.encode())]), entry, None, peer)
 
-    def _stamp(self, now: Any) -> str:
+    def _stamp(self, timestamp: float) -> str:
         """MSH-7 of ACKs (second precision), formatted once per simulated second."""
-        second = int(now.timestamp())
+        second = int(timestamp)
         if second != self._stamp_second:
             self._stamp_second = second
-            self._stamp_text = now.strftime("%Y%m%d%H%M%S") + "+0000"
+            self._stamp_text = datetime.fromtimestamp(second, UTC).strftime("%Y%m%d%H%M%S") + "+0000"
         return self._stamp_text
 
     # -- steps -----------------------------------------------------------------------------------
@@ -293,10 +299,9 @@ class Endpoint:
         return message, codec
 
     def _check_header(self, message: Message) -> None:
-        msh = message.msh
-        if not msh.value(9, 1):
+        if not message.message_code:
             raise HL7Error(REQUIRED_FIELD_MISSING, "MSH-9 message type is empty", "MSH", field=9, reject=True)
-        if not msh.value(10):
+        if not message.control_id:
             raise HL7Error(
                 REQUIRED_FIELD_MISSING, "MSH-10 message control id is empty", "MSH", field=10, reject=True
             )
@@ -373,7 +378,7 @@ class Endpoint:
             if reply.delay:
                 entry["ack_delay"] = round(reply.delay, 6)
         if reply.faults:
-            entry["faults"] = reply.faults
+            entry["faults"] = tuple(reply.faults)
             entry["outcome"] = "+".join(d.action for d in fired or ())
         if message is not None:
             self._last_control_id = message.control_id
@@ -411,8 +416,6 @@ class Endpoint:
 
     # -- duplicates ------------------------------------------------------------------------------
     def _duplicate(self, key: str) -> bytes | None:
-        if not self.settings.duplicate_window:
-            return None
         hit = self._seen.get(key)
         if hit is None:
             return None
@@ -422,13 +425,12 @@ class Endpoint:
         return hit[1]
 
     def _remember(self, key: str, ack: bytes) -> None:
-        if not self.settings.duplicate_window:
-            return
         seen = self._seen
+        if key in seen:
+            del seen[key]  # re-inserted below: the newest end of the order
         seen[key] = (time.monotonic(), ack)
-        seen.move_to_end(key)
-        while len(seen) > self.settings.duplicate_capacity:
-            seen.popitem(last=False)
+        if len(seen) > self.settings.duplicate_capacity:
+            del seen[next(iter(seen))]
 
 
 def _normalise(text: str) -> tuple[str, bool]:

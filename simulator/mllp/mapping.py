@@ -65,7 +65,7 @@ def mapping_tables(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
 class MappingResult:
     """What a message changed: "Type/id" per write, and warnings worth journaling."""
 
-    written: list[str] = field(default_factory=list)
+    written: tuple[str, ...] = ()
     warnings: list[str] = field(default_factory=list)
 
 
@@ -205,7 +205,7 @@ class V2Mapper:
                 versions = self.service.commit(writes)
             except FHIRError as exc:  # e.g. the site does not offer Encounter
                 raise HL7Error(207, f"the FHIR store refused the mapped resources: {exc}") from None
-            result.written = [f"{v.type}/{v.id}" for v in versions]
+            result.written = tuple(f"{v.type}/{v.id}" for v in versions)
         return result
 
     # -- tables ----------------------------------------------------------------------------------

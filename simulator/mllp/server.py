@@ -18,7 +18,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from simulator.mllp.faults import CONNECT, FRAME, LISTEN, MllpFaults
-from simulator.mllp.framing import Frame, FrameReader, Junk, Oversize
+from simulator.mllp.framing import END, START, Frame, FrameReader, Junk, Oversize
 from simulator.mllp.ingest import Endpoint, Reply
 from simulator.mllp.settings import DEFAULT_PORT, MllpSettings
 
@@ -58,7 +58,18 @@ class MllpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
-        self._touch()
+        self.last_activity = time.monotonic()  # the listener's sweep closes idle connections
+        if (
+            self.worker is None
+            and not self.pending
+            and data[:1] == START
+            and data.find(END) == len(data) - 2
+            and len(data) - 3 <= self.reader.max_frame_bytes
+            and self.reader.idle
+        ):
+            # One whole frame in one read, nothing buffered: the usual case, without the reader.
+            self._send(self.endpoint.handle(data[1:-2], self.peer))
+            return
         for event in self.reader.feed(data):
             self.pending.append(event)
         faults = self.endpoint.faults
@@ -82,16 +93,22 @@ class MllpConnection(asyncio.Protocol):
 
     # -- replies ---------------------------------------------------------------------------------
     def _drain(self) -> None:
-        transport = self.transport
-        while self.pending and not self.closed and transport is not None:
+        while self.pending and not self.closed and self.transport is not None:
             reply = self._answer(self.pending.popleft())
-            if reply is None:
-                continue
-            if reply.delay or reply.dribble or reply.hold or reply.close:
-                self.worker = asyncio.get_running_loop().create_task(self._slow(reply))
+            if reply is not None and not self._send(reply):
                 return
+
+    def _send(self, reply: Reply) -> bool:
+        """Write a reply now, or hand it to a task when a fault delays, dribbles, holds or closes
+        (False: later frames wait for that task)."""
+        if reply.delay or reply.dribble or reply.hold or reply.close:
+            self.worker = asyncio.get_running_loop().create_task(self._slow(reply))
+            return False
+        transport = self.transport
+        if transport is not None:
             for data in reply.data:
                 transport.write(data)
+        return True
 
     def _answer(self, event: Any) -> Reply | None:
         endpoint = self.endpoint
@@ -174,7 +191,10 @@ class MllpConnection(asyncio.Protocol):
             "site": self.endpoint.site_id,
             "client_id": self.peer,
         }
-        entry.update({k: v for k, v in fields.items() if v not in (None, [])})
+        # Lists become tuples: the journal keeps entries the cyclic GC need not track.
+        entry.update(
+            {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items() if v not in (None, [])}
+        )
         self.endpoint.journal.record(entry)
 
 
@@ -242,7 +262,7 @@ class MllpListener:
             "event": event,
         }
         if faults:
-            entry["faults"] = faults
+            entry["faults"] = tuple(faults)
         self.endpoint.journal.record(entry)
 
     def reset(self) -> None:
