@@ -159,14 +159,55 @@ def test_unknown_visit_and_priority_are_left_out_with_warnings(site):
     assert any("OBR-5 priority 'PRN'" in w for w in entry["warnings"])
 
 
+def two_orders(control_id, first, second, mrn="ORD-P3"):
+    """An ORM^O01 with two orders: (ORC-1, placer number) each, an OBR after each ORC."""
+    segments = [msh("ORM^O01^ORM_O01", control_id), f"PID|1||{mrn}^^^GOODHOSP^MR||DOE^JANE||19800101|F"]
+    for control, placer in (first, second):
+        segments += [f"ORC|{control}|{placer}^GOODHOSP", f"OBR|1|{placer}^GOODHOSP||2345-7^Glucose^LN"]
+    return "\r".join(segments) + "\r"
+
+
+def test_one_message_with_two_new_orders(site):
+    server, port = site
+    assert send(port, two_orders("ORD-TWO", ("NW", "PL-TWO-1"), ("NW", "PL-TWO-2")))["code"] == "AA"
+    patient = one(server, "/Patient", identifier="ORD-P3")
+    bundle = fhir(server, "/ServiceRequest", patient=f"Patient/{patient['id']}")
+    assert sorted(e["resource"]["identifier"][0]["value"] for e in bundle["entry"]) == [
+        "PL-TWO-1",
+        "PL-TWO-2",
+    ]
+
+
+def test_an_order_created_and_cancelled_in_one_message_is_one_write(site):
+    server, port = site
+    assert send(port, two_orders("ORD-NWCA", ("NW", "PL-NWCA"), ("CA", "PL-NWCA")))["code"] == "AA"
+    request = order(server, "PL-NWCA")
+    assert request["status"] == "revoked" and request["meta"]["versionId"] == "1"
+
+
+def test_a_failing_order_rolls_back_the_whole_message(site):
+    server, port = site
+    ack = send(port, two_orders("ORD-ROLL", ("NW", "PL-ROLL"), ("CA", "PL-ROLL-NOPE"), mrn="ORD-ROLL"))
+    assert ack["code"] == "AE" and "|ORC^2^2|204^" in ack["err"]
+    assert fhir(server, "/ServiceRequest", identifier=f"{PLACER}|PL-ROLL")["total"] == 0
+    assert fhir(server, "/Patient", identifier="ORD-ROLL")["total"] == 0
+
+
+def test_a_cancel_creates_no_patient(site):
+    server, port = site
+    send(port, orm("ORD-NOPAT-1", placer="PL-NOPAT", mrn="ORD-P4"))
+    assert send(port, orm("ORD-NOPAT-2", control="CA", placer="PL-NOPAT", mrn="ORD-STRANGER"))["code"] == "AA"
+    assert order(server, "PL-NOPAT")["status"] == "revoked"
+    assert fhir(server, "/Patient", identifier="ORD-STRANGER")["total"] == 0
+
+
 def test_unknown_order_is_ae_pointing_at_orc2(site):
     server, port = site
-    ack = send(port, orm("ORD-UNK", control="CA", placer="PL-NOPE", mrn="ORD-GHOST"))
+    ack = send(port, orm("ORD-UNK", control="CA", placer="PL-NOPE"))
     assert ack["code"] == "AE", ack
     assert ack["err"].startswith("ERR||ORC^1^2|204^")
     assert f"no order has number PL-NOPE ({PLACER})" in ack["err"]
-    # Nothing of the message is stored, not even its new patient.
-    assert fhir(server, "/Patient", identifier="ORD-GHOST")["total"] == 0
+    assert fhir(server, "/ServiceRequest", identifier=f"{PLACER}|PL-NOPE")["total"] == 0
 
 
 def test_v23_err_is_err1(site):

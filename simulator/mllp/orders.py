@@ -118,7 +118,7 @@ class OrderMapping:
         controls = [self.control(order.orc) for order in orders]
         writes: list[Write] = []
         subject = None
-        if message.segment("PID") is not None or any(c["action"] == "new" for c in controls):
+        if any(c["action"] == "new" for c in controls):  # a cancel or hold creates no patient
             patient_id = self.mapper.upsert_patient(message, result, writes, create_only=True)
             subject = {"reference": f"Patient/{patient_id}"}
         encounter = self.encounter(message, result.warnings)
