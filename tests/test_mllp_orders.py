@@ -344,3 +344,16 @@ def test_site_without_service_request_answers_ae_and_stores_nothing():
         assert ack["code"] == "AE", ack
         assert "|MSH^1^9|207^" in ack["err"] and "does not offer ServiceRequest" in ack["err"]
         assert fhir(server, "/Patient", identifier="ORD-NOSR")["total"] == 0
+
+
+def test_order_tables_are_overridable_per_site():
+    # A hospital whose discontinue means "done": data in the scenario, not code.
+    mapping = {
+        "order_control": {"DC": {"action": "update", "status": "completed"}},
+        "order_priority": {"P": "urgent"},
+    }
+    with mllp_site({"mapping": mapping}) as (server, port):
+        assert send(port, orm("ORD-OVR-1", placer="PL-OVR", priority="P"))["code"] == "AA"
+        assert order(server, "PL-OVR")["priority"] == "urgent"
+        assert send(port, orm("ORD-OVR-2", control="DC", placer="PL-OVR"))["code"] == "AA"
+        assert order(server, "PL-OVR")["status"] == "completed"
