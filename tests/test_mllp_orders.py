@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from simulator.fhir.validation import validate_resource
 from simulator.scenario import build_scenario
@@ -357,3 +359,31 @@ def test_order_tables_are_overridable_per_site():
         assert order(server, "PL-OVR")["priority"] == "urgent"
         assert send(port, orm("ORD-OVR-2", control="DC", placer="PL-OVR"))["code"] == "AA"
         assert order(server, "PL-OVR")["status"] == "completed"
+
+
+@pytest.fixture(scope="module")
+def fuzz_site():
+    with mllp_site({"duplicate_window": 0}) as running:
+        yield running
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    control=st.sampled_from(["NW", "CA", "DC", "HD", "RL", "SC", "XO", "ZZ", ""]),
+    order_status=st.sampled_from(["", "CM", "IP", "QQ"]),
+    placer=st.sampled_from(["", "PL-FZ-1", "PL-FZ-2"]),
+    filler=st.sampled_from(["", "FI-FZ-1"]),
+    cuts=st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from("|^~\\&\rX")), max_size=4),
+)
+def test_near_valid_orders_get_a_precise_answer(fuzz_site, control, order_status, placer, filler, cuts):
+    """Orders in any state, in any order, lightly garbled: an AA or an AE/AR that says why, never
+    a mapping crash (which the endpoint would answer as an internal error)."""
+    _, port = fuzz_site
+    text = list(orm("FZ", control=control, placer=placer, filler=filler, order_status=order_status))
+    for pos, ch in cuts:
+        text.insert(pos % len(text), ch)
+    ack = send(port, "".join(text))
+    assert ack["code"] in ("AA", "AE", "AR"), ack
+    assert "internal error" not in ack["err"], ack["err"]
+    if ack["code"] != "AA":
+        assert ack["err"], ack
