@@ -212,6 +212,20 @@ def test_unknown_order_is_ae_pointing_at_orc2(site):
     assert fhir(server, "/ServiceRequest", identifier=f"{PLACER}|PL-NOPE")["total"] == 0
 
 
+def test_unknown_filler_number_points_at_orc3(site):
+    _, port = site
+    ack = send(port, orm("ORD-UNK-F", control="SC", filler="FI-NOPE", order_status="CM").split("OBR|")[0])
+    assert ack["code"] == "AE" and ack["err"].startswith("ERR||ORC^1^3|204^")
+    assert f"no order has number FI-NOPE ({FILLER})" in ack["err"]
+
+
+def test_new_order_under_a_taken_filler_number_points_at_it(site):
+    _, port = site
+    assert send(port, orm("ORD-TAKEN-1", placer="PL-TAKEN-1", filler="FI-TAKEN"))["code"] == "AA"
+    ack = send(port, orm("ORD-TAKEN-2", placer="PL-TAKEN-2", filler="FI-TAKEN"))
+    assert ack["code"] == "AE" and ack["err"].startswith("ERR||OBR^1^3|205^")
+
+
 def test_v23_err_is_err1(site):
     _, port = site
     ack = send(port, orm("ORD-UNK-23", control="DC", placer="PL-NOPE", version="2.3"))

@@ -106,6 +106,7 @@ class OrderMapping:
         self.index = IdentifierIndex(self.mapper.service, "ServiceRequest")
 
     def apply(self, message: Message, result: MappingResult) -> list[Write]:
+        """The writes of an order message: its patient (for new orders) and its ServiceRequests."""
         site = self.mapper.service.site
         if not site.supports("ServiceRequest"):
             raise HL7Error(
@@ -156,11 +157,11 @@ class OrderMapping:
                 sequence=orc.occurrence,
                 field=2,
             )
-        existing = self.find(numbers, touched)
+        existing, matched = self.find(numbers, touched)
         action = control["action"]
         if action == "new":
-            if existing is not None:
-                ident, seg, n = numbers[0]
+            if existing is not None and matched is not None:
+                ident, seg, n = matched
                 raise HL7Error(
                     DUPLICATE_KEY,
                     f"order number {ident['value']} ({ident['system']}) is already "
@@ -185,14 +186,14 @@ class OrderMapping:
             }
         else:
             if existing is None:
-                ident = numbers[0][0]
+                ident, _, n = numbers[0]
                 raise HL7Error(
                     UNKNOWN_KEY,
                     f"no order has number {ident['value']} ({ident['system']}); "
                     f"ORC-1 {orc.value(1)} needs an existing order (send NW first)",
                     "ORC",
                     sequence=orc.occurrence,
-                    field=2,
+                    field=n,  # ORC-2, or ORC-3 when the message names the order by its filler number only
                 )
             request = existing if any(existing is r for r in touched.values()) else copy.deepcopy(existing)
             # A number the order did not have yet (e.g. the filler's, assigned later) joins it.
@@ -275,16 +276,16 @@ class OrderMapping:
 
     def find(
         self, numbers: list[Numbered], touched: dict[tuple[str, str], dict[str, Any]]
-    ) -> dict[str, Any] | None:
-        """The order with any of these numbers: one this message already writes, else a stored one."""
-        for ident, _, _ in numbers:
+    ) -> tuple[dict[str, Any] | None, Numbered | None]:
+        """The order with any of these numbers (one this message already writes, else a stored
+        one) and the number that found it."""
+        for number in numbers:
+            ident = number[0]
             key = (ident["system"], ident["value"])
-            if key in touched:
-                return touched[key]
-            found = self.index.find(*key)
+            found = touched.get(key) or self.index.find(*key)
             if found is not None:
-                return found
-        return None
+                return found, number
+        return None, None
 
     # -- the order's content ---------------------------------------------------------------------
     def fill(
