@@ -8,6 +8,7 @@ versions, journals and token expiry stay monotonic.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 class Clock:
     def __init__(self, start: datetime | None = None, speed: float = 1.0) -> None:
         self._start = (start or datetime.now(UTC)).astimezone(UTC)
+        self._start_timestamp = self._start.timestamp()
         self.speed = speed
         self._wall_anchor = time.monotonic()
         self._offset = 0.0  # seconds added by advance()
@@ -36,7 +38,7 @@ class Clock:
 
     def timestamp(self) -> float:
         """Simulated now as a POSIX timestamp."""
-        return self._start.timestamp() + self.elapsed()
+        return self._start_timestamp + (time.monotonic() - self._wall_anchor) * self.speed + self._offset
 
     def advance(self, seconds: float) -> datetime:
         if seconds < 0:
@@ -52,6 +54,21 @@ class Clock:
 def fhir_instant(moment: datetime) -> str:
     """An R4 `instant` with millisecond precision and an explicit UTC offset."""
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def instant_at(timestamp: float) -> str:
+    """`fhir_instant` of a POSIX timestamp already rounded to milliseconds (the store's stamps)."""
+    second = math.floor(timestamp)
+    millis = round((timestamp - second) * 1000)
+    if millis == 1000:
+        second, millis = second + 1, 0
+    return f"{_second_text(second)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=64)
+def _second_text(second: int) -> str:
+    # Commits within one second share the formatting (a write-heavy hot path otherwise paid it).
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def http_date(moment: datetime) -> str:

@@ -78,7 +78,9 @@ class IdGenerator:
         self._counters: dict[str, int] = {}
 
     def new_id(self, resource_type: str, category: str | None = None) -> str:
-        spec = self._formats.get(resource_type) or self._formats.get("default") or {}
+        spec = self._formats.get(resource_type) or self._formats.get("default")
+        if not spec:  # plain UUIDs, the default: the MLLP and REST write paths ask for many
+            return _uuid4(self._rng.getrandbits(128))
         style = spec.get("style", "uuid")
         if style == "uuid":
             body = _uuid4(self._rng.getrandbits(128))

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-from simulator.clock import fhir_instant
+from simulator.clock import instant_at
 from simulator.fhir.access import AccessPolicy, current_policy
 from simulator.fhir.bundles import SearchSnapshot, bundle_shell, history_entry, self_link, subset
 from simulator.fhir.errors import FHIRError, not_found
@@ -103,8 +102,7 @@ class FhirService:
         # `_since` and history order never confuse two commits made within the same millisecond.
         stamp = round(max(self.site.clock.timestamp(), self._last_stamp + 0.001), 3)
         self._last_stamp = stamp
-        moment = datetime.fromtimestamp(stamp, UTC)
-        versions = self.site.store.commit(writes, fhir_instant(moment), stamp)
+        versions = self.site.store.commit(writes, instant_at(stamp), stamp)
         for listener in self.listeners:
             listener(self.site, versions)
         return versions

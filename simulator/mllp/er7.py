@@ -219,14 +219,14 @@ def escape(text: str, enc: Encoding = DEFAULT_ENCODING) -> str:
 class Message:
     """A tokenized ER7 message: its segments in order and the MSH fields acknowledgement needs."""
 
-    __slots__ = ("_control_id", "_type", "enc", "segments", "text")
+    __slots__ = ("_header", "_type", "enc", "segments", "text")
 
     def __init__(self, text: str, segments: list[Segment], enc: Encoding) -> None:
         self.text = text
         self.segments = segments
         self.enc = enc
         self._type: str | None = None
-        self._control_id: str | None = None
+        self._header: tuple[str, ...] | None = None
 
     @property
     def msh(self) -> Segment:
@@ -241,48 +241,63 @@ class Message:
     def all(self, name: str) -> list[Segment]:
         return [seg for seg in self.segments if seg.name == name]
 
+    def header(self) -> tuple[str, ...]:
+        """MSH-9.1, 9.2, 9.3, 10, 11.1, 12.1, 15 and 16, unescaped, read once per message."""
+        header = self._header
+        if header is None:
+            value = self.msh.value
+            header = self._header = (
+                value(9, 1),
+                value(9, 2),
+                value(9, 3),
+                value(10),
+                value(11, 1),
+                value(12, 1),
+                value(15).strip().upper(),
+                value(16).strip().upper(),
+            )
+        return header
+
     # MSH fields, unescaped.
     @property
     def control_id(self) -> str:
-        if self._control_id is None:
-            self._control_id = self.msh.value(10)
-        return self._control_id
+        return (self._header or self.header())[3]
 
     @property
     def message_code(self) -> str:
-        return self.msh.value(9, 1)
+        return (self._header or self.header())[0]
 
     @property
     def trigger(self) -> str:
-        return self.msh.value(9, 2)
+        return (self._header or self.header())[1]
 
     @property
     def structure(self) -> str:
-        return self.msh.value(9, 3)
+        return (self._header or self.header())[2]
 
     @property
     def message_type(self) -> str:
         """e.g. "ORU^R01" (code and trigger)."""
         if self._type is None:
-            trigger = self.trigger
-            self._type = f"{self.message_code}^{trigger}" if trigger else self.message_code
+            header = self._header or self.header()
+            self._type = f"{header[0]}^{header[1]}" if header[1] else header[0]
         return self._type
 
     @property
     def version(self) -> str:
-        return self.msh.value(12, 1)
+        return (self._header or self.header())[5]
 
     @property
     def processing_id(self) -> str:
-        return self.msh.value(11, 1)
+        return (self._header or self.header())[4]
 
     @property
     def accept_ack_type(self) -> str:
-        return self.msh.value(15).strip().upper()
+        return (self._header or self.header())[6]
 
     @property
     def app_ack_type(self) -> str:
-        return self.msh.value(16).strip().upper()
+        return (self._header or self.header())[7]
 
 
 def read_encoding(text: str) -> Encoding:
@@ -302,14 +317,23 @@ def read_encoding(text: str) -> Encoding:
             field=2,
             reject=True,
         )
-    d = DEFAULT_ENCODING
-    return Encoding(
-        field=fs,
-        component=msh2[0],
-        repetition=msh2[1] if len(msh2) > 1 else d.repetition,
-        escape=msh2[2] if len(msh2) > 2 else "",
-        subcomponent=msh2[3] if len(msh2) > 3 else d.subcomponent,
-    )
+    declared = fs + msh2[:4]
+    enc = _ENCODINGS.get(declared)
+    if enc is None:
+        d = DEFAULT_ENCODING
+        enc = Encoding(
+            field=fs,
+            component=msh2[0],
+            repetition=msh2[1] if len(msh2) > 1 else d.repetition,
+            escape=msh2[2] if len(msh2) > 2 else "",
+            subcomponent=msh2[3] if len(msh2) > 3 else d.subcomponent,
+        )
+        if len(_ENCODINGS) < 64:  # one instance per declaration, so `enc is DEFAULT_ENCODING` works
+            _ENCODINGS[declared] = enc
+    return enc
+
+
+_ENCODINGS: dict[str, Encoding] = {"|^~\\&": DEFAULT_ENCODING}
 
 
 def tokenize(text: str) -> Message:

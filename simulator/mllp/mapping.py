@@ -25,6 +25,7 @@ from simulator.fhir.errors import FHIRError
 from simulator.fhir.service import FhirService
 from simulator.mllp.er7 import (
     DATA_TYPE_ERROR,
+    DEFAULT_ENCODING,
     REQUIRED_FIELD_MISSING,
     SEGMENT_SEQUENCE_ERROR,
     TABLE_VALUE_NOT_FOUND,
@@ -44,8 +45,9 @@ ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 DR_CATEGORY = "http://terminology.hl7.org/CodeSystem/v2-0074"
+_LAB_REPORT = [{"coding": [{"system": DR_CATEGORY, "code": "LAB", "display": "Laboratory"}]}]
 
-_TS = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2}(?:\.\d{1,6})?)?([+-]\d{4})?$")
+_TS = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2}(?:\.\d{1,6})?)?([+-]\d{4})?$", re.ASCII)
 
 
 @functools.cache
@@ -70,6 +72,16 @@ class MappingResult:
 def v2_datetime(value: str, default_tz: str, where: tuple[str, int], warnings: list[str]) -> str:
     """A v2 DTM/TS as a FHIR dateTime. A time without a zone gets `default_tz` (and a warning)."""
     value = value.strip()
+    if (
+        len(value) == 19
+        and value[14] in "+-"
+        and value.isascii()
+        and value[:14].isdigit()
+        and value[15:].isdigit()
+    ):
+        # The usual full form, YYYYMMDDHHMMSS+ZZZZ, sliced without the regex (once per OBX).
+        v = value
+        return f"{v[:4]}-{v[4:6]}-{v[6:8]}T{v[8:10]}:{v[10:12]}:{v[12:14]}{v[14:17]}:{v[17:]}"
     m = _TS.match(value)
     if not m:
         raise HL7Error(
@@ -100,6 +112,18 @@ def v2_datetime(value: str, default_tz: str, where: tuple[str, int], warnings: l
     return out + f"{zone[:3]}:{zone[3:]}"
 
 
+def _memo(memo: dict[Any, Any], key: Any, value: Any) -> Any:
+    """Keep `value` under `key` in a bounded memo (cleared when full: the inputs are codes, units and
+    identifiers, which repeat, so a clear costs one miss per distinct input)."""
+    if len(memo) >= _MEMO_SIZE:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
+_MEMO_SIZE = 4096
+
+
 class V2Mapper:
     """Maps one site's inbound v2 messages to FHIR writes through its `FhirService`."""
 
@@ -117,6 +141,17 @@ class V2Mapper:
         self.vital_codes = frozenset(str(c) for c in self.tables.get("vital_signs_codes", []))
         self.patients = IdentifierIndex(service, "Patient")
         self.encounters = IdentifierIndex(service, "Encounter")
+        # Derived from raw field text and shared by the resources built from it, which the store
+        # never changes in place (writers copy before changing): codes, units, patient references.
+        self._concepts: dict[tuple[str, ...], dict[str, Any] | None] = {}
+        self._obx_codes: dict[tuple[str, ...], tuple[dict[str, Any], list[Any]] | None] = {}
+        self._units: dict[str, dict[str, str]] = {}
+        self._patient_keys: dict[str, list[tuple[str, str]]] = {}
+        self._subjects: dict[str, dict[str, str]] = {}
+        self._categories = {
+            name: [{"coding": [{"system": OBS_CATEGORY, "code": name, "display": display}]}]
+            for name, display in (("vital-signs", "Vital Signs"), ("laboratory", "Laboratory"))
+        }
         from simulator.mllp.orders import OrderMapping  # orders.py builds on this module
 
         self.orders = OrderMapping(self)
@@ -185,7 +220,19 @@ class V2Mapper:
         return message.msh.value(4, 1) or message.msh.value(3, 1) or "unknown"
 
     def concept(self, seg: Segment, n: int, message: Message, rep: int = 0) -> dict[str, Any] | None:
-        """A CWE/CE field as a CodeableConcept; local codes keep their own (local) system."""
+        """A CWE/CE field as a CodeableConcept; local codes keep their own (local) system.
+
+        Shared between the resources that carry the same code: never change it in place."""
+        if seg.enc is not DEFAULT_ENCODING:
+            return self._concept(seg, n, message, rep)
+        msh = message.msh.fields
+        key = (seg[n], str(rep), msh[3] if len(msh) > 3 else "", msh[4] if len(msh) > 4 else "")
+        try:
+            return self._concepts[key]
+        except KeyError:
+            return _memo(self._concepts, key, self._concept(seg, n, message, rep))
+
+    def _concept(self, seg: Segment, n: int, message: Message, rep: int) -> dict[str, Any] | None:
         parts = seg.components(n, rep)
         if not parts or not any(parts):
             return None
@@ -250,6 +297,23 @@ class V2Mapper:
                 ident["type"] = {"coding": [{"system": V2_0203, "code": seg.unescape(type_code)}]}
             out.append(ident)
         return out
+
+    def patient_keys(self, pid: Segment) -> list[tuple[str, str]]:
+        """(system, value) of each PID-3 identifier, memoized on the field's text."""
+        raw = pid[3]
+        keys = self._patient_keys.get(raw) if pid.enc is DEFAULT_ENCODING else None
+        if keys is None:
+            keys = [(i["system"], i["value"]) for i in self.identifiers(pid, 3)]
+            if pid.enc is DEFAULT_ENCODING:
+                _memo(self._patient_keys, raw, keys)
+        return keys
+
+    def subject(self, patient_id: str) -> dict[str, str]:
+        """The reference to a patient, one dict per patient (shared: never change it in place)."""
+        ref = self._subjects.get(patient_id)
+        if ref is None:
+            ref = _memo(self._subjects, patient_id, {"reference": f"Patient/{patient_id}"})
+        return ref
 
     # -- Patient ---------------------------------------------------------------------------------
     def find_patient(self, identifiers: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -337,6 +401,11 @@ class V2Mapper:
         pid = message.segment("PID")
         if pid is None:
             raise HL7Error(SEGMENT_SEQUENCE_ERROR, f"{message.message_type} needs a PID segment", "PID")
+        if create_only:  # the common case (results for a known patient): look up, build nothing
+            for system, value in self.patient_keys(pid):
+                found = self.patients.find(system, value)
+                if found is not None:
+                    return found["id"]
         identifiers = self.identifiers(pid, 3)
         if not identifiers:
             raise HL7Error(
@@ -560,16 +629,17 @@ class V2Mapper:
     def results(self, message: Message, result: MappingResult) -> list[Write]:
         writes: list[Write] = []
         patient_id = self.upsert_patient(message, result, writes, create_only=True)
-        subject = {"reference": f"Patient/{patient_id}"}
+        subject = self.subject(patient_id)
         report: dict[str, Any] | None = None
         obr: Segment | None = None
         for seg in message.segments:
-            if seg.name == "OBR":
+            name = seg.name
+            if name == "OBR":
                 obr = seg
                 report = self.report(seg, message, subject, result.warnings)
                 self._put(report, writes)
-            elif seg.name == "OBX":
-                if seg.value(2) == "ED":
+            elif name == "OBX":
+                if seg[2] == "ED":
                     if report is None:
                         raise HL7Error(
                             SEGMENT_SEQUENCE_ERROR,
@@ -612,7 +682,7 @@ class V2Mapper:
         report: dict[str, Any] = {
             "resourceType": "DiagnosticReport",
             "status": status,
-            "category": [{"coding": [{"system": DR_CATEGORY, "code": "LAB", "display": "Laboratory"}]}],
+            "category": _LAB_REPORT,
             "code": code,
             "subject": subject,
         }
@@ -644,8 +714,8 @@ class V2Mapper:
         warnings: list[str],
     ) -> dict[str, Any]:
         where = obx.occurrence
-        code = self.concept(obx, 3, message)
-        if code is None:
+        coded = self.observation_code(obx, message)
+        if coded is None:
             raise HL7Error(
                 REQUIRED_FIELD_MISSING,
                 "OBX-3 observation identifier is empty",
@@ -663,24 +733,21 @@ class V2Mapper:
                 sequence=where,
                 field=11,
             )
-        loinc = next((c["code"] for c in code.get("coding", []) if c["system"] == "http://loinc.org"), None)
-        category = (
-            ("vital-signs", "Vital Signs") if loinc in self.vital_codes else ("laboratory", "Laboratory")
-        )
         observation: dict[str, Any] = {
             "resourceType": "Observation",
             "status": status,
-            "category": [{"coding": [{"system": OBS_CATEGORY, "code": category[0], "display": category[1]}]}],
-            "code": code,
+            "category": coded[1],
+            "code": coded[0],
             "subject": subject,
         }
-        observation.update(self.value(obx, message))
-        when = obx.value(14) or (obr.value(7) if obr is not None else "")
+        value = self.value(obx, message)
+        if value is not None:
+            observation[value[0]] = value[1]
+        when = obx.value(14)
         if when:
-            field_no = 14 if obx.value(14) else 7
-            observation["effectiveDateTime"] = v2_datetime(
-                when, self.default_tz, ("OBX" if field_no == 14 else "OBR", field_no), warnings
-            )
+            observation["effectiveDateTime"] = v2_datetime(when, self.default_tz, ("OBX", 14), warnings)
+        elif obr is not None and (when := obr.value(7)):
+            observation["effectiveDateTime"] = v2_datetime(when, self.default_tz, ("OBR", 7), warnings)
         flag = obx.value(8)
         if flag:
             interp = self.tables["interpretation"].get(flag.upper())
@@ -697,14 +764,35 @@ class V2Mapper:
             observation["referenceRange"] = [{"text": reference_range}]
         return observation
 
-    def value(self, obx: Segment, message: Message) -> dict[str, Any]:
-        value_type = obx.value(2).upper()
+    def observation_code(self, obx: Segment, message: Message) -> tuple[dict[str, Any], list[Any]] | None:
+        """OBX-3 as (code, category): vital signs when a LOINC coding is a vital sign, else laboratory."""
+        msh = message.msh.fields
+        key = (obx[3], msh[3] if len(msh) > 3 else "", msh[4] if len(msh) > 4 else "")
+        hit = self._obx_codes.get(key) if obx.enc is DEFAULT_ENCODING else None
+        if hit is None:
+            code = self.concept(obx, 3, message)
+            if code is None:
+                return None
+            loinc = next(
+                (c["code"] for c in code.get("coding", []) if c["system"] == "http://loinc.org"), None
+            )
+            category = self._categories["vital-signs" if loinc in self.vital_codes else "laboratory"]
+            hit = (code, category)
+            if obx.enc is DEFAULT_ENCODING:
+                _memo(self._obx_codes, key, hit)
+        return hit
+
+    def value(self, obx: Segment, message: Message) -> tuple[str, Any] | None:
+        """OBX-5 as the Observation's value[x]: (element name, value), None when OBX-5 is empty."""
         raw = obx[5]
         if not raw:
-            return {}
+            return None
+        value_type = obx.value(2).upper()
         where = obx.occurrence
         if value_type == "NM":
             text = obx.value(5).strip()
+            if len(text) < 19 and text.isascii() and text.isdigit():  # most device values: no Decimal
+                return "valueQuantity", self.quantity(int(text), obx)
             try:
                 number = Decimal(text)
             except InvalidOperation:
@@ -715,18 +803,18 @@ class V2Mapper:
                     sequence=where,
                     field=5,
                 ) from None
-            return {"valueQuantity": self.quantity(number, obx)}
+            return "valueQuantity", self.quantity(number, obx)
         if value_type in ("ST", "TX", "FT", "RP"):
-            return {"valueString": "\n".join(obx.unescape(r) for r in obx.repetitions(5))}
+            return "valueString", "\n".join(obx.unescape(r) for r in obx.repetitions(5))
         if value_type in ("CE", "CWE", "CNE", "CF"):
-            return {"valueCodeableConcept": self.concept(obx, 5, message)}
+            return "valueCodeableConcept", self.concept(obx, 5, message)
         if value_type in ("DT", "TS", "DTM"):
-            return {"valueDateTime": v2_datetime(obx.value(5), self.default_tz, ("OBX", 5), [])}
+            return "valueDateTime", v2_datetime(obx.value(5), self.default_tz, ("OBX", 5), [])
         if value_type == "SN":
             parts = [*obx.components(5), "", "", "", ""]
             comparator, number = parts[0], parts[1]
             if parts[2] or comparator not in ("", "<", ">", "<=", ">="):
-                return {"valueString": "".join(parts[:4])}
+                return "valueString", "".join(parts[:4])
             try:
                 quantity = self.quantity(Decimal(number), obx)
             except InvalidOperation:
@@ -739,7 +827,7 @@ class V2Mapper:
                 ) from None
             if comparator:
                 quantity["comparator"] = comparator
-            return {"valueQuantity": quantity}
+            return "valueQuantity", quantity
         raise HL7Error(
             TABLE_VALUE_NOT_FOUND,
             f"OBX-2 value type '{value_type}' is not mapped to an Observation value "
@@ -749,22 +837,44 @@ class V2Mapper:
             field=2,
         )
 
-    def quantity(self, number: Decimal, obx: Segment) -> dict[str, Any]:
-        quantity: dict[str, Any] = {
-            "value": int(number)
-            if number == number.to_integral_value() and "." not in str(number)
-            else float(number)
-        }
+    def quantity(self, number: Decimal | int, obx: Segment) -> dict[str, Any]:
+        if isinstance(number, int):
+            quantity: dict[str, Any] = {"value": number}
+        elif not number.is_finite():
+            raise HL7Error(
+                DATA_TYPE_ERROR,
+                f"OBX-5 '{number}' is not a finite number",
+                "OBX",
+                sequence=obx.occurrence,
+                field=5,
+            )
+        elif number == number.to_integral_value() and number.as_tuple().exponent >= 0:  # type: ignore[operator]
+            quantity = {"value": int(number)}
+        else:
+            quantity = {"value": float(number)}
+        raw = obx[6]
+        if raw:
+            unit = self._units.get(raw) if obx.enc is DEFAULT_ENCODING else None
+            if unit is None:
+                unit = self.unit(obx)
+                if obx.enc is DEFAULT_ENCODING:
+                    _memo(self._units, raw, unit)
+            quantity.update(unit)
+        return quantity
+
+    def unit(self, obx: Segment) -> dict[str, str]:
+        """OBX-6 as Quantity's unit, and its UCUM system and code where known."""
+        out: dict[str, str] = {}
         unit = obx.value(6, 1)
         if unit:
-            quantity["unit"] = obx.value(6, 2) or unit
+            out["unit"] = obx.value(6, 2) or unit
             ucum = self.tables["units"].get(unit)
             if ucum is None and obx.value(6, 3).upper() in ("UCUM", "ISO+", "ANSI+"):
                 ucum = unit
             if ucum is not None:
-                quantity["system"] = UCUM
-                quantity["code"] = ucum
-        return quantity
+                out["system"] = UCUM
+                out["code"] = ucum
+        return out
 
 
 def _spaced(message_type: str) -> str:
@@ -772,5 +882,10 @@ def _spaced(message_type: str) -> str:
     return message_type.replace("^", " ")
 
 
+@functools.lru_cache(maxsize=1024)
 def _uri_part(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.\-_]+", "-", text.strip()) or "unknown"
+    # Facilities, namespaces and coding systems repeat message after message: memoized.
+    return _NOT_URI.sub("-", text.strip()) or "unknown"
+
+
+_NOT_URI = re.compile(r"[^A-Za-z0-9.\-_]+")

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class StoredVersion:
-    """One version of one resource. `resource` is None for a deletion."""
+class StoredVersion(NamedTuple):
+    """One version of one resource. `resource` is None for a deletion.
+
+    A named tuple rather than a frozen dataclass: every write builds one, and a frozen dataclass's
+    `__init__` (object.__setattr__ per field) cost several times as much on the MLLP hot path."""
 
     type: str
     id: str
@@ -25,8 +26,7 @@ class StoredVersion:
         return self.resource is None
 
 
-@dataclass(frozen=True, slots=True)
-class Write:
+class Write(NamedTuple):
     """A change to apply: a new version of `type/id` (`resource`), or its deletion (None)."""
 
     type: str
