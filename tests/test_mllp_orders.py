@@ -97,6 +97,26 @@ def test_status_changed_follows_orc5_and_finds_the_order_by_filler_number(site, 
     assert order(server, placer)["status"] == status
 
 
+def test_an_order_created_over_fhir_is_cancelled_over_mllp(site):
+    server, port = site
+    patient = fhir(server, "/Patient", _count=1)["entry"][0]["resource"]
+    created = httpx.post(
+        f"{server.fhir_base}/ServiceRequest",
+        json={
+            "resourceType": "ServiceRequest",
+            "identifier": [{"system": PLACER, "value": "PL-REST"}],
+            "status": "active",
+            "intent": "order",
+            "code": {"text": "CBC"},
+            "subject": {"reference": f"Patient/{patient['id']}"},
+        },
+    )
+    assert created.status_code == 201, created.text
+    assert send(port, orm("ORD-REST", control="CA", placer="PL-REST"))["code"] == "AA"
+    request = httpx.get(f"{server.fhir_base}/ServiceRequest/{created.json()['id']}").json()
+    assert request["status"] == "revoked" and request["meta"]["versionId"] == "2"
+
+
 def test_filler_number_assigned_later_joins_the_order(site):
     server, port = site
     send(port, orm("ORD-FN-1", placer="PL-FN"))

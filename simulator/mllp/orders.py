@@ -95,15 +95,25 @@ class OrderMapping:
     def __init__(self, mapper: V2Mapper) -> None:
         self.mapper = mapper
         self.tables = mapper.tables
-        self.index = IdentifierIndex(mapper.service, "ServiceRequest")
+        self._index: IdentifierIndex | None = None
+
+    @property
+    def index(self) -> IdentifierIndex:
+        # Built at the first order message: until then no commit listener runs for it, so a site
+        # that only takes ADT and ORU pays nothing on its hot path.
+        if self._index is None:
+            self._index = IdentifierIndex(self.mapper.service, "ServiceRequest")
+        return self._index
 
     def close(self) -> None:
-        self.index.close()
+        if self._index is not None:
+            self._index.close()
+            self._index = None
 
     def reindex(self) -> None:
-        """Rebuild the order number index from the store (after the sandbox's reset)."""
-        self.index.close()
-        self.index = IdentifierIndex(self.mapper.service, "ServiceRequest")
+        """Forget the order number index (after the sandbox's reset): rebuilt from the store when
+        the next order message needs it."""
+        self.close()
 
     def apply(self, message: Message, result: MappingResult) -> list[Write]:
         """The writes of an order message: its patient (for new orders) and its ServiceRequests."""
