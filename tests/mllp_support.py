@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from simulator.mllp.client import MllpClient
+import httpx
+
+from simulator.mllp.client import MllpClient, ack_fields
 from simulator.scenario import Scenario, build_scenario
 from simulator.testing import RunningServer, serve_in_thread
 
@@ -57,6 +59,26 @@ def client(port: int, timeout: float = 5.0) -> MllpClient:
     return MllpClient("127.0.0.1", port, timeout=timeout)
 
 
+def send(port: int, message: str | bytes) -> dict[str, str]:
+    """One message over a fresh connection; the ACK's fields (`ack_fields`)."""
+    with client(port) as c:
+        return ack_fields(c.send(message))
+
+
+def fhir(server: RunningServer, path: str, **params: Any) -> dict[str, Any]:
+    """A FHIR read or search of the first site over HTTP (200 expected)."""
+    response = httpx.get(server.fhir_base + path, params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def one(server: RunningServer, path: str, **params: Any) -> dict[str, Any]:
+    """The single resource a search finds."""
+    bundle = fhir(server, path, **params)
+    assert bundle["total"] == 1, bundle
+    return bundle["entry"][0]["resource"]
+
+
 def journal(server: RunningServer, name: str) -> list[dict[str, Any]]:
     """Entries of one kind, named "protocol.kind" (e.g. "mllp.message", "outbound.ack")."""
     protocol, _, kind = name.partition(".")
@@ -102,6 +124,37 @@ def adt(
         f"EVN|{trigger}|20260101120000+0000",
         f"PID|1||{mrn}^^^GOODHOSP^MR||{family}^JOHN^Q||19700214|M|||1 MAIN ST^^SPRINGFIELD^IL^62701^US||555-0100",
         f"PV1|1|{patient_class}|4EAST^401^A||||1234^ATTEND^ALLISON|||MED|||||||||{visit}^^^GOODHOSP^VN",
+    ]
+    return "\r".join(segments) + "\r"
+
+
+def orm(
+    control_id: str,
+    control: str = "NW",
+    placer: str = "",
+    filler: str = "",
+    mrn: str = "O1",
+    code: str = "24317-0^Hemogram and platelet count^LN",
+    order_status: str = "",
+    version: str = "2.5",
+    visit: str = "",
+    timing: str = "",
+    priority: str = "",
+    observed: str = "",
+) -> str:
+    """An ORM^O01 with one order (ORC + OBR); `placer`/`filler` are the order numbers (EI-1), both
+    in ORC and OBR under the namespace GOODHOSP; `timing` is ORC-7 (TQ)."""
+
+    def number(value: str) -> str:
+        return f"{value}^GOODHOSP" if value else ""
+
+    segments = [
+        msh("ORM^O01^ORM_O01", control_id, version=version),
+        f"PID|1||{mrn}^^^GOODHOSP^MR||DOE^JANE||19800101|F",
+        "PV1|1|I|4EAST^401^A" + ("|" * 16 + f"{visit}^^^GOODHOSP^VN" if visit else ""),
+        f"ORC|{control}|{number(placer)}|{number(filler)}|GRP-{control_id}|{order_status}||{timing}||"
+        "20260101110000+0000|||1234^ORDER^OLIVIA",
+        f"OBR|1|{number(placer)}|{number(filler)}|{code}|{priority}||{observed}",
     ]
     return "\r".join(segments) + "\r"
 

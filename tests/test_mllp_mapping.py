@@ -6,31 +6,13 @@ import httpx
 import pytest
 
 from simulator.fhir.validation import validate_resource
-from simulator.mllp.client import ack_fields
-from tests.mllp_support import adt, client, fixture, journal, mllp_site, oru
+from tests.mllp_support import adt, fhir, fixture, journal, mllp_site, one, oru, send
 
 
 @pytest.fixture(scope="module")
 def site():
     with mllp_site({"duplicate_window": 0}) as running:
         yield running
-
-
-def fhir(server, path, **params):
-    response = httpx.get(server.fhir_base + path, params=params)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def one(server, path, **params):
-    bundle = fhir(server, path, **params)
-    assert bundle["total"] == 1, bundle
-    return bundle["entry"][0]["resource"]
-
-
-def send(port, message):
-    with client(port) as c:
-        return ack_fields(c.send(message))
 
 
 def test_admit_creates_patient_and_encounter(site):
@@ -234,7 +216,7 @@ def test_real_samples_are_accepted_and_mapped(site, name):
 
 def test_unmapped_types_can_be_accepted_by_setting():
     with mllp_site({"accept_unmapped": True}) as (server, port):
-        ack = send(port, fixture("LAB-ORM-1.hl7"))
+        ack = send(port, fixture("SIU-S12-01.hl7"))
         assert ack["code"] == "AA"
         entry = journal(server, "mllp.message")[-1]
         assert entry["applied"] is False and "not mapped" in entry["warnings"][-1]

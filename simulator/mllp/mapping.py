@@ -152,6 +152,9 @@ class V2Mapper:
             name: [{"coding": [{"system": OBS_CATEGORY, "code": name, "display": display}]}]
             for name, display in (("vital-signs", "Vital Signs"), ("laboratory", "Laboratory"))
         }
+        from simulator.mllp.orders import OrderMapping  # orders.py builds on this module
+
+        self.orders = OrderMapping(self)
         self.handlers: dict[str, Callable[[Message, MappingResult], list[Write]]] = {
             "ADT^A01": self.admit,
             "ADT^A04": self.admit,
@@ -162,17 +165,21 @@ class V2Mapper:
             "ADT^A03": self.discharge,
             "ADT^A40": self.merge_patients,
             "ORU^R01": self.results,
+            "ORM^O01": self.orders.apply,
+            "OML^O21": self.orders.apply,
         }
 
     def close(self) -> None:
         self.patients.close()
         self.encounters.close()
+        self.orders.close()
 
     def reindex(self) -> None:
         """Rebuild the identifier indexes from the store (after the sandbox's reset)."""
         self.close()
         self.patients = IdentifierIndex(self.service, "Patient")
         self.encounters = IdentifierIndex(self.service, "Encounter")
+        self.orders.reindex()
 
     def supports(self, message: Message) -> bool:
         return message.message_type in self.handlers

@@ -1,0 +1,401 @@
+"""HL7 v2 orders to FHIR R4 ServiceRequest: ORM^O01 (v2.3-2.5) and OML^O21 (v2.5+).
+
+Each ORC starts an order; the OBRs after it (up to the next ORC) are the services requested, one
+ServiceRequest each. ORC-1 (order control) says what the message does: create, cancel, hold,
+release, change status or change the order, as the `order_control` table in data/v2-to-fhir.yaml
+says. An existing order is found by its placer or filler number through an `IdentifierIndex`. The
+writes go into the message's single commit (`V2Mapper.apply`): applied completely or not at all.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from simulator.mllp.er7 import (
+    DUPLICATE_KEY,
+    INTERNAL_ERROR,
+    REQUIRED_FIELD_MISSING,
+    SEGMENT_SEQUENCE_ERROR,
+    TABLE_VALUE_NOT_FOUND,
+    UNSUPPORTED_MESSAGE_TYPE,
+    HL7Error,
+    Message,
+    Segment,
+)
+from simulator.mllp.identifiers import IdentifierIndex
+from simulator.mllp.mapping import V2_0203, MappingResult, V2Mapper, _spaced, _uri_part, v2_datetime
+from simulator.store.base import Write
+
+UNKNOWN_KEY = 204  # table 0357 "Unknown key identifier"
+
+# ORM^O01 order details other than OBR (supplies, medication, diet): not mapped, said so in the ERR.
+UNMAPPED_DETAILS = {
+    "RQD": "requisition detail",
+    "RQ1": "requisition detail-1",
+    "RXO": "pharmacy/treatment order",
+    "ODS": "dietary order",
+    "ODT": "diet tray instruction",
+}
+
+# (field of ORC and OBR, identifier type in table 0203, system prefix): placer and filler numbers.
+ORDER_NUMBERS = ((2, "PLAC", "placer"), (3, "FILL", "filler"))
+
+Numbered = tuple[dict[str, Any], Segment, int]  # an order identifier and the field it came from
+
+
+@dataclass
+class Order:
+    """One ORC and what follows it up to the next ORC: its OBRs and its first TQ1."""
+
+    orc: Segment
+    requests: list[Segment] = field(default_factory=list)
+    timing: Segment | None = None
+
+
+def orders_of(message: Message) -> list[Order]:
+    """The message's orders; AE when it has none or carries order details ehrsim does not map."""
+    orders: list[Order] = []
+    for seg in message.segments:
+        name = seg.name
+        if name == "ORC":
+            orders.append(Order(seg))
+        elif name in UNMAPPED_DETAILS:
+            raise HL7Error(
+                UNSUPPORTED_MESSAGE_TYPE,
+                f"{name} ({UNMAPPED_DETAILS[name]}) orders are not mapped to FHIR here; "
+                "only OBR (observation request) orders are",
+                name,
+                sequence=seg.occurrence,
+            )
+        elif name == "OBR":
+            if not orders:
+                raise HL7Error(
+                    SEGMENT_SEQUENCE_ERROR,
+                    "OBR comes before any ORC: each order starts with its ORC (common order)",
+                    "OBR",
+                    sequence=seg.occurrence,
+                )
+            orders[-1].requests.append(seg)
+        elif name == "TQ1" and orders and orders[-1].timing is None:
+            orders[-1].timing = seg
+    if not orders:
+        raise HL7Error(
+            SEGMENT_SEQUENCE_ERROR,
+            f"{_spaced(message.message_type)} needs an ORC segment (common order)",
+            "ORC",
+        )
+    return orders
+
+
+class OrderMapping:
+    """The ORM^O01 / OML^O21 handler of one site's `V2Mapper`, with its order number index."""
+
+    def __init__(self, mapper: V2Mapper) -> None:
+        self.mapper = mapper
+        self.tables = mapper.tables
+        self._index: IdentifierIndex | None = None
+
+    @property
+    def index(self) -> IdentifierIndex:
+        # Built at the first order message: until then no commit listener runs for it, so a site
+        # that only takes ADT and ORU pays nothing on its hot path.
+        if self._index is None:
+            self._index = IdentifierIndex(self.mapper.service, "ServiceRequest")
+        return self._index
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def reindex(self) -> None:
+        """Forget the order number index (after the sandbox's reset): rebuilt from the store when
+        the next order message needs it."""
+        self.close()
+
+    def apply(self, message: Message, result: MappingResult) -> list[Write]:
+        """The writes of an order message: its patient (for new orders) and its ServiceRequests."""
+        site = self.mapper.service.site
+        if not site.supports("ServiceRequest"):
+            raise HL7Error(
+                INTERNAL_ERROR,
+                f"site '{site.id}' does not offer ServiceRequest (its resource_types), so orders cannot be stored",
+                "MSH",
+                field=9,
+            )
+        orders = orders_of(message)
+        controls = [self.control(order.orc) for order in orders]
+        writes: list[Write] = []
+        subject = None
+        if any(c["action"] == "new" for c in controls):  # a cancel or hold creates no patient
+            patient_id = self.mapper.upsert_patient(message, result, writes, create_only=True)
+            subject = {"reference": f"Patient/{patient_id}"}
+        encounter = self.encounter(message, result.warnings)
+        touched: dict[tuple[str, str], dict[str, Any]] = {}  # orders this message already writes
+        for order, control in zip(orders, controls, strict=True):
+            for obr in order.requests or [None]:
+                request = self.request(message, order, obr, control, subject, touched, result.warnings)
+                if encounter is not None and control["action"] in ("new", "change"):
+                    request["encounter"] = encounter
+                if not any(w.resource is request for w in writes):
+                    self.mapper._put(request, writes)
+                for ident in request["identifier"]:
+                    touched[(ident["system"], ident["value"])] = request
+        return writes
+
+    def request(
+        self,
+        message: Message,
+        order: Order,
+        obr: Segment | None,
+        control: dict[str, Any],
+        subject: dict[str, str] | None,
+        touched: dict[tuple[str, str], dict[str, Any]],
+        warnings: list[str],
+    ) -> dict[str, Any]:
+        """The ServiceRequest of one OBR (or of a bare ORC) after this message."""
+        orc = order.orc
+        status = self.status(control, orc)  # the message's own content first, then the lookups
+        numbers = self.numbers(orc, obr, message)
+        if not numbers:
+            raise HL7Error(
+                REQUIRED_FIELD_MISSING,
+                "ORC-2/ORC-3 and OBR-2/OBR-3 are empty: an order needs a placer or filler order number",
+                "ORC",
+                sequence=orc.occurrence,
+                field=2,
+            )
+        existing, matched = self.find(numbers, touched)
+        action = control["action"]
+        if action == "new":
+            if existing is not None and matched is not None:
+                ident, seg, n = matched
+                raise HL7Error(
+                    DUPLICATE_KEY,
+                    f"order number {ident['value']} ({ident['system']}) is already "
+                    f"ServiceRequest/{existing.get('id', '(new)')}; a new order (NW) needs a new number",
+                    seg.name,
+                    sequence=seg.occurrence,
+                    field=n,
+                )
+            if obr is None:
+                raise HL7Error(
+                    SEGMENT_SEQUENCE_ERROR,
+                    f"the new order (ORC-1 NW) of ORC {orc.occurrence} has no OBR: the service requested",
+                    "ORC",
+                    sequence=orc.occurrence,
+                )
+            request: dict[str, Any] = {
+                "resourceType": "ServiceRequest",
+                "identifier": [ident for ident, _, _ in numbers],
+                "status": "unknown",
+                "intent": control.get("intent", "order"),
+                "subject": subject,
+            }
+        else:
+            if existing is None:
+                ident, _, n = numbers[0]
+                raise HL7Error(
+                    UNKNOWN_KEY,
+                    f"no order has number {ident['value']} ({ident['system']}); "
+                    f"ORC-1 {orc.value(1)} needs an existing order (send NW first)",
+                    "ORC",
+                    sequence=orc.occurrence,
+                    field=n,  # ORC-2, or ORC-3 when the message names the order by its filler number only
+                )
+            request = existing if any(existing is r for r in touched.values()) else copy.deepcopy(existing)
+            # A number the order did not have yet (e.g. the filler's, assigned later) joins it.
+            known = {(i.get("system"), i.get("value")) for i in request.get("identifier", [])}
+            request["identifier"] = request.get("identifier", []) + [
+                ident for ident, _, _ in numbers if (ident["system"], ident["value"]) not in known
+            ]
+        if action in ("new", "change"):
+            self.fill(request, message, order, obr, warnings)
+        if status is not None:
+            request["status"] = status
+        return request
+
+    # -- ORC-1 and ORC-5 -------------------------------------------------------------------------
+    def control(self, orc: Segment) -> dict[str, Any]:
+        code = orc.value(1).strip().upper()
+        if not code:
+            raise HL7Error(
+                REQUIRED_FIELD_MISSING,
+                "ORC-1 order control is empty",
+                "ORC",
+                sequence=orc.occurrence,
+                field=1,
+            )
+        control = self.tables["order_control"].get(code)
+        if control is None:
+            raise HL7Error(
+                TABLE_VALUE_NOT_FOUND,
+                f"ORC-1 order control '{code}' is not mapped (table 0119; mapped here: "
+                f"{', '.join(self.tables['order_control'])})",
+                "ORC",
+                sequence=orc.occurrence,
+                field=1,
+            )
+        return control
+
+    def status(self, control: dict[str, Any], orc: Segment) -> str | None:
+        """ServiceRequest.status after the message (None: keep it)."""
+        status = control.get("status")
+        if status != "ORC-5":
+            return status
+        code = orc.value(5).strip().upper()
+        if not code:
+            raise HL7Error(
+                REQUIRED_FIELD_MISSING,
+                f"ORC-1 {orc.value(1)} (status changed) needs ORC-5 order status",
+                "ORC",
+                sequence=orc.occurrence,
+                field=5,
+            )
+        mapped = self.tables["order_status"].get(code)
+        if mapped is None:
+            raise HL7Error(
+                TABLE_VALUE_NOT_FOUND,
+                f"ORC-5 order status '{code}' is not in table 0038 ({', '.join(self.tables['order_status'])})",
+                "ORC",
+                sequence=orc.occurrence,
+                field=5,
+            )
+        return mapped
+
+    # -- placer and filler numbers ---------------------------------------------------------------
+    def numbers(self, orc: Segment, obr: Segment | None, message: Message) -> list[Numbered]:
+        """Placer and filler numbers (OBR-2/3, else ORC-2/3) as typed identifiers. A number without
+        a namespace (EI-2) is the sending facility's, as for DiagnosticReport filler numbers."""
+        out = []
+        for n, type_code, kind in ORDER_NUMBERS:
+            seg = obr if obr is not None and obr.value(n) else orc
+            value = seg.value(n)
+            if not value:
+                continue
+            namespace = seg.value(n, 2) or self.mapper._facility(message)
+            ident = {
+                "type": {"coding": [{"system": V2_0203, "code": type_code}]},
+                "system": f"urn:ehrsim:{kind}:{_uri_part(namespace)}",
+                "value": value,
+            }
+            out.append((ident, seg, n))
+        return out
+
+    def find(
+        self, numbers: list[Numbered], touched: dict[tuple[str, str], dict[str, Any]]
+    ) -> tuple[dict[str, Any] | None, Numbered | None]:
+        """The order with any of these numbers (one this message already writes, else a stored
+        one) and the number that found it."""
+        for number in numbers:
+            ident = number[0]
+            key = (ident["system"], ident["value"])
+            found = touched.get(key) or self.index.find(*key)
+            if found is not None:
+                return found, number
+        return None, None
+
+    # -- the order's content ---------------------------------------------------------------------
+    def fill(
+        self,
+        request: dict[str, Any],
+        message: Message,
+        order: Order,
+        obr: Segment | None,
+        warnings: list[str],
+    ) -> None:
+        """Set what the message carries (a change leaves what it does not carry as it was)."""
+        orc, tz = order.orc, self.mapper.default_tz
+        if obr is not None:
+            code = self.mapper.concept(obr, 4, message)
+            if code is None and "code" not in request:
+                raise HL7Error(
+                    REQUIRED_FIELD_MISSING,
+                    "OBR-4 universal service identifier is empty; a ServiceRequest needs a code",
+                    "OBR",
+                    sequence=obr.occurrence,
+                    field=4,
+                )
+            if code is not None:
+                request["code"] = code
+        priority = self.priority(order, obr, warnings)
+        if priority is not None:
+            request["priority"] = priority
+        when = self.occurrence(order, obr)
+        if when is not None:
+            value, seg, n = when
+            request["occurrenceDateTime"] = v2_datetime(value, tz, (seg, n), warnings)
+        if orc.value(9):
+            request["authoredOn"] = v2_datetime(orc.value(9), tz, ("ORC", 9), warnings)
+        requester = self.requester(orc, obr)
+        if requester is not None:
+            request["requester"] = requester
+        if orc.value(4):
+            namespace = orc.value(4, 2) or self.mapper._facility(message)
+            request["requisition"] = {
+                "system": f"urn:ehrsim:placer:{_uri_part(namespace)}",
+                "value": orc.value(4),
+            }
+
+    def priority(self, order: Order, obr: Segment | None, warnings: list[str]) -> str | None:
+        """TQ1-9 (v2.5+), else ORC-7.6 (timing quantity), else OBR-5, through table 0027."""
+        candidates = [
+            (order.timing.value(9) if order.timing is not None else "", "TQ1-9"),
+            (order.orc.value(7, 6), "ORC-7.6"),
+            (obr.value(5) if obr is not None else "", "OBR-5"),
+        ]
+        table = self.tables["order_priority"]
+        for code, where in candidates:
+            if code:
+                mapped = table.get(code.strip().upper())
+                if mapped is None:
+                    warnings.append(
+                        f"{where} priority '{code}' has no FHIR request-priority "
+                        f"(mapped: {', '.join(table)}); ServiceRequest.priority left out"
+                    )
+                return mapped
+        return None
+
+    def occurrence(self, order: Order, obr: Segment | None) -> tuple[str, str, int] | None:
+        """TQ1-7 start (v2.5+), else ORC-7.4 (timing quantity start), else OBR-7."""
+        if order.timing is not None and order.timing.value(7):
+            return order.timing.value(7), "TQ1", 7
+        if order.orc.value(7, 4):
+            return order.orc.value(7, 4), "ORC", 7
+        if obr is not None and obr.value(7):
+            return obr.value(7), "OBR", 7
+        return None
+
+    def requester(self, orc: Segment, obr: Segment | None) -> dict[str, Any] | None:
+        """ORC-12 ordering provider, else OBR-16: display "given family", identifier XCN-1."""
+        for seg, n in ((orc, 12), (obr, 16)):
+            parts = seg.components(n) if seg is not None else []
+            if not any(parts):
+                continue
+            parts = parts + [""] * 3
+            family = parts[1].split(seg.enc.subcomponent)[0]
+            reference: dict[str, Any] = {}
+            display = " ".join(p for p in (parts[2], family) if p)
+            if display:
+                reference["display"] = display
+            if parts[0]:
+                reference["identifier"] = {"value": parts[0]}
+            return reference
+        return None
+
+    def encounter(self, message: Message, warnings: list[str]) -> dict[str, str] | None:
+        """The encounter PV1-19 names, when it is known (else a warning)."""
+        pv1 = message.segment("PV1")
+        ident = self.mapper._visit_identifier(pv1, message) if pv1 is not None else None
+        if ident is None:
+            return None
+        found = self.mapper.encounters.find(ident["system"], ident["value"])
+        if found is None:
+            warnings.append(
+                f"PV1-19 visit number {ident['value']} ({ident['system']}) is not a known encounter; "
+                "ServiceRequest.encounter left out"
+            )
+            return None
+        return {"reference": f"Encounter/{found['id']}"}
