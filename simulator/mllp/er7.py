@@ -21,6 +21,7 @@ UNSUPPORTED_MESSAGE_TYPE = 200
 UNSUPPORTED_EVENT_CODE = 201
 UNSUPPORTED_PROCESSING_ID = 202
 UNSUPPORTED_VERSION_ID = 203
+UNKNOWN_KEY = 204
 DUPLICATE_KEY = 205
 INTERNAL_ERROR = 207
 
@@ -33,6 +34,7 @@ ERROR_NAMES = {
     UNSUPPORTED_EVENT_CODE: "Unsupported event code",
     UNSUPPORTED_PROCESSING_ID: "Unsupported processing id",
     UNSUPPORTED_VERSION_ID: "Unsupported version id",
+    UNKNOWN_KEY: "Unknown key identifier",
     DUPLICATE_KEY: "Duplicate key identifier",
     INTERNAL_ERROR: "Application internal error",
 }

@@ -26,9 +26,11 @@ from simulator.fhir.service import FhirService
 from simulator.mllp.er7 import (
     DATA_TYPE_ERROR,
     DEFAULT_ENCODING,
+    DUPLICATE_KEY,
     REQUIRED_FIELD_MISSING,
     SEGMENT_SEQUENCE_ERROR,
     TABLE_VALUE_NOT_FOUND,
+    UNKNOWN_KEY,
     UNSUPPORTED_EVENT_CODE,
     UNSUPPORTED_MESSAGE_TYPE,
     HL7Error,
@@ -543,7 +545,7 @@ class V2Mapper:
         encounter = self._find_encounter(ident)
         if encounter is None:
             raise HL7Error(
-                204,
+                UNKNOWN_KEY,
                 f"no encounter has visit number {ident['value']} ({ident['system']}); admit it first",
                 "PV1",
                 sequence=pv1.occurrence,
@@ -583,7 +585,7 @@ class V2Mapper:
         prior = copy.deepcopy(prior) if prior is not None else None
         if prior is None:
             raise HL7Error(
-                204,
+                UNKNOWN_KEY,
                 f"no patient has prior identifier {prior_ids[0]['value']} ({prior_ids[0]['system']})",
                 "MRG",
                 sequence=mrg.occurrence,
@@ -592,7 +594,7 @@ class V2Mapper:
         survivor_id = self.upsert_patient(message, result, writes)
         if survivor_id == prior["id"]:
             raise HL7Error(
-                205,
+                DUPLICATE_KEY,
                 "MRG-1 and PID-3 name the same patient; nothing to merge",
                 "MRG",
                 sequence=mrg.occurrence,

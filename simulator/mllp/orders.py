@@ -19,6 +19,7 @@ from simulator.mllp.er7 import (
     REQUIRED_FIELD_MISSING,
     SEGMENT_SEQUENCE_ERROR,
     TABLE_VALUE_NOT_FOUND,
+    UNKNOWN_KEY,
     UNSUPPORTED_MESSAGE_TYPE,
     HL7Error,
     Message,
@@ -27,8 +28,6 @@ from simulator.mllp.er7 import (
 from simulator.mllp.identifiers import IdentifierIndex
 from simulator.mllp.mapping import V2_0203, MappingResult, V2Mapper, _spaced, _uri_part, v2_datetime
 from simulator.store.base import Write
-
-UNKNOWN_KEY = 204  # table 0357 "Unknown key identifier"
 
 # ORM^O01 order details other than OBR (supplies, medication, diet): not mapped, said so in the ERR.
 UNMAPPED_DETAILS = {
