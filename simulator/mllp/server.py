@@ -39,6 +39,7 @@ class MllpConnection(asyncio.Protocol):
         self.worker: asyncio.Task[None] | None = None
         self.closed = False
         self.last_activity = 0.0
+        self.queued = 0  # frames of this connection waiting in the listener's batch
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -59,6 +60,7 @@ class MllpConnection(asyncio.Protocol):
         if self.closed:
             return
         self.last_activity = time.monotonic()  # the listener's sweep closes idle connections
+        listener = self.listener
         if (
             self.worker is None
             and not self.pending
@@ -68,10 +70,16 @@ class MllpConnection(asyncio.Protocol):
             and self.reader.idle
         ):
             # One whole frame in one read, nothing buffered: the usual case, without the reader.
-            self._send(self.endpoint.handle(data[1:-2], self.peer))
+            self.queued += 1
+            listener.enqueue(self, data[1:-2])
             return
-        for event in self.reader.feed(data):
-            self.pending.append(event)
+        events = self.reader.feed(data)
+        if self.queued:  # earlier frames wait in the listener's batch: these go after them
+            self.queued += len(events)
+            for event in events:
+                listener.enqueue(self, event)
+            return
+        self.pending.extend(events)
         faults = self.endpoint.faults
         if self.reader.in_frame and not self.pending and faults.any(FRAME):
             fired = faults.decide(FRAME, {"event": "frame", "peer": self.peer})
@@ -98,6 +106,18 @@ class MllpConnection(asyncio.Protocol):
             if reply is not None and not self._send(reply):
                 return
 
+    def deliver(self, reply: Reply | None) -> None:
+        """A reply the listener's batch computed: sent now, or after the replies still waiting."""
+        self.queued -= 1
+        if reply is None or self.closed:
+            return
+        if self.worker is not None or self.pending:
+            self.pending.append(reply)
+            if self.worker is None:
+                self._drain()
+        else:
+            self._send(reply)
+
     def _send(self, reply: Reply) -> bool:
         """Write a reply now, or hand it to a task when a fault delays, dribbles, holds or closes
         (False: later frames wait for that task)."""
@@ -112,6 +132,10 @@ class MllpConnection(asyncio.Protocol):
 
     def _answer(self, event: Any) -> Reply | None:
         endpoint = self.endpoint
+        if type(event) is bytes:  # a frame's payload, from the fast path
+            return endpoint.handle(event, self.peer)
+        if isinstance(event, Reply):  # computed by the listener's batch, sent in turn
+            return event
         if isinstance(event, Frame):
             return endpoint.handle(event.payload, self.peer)
         if isinstance(event, Oversize):
@@ -212,6 +236,8 @@ class MllpListener:
         self.faults = MllpFaults(sandbox.faults, runtime.site.id)
         self.endpoint = Endpoint.for_site(runtime, settings, sandbox.journal, self.faults)
         self.connections: set[MllpConnection] = set()
+        self._batch: list[tuple[MllpConnection, Any]] = []
+        self._flush_scheduled = False
         self._server: asyncio.AbstractServer | None = None
         self._watch: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -220,6 +246,26 @@ class MllpListener:
             from simulator.mllp.tls import server_context
 
             self._ssl = server_context(settings.tls)
+
+    def enqueue(self, connection: MllpConnection, event: Any) -> None:
+        """Queue a frame (its payload) or frame event; the batch runs once the loop has read
+        every connection that had data."""
+        self._batch.append((connection, event))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        # All messages first, then all replies: handling them back to back, rather than between
+        # socket reads and writes, cost about a fifth less CPU per message (loadtests/bench_mllp.py).
+        self._flush_scheduled = False
+        batch, self._batch = self._batch, []
+        replies = [
+            (connection, None if connection.closed else connection._answer(event))
+            for connection, event in batch
+        ]
+        for connection, reply in replies:
+            connection.deliver(reply)
 
     async def start(self) -> None:
         await self._listen(self.requested_port)
