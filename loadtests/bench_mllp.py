@@ -3,8 +3,8 @@
     python loadtests/bench_mllp.py [--seconds 8] [--connections 16]
 
 Each server runs in its own process; one client process keeps 16 persistent connections, each
-sending a 4-segment ORU^R01 (MSH, PID, OBR, OBX; unique MSH-10, 200 patients) and waiting for its
-ACK before sending the next. Servers:
+sending a 4-segment ORU^R01 (MSH, PID, OBR, OBX; unique MSH-10, observation time and value, four
+vital signs in turn, 200 patients) and waiting for its ACK before sending the next. Servers:
 
   framing   a framing-only asyncio server answering a fixed ACK (the practical limit)
   hl7       python-hl7's asyncio MLLP server: parse + create_ack (pip install 'ehrsim[bench]')
@@ -32,13 +32,28 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXED_ACK = b"\x0bMSH|^~\\&|B|B|A|A|20260101||ACK^R01^ACK|1|P|2.5\rMSA|AA|1\r\x1c\r"
 
 
+# A bedside monitor's vital signs: LOINC code, display, UCUM unit, normal range, base value.
+VITALS = (
+    ("8867-4", "Heart rate", "/min", "60-100", 60),
+    ("9279-1", "Respiratory rate", "/min", "12-20", 12),
+    ("59408-5", "Oxygen saturation", "%", "95-100", 95),
+    ("8310-5", "Body temperature", "Cel", "36.1-37.2", 36),
+)
+
+
 def oru(connection: int, n: int) -> bytes:
+    """A device result as feeds send them: every message its own control id, observation time
+    (one second apart per connection) and value, four vital signs in turn, 200 patients."""
     mrn = f"B{(connection * 7919 + n) % 200:05d}"
+    code, name, unit, normal, base = VITALS[n % len(VITALS)]
+    seconds = 12 * 3600 + connection * 60 + n
+    when = f"20260101{seconds // 3600 % 24:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}+0000"
+    value = f"{base}.{n % 10}" if unit == "Cel" else str(base + n % 5)
     return (
-        f"MSH|^~\\&|BENCH|LAB|EHRSIM|HOSP|20260101120000+0000||ORU^R01^ORU_R01|C{connection}-{n}|P|2.5.1\r"
+        f"MSH|^~\\&|BENCH|LAB|EHRSIM|HOSP|{when}||ORU^R01^ORU_R01|C{connection}-{n}|P|2.5.1\r"
         f"PID|1||{mrn}^^^LAB^MR||DOE^JANE||19800101|F\r"
-        f"OBR|1||F{connection}-{n}^LAB|85353-1^Vital signs panel^LN|||20260101115500+0000||||||||||||||||||F\r"
-        f"OBX|1|NM|8867-4^Heart rate^LN||{60 + n % 40}|/min|60-100|N|||F|||20260101115500+0000\r"
+        f"OBR|1||F{connection}-{n}^LAB|85353-1^Vital signs panel^LN|||{when}||||||||||||||||||F\r"
+        f"OBX|1|NM|{code}^{name}^LN||{value}|{unit}^{unit}^UCUM|{normal}|N|||F|||{when}\r"
     ).encode()
 
 

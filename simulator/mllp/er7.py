@@ -397,19 +397,18 @@ _SEGMENT_IDS: set[str] = set()  # ids already seen to be valid (3 upper-case let
 
 def read_charset_field(payload: bytes) -> str:
     """MSH-18 read from the raw bytes (ASCII-compatible in every charset ehrsim accepts)."""
-    end = len(payload)
-    for terminator in (b"\r", b"\n"):
-        i = payload.find(terminator)
-        if 0 <= i < end:
-            end = i
-    header = payload[:end]
+    end = payload.find(b"\r")
+    if end == -1:
+        end = len(payload)
+    lf = payload.find(b"\n", 0, end)
+    header = payload[: lf if lf != -1 else end]
     if header.startswith(b"\xef\xbb\xbf"):
         header = header[3:]
     if len(header) < 4:
         return ""
     fs = header[3:4]
-    fields = header.split(fs)
-    # fields[0] = "MSH", fields[1] = MSH-2, so MSH-n is fields[n - 1].
-    if len(fields) < 18:
+    # fields[0] = "MSH", fields[1] = MSH-2, so MSH-n is fields[n - 1]: MSH-18 needs 17 separators.
+    if header.count(fs) < 17:
         return ""
+    fields = header.split(fs)
     return fields[17].split(b"~")[0].decode("ascii", "replace").strip().upper()

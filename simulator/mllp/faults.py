@@ -88,6 +88,8 @@ class MllpFaults:
 
     def any(self, kinds: frozenset[str]) -> bool:
         """Cheap pre-check: is any fault (of any site) of these kinds defined at all?"""
+        if not self.engine.faults:
+            return False
         return any(f.action.get("type") in kinds for f in self.engine.faults.values())
 
     def decide(self, kinds: frozenset[str], attrs: Mapping[str, Any]) -> list[FaultDecision]:

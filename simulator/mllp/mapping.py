@@ -150,6 +150,8 @@ class V2Mapper:
         self._units: dict[str, dict[str, str]] = {}
         self._patient_keys: dict[str, list[tuple[str, str]]] = {}
         self._subjects: dict[str, dict[str, str]] = {}
+        self._interpretations: dict[str, list[Any]] = {}
+        self._ranges: dict[str, list[Any]] = {}
         self._categories = {
             name: [{"coding": [{"system": OBS_CATEGORY, "code": name, "display": display}]}]
             for name, display in (("vital-signs", "Vital Signs"), ("laboratory", "Laboratory"))
@@ -752,18 +754,34 @@ class V2Mapper:
             observation["effectiveDateTime"] = v2_datetime(when, self.default_tz, ("OBR", 7), warnings)
         flag = obx.value(8)
         if flag:
-            interp = self.tables["interpretation"].get(flag.upper())
-            if interp:
-                observation["interpretation"] = [
-                    {
-                        "coding": [
-                            {"system": INTERPRETATION, "code": interp["code"], "display": interp["display"]}
-                        ]
-                    }
-                ]
+            interpretation = self._interpretations.get(flag)
+            if interpretation is None:
+                interp = self.tables["interpretation"].get(flag.upper())
+                interpretation = _memo(
+                    self._interpretations,
+                    flag,
+                    [
+                        {
+                            "coding": [
+                                {
+                                    "system": INTERPRETATION,
+                                    "code": interp["code"],
+                                    "display": interp["display"],
+                                }
+                            ]
+                        }
+                    ]
+                    if interp
+                    else [],
+                )
+            if interpretation:
+                observation["interpretation"] = interpretation
         reference_range = obx.value(7)
         if reference_range:
-            observation["referenceRange"] = [{"text": reference_range}]
+            ranges = self._ranges.get(reference_range)
+            if ranges is None:
+                ranges = _memo(self._ranges, reference_range, [{"text": reference_range}])
+            observation["referenceRange"] = ranges
         return observation
 
     def observation_code(self, obx: Segment, message: Message) -> tuple[dict[str, Any], list[Any]] | None:
