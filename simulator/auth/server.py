@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -82,7 +83,7 @@ class AuthorizationServer:
         self.clients = ClientRegistry(sandbox.scenario.seed, site.id)
         self.tokens = TokenStore(sandbox.scenario.seed, site.id)
         self.failures = AuthFailures(settings.failures)
-        self.pending: dict[str, AuthRequest] = {}
+        self.pending: OrderedDict[str, AuthRequest] = OrderedDict()  # oldest first, dropped in O(1)
         self.launches: dict[str, dict[str, str]] = {}  # EHR launch id -> context
 
     def create_launch(self, context: dict[str, Any]) -> str:
@@ -272,7 +273,7 @@ class AuthorizationServer:
         txn = self.tokens.new_value(16)
         self.pending[txn] = request
         while len(self.pending) > MAX_PENDING:  # pages nobody answered: forget the oldest
-            del self.pending[next(iter(self.pending))]
+            self.pending.popitem(last=False)
         return self._page(request, txn, base)
 
     def _page(
