@@ -139,6 +139,9 @@ class Segment:
         if not raw:
             return raw
         enc = self.enc
+        if component == 1 and subcomponent == 1 and not rep:  # what most mappings read
+            raw = raw.partition(enc.repetition)[0].partition(enc.component)[0].partition(enc.subcomponent)[0]
+            return unescape(raw, enc) if enc.escape and enc.escape in raw else raw
         if rep:
             reps = raw.split(enc.repetition)
             raw = reps[rep] if rep < len(reps) else ""

@@ -16,9 +16,12 @@ INDEXED_TYPES = frozenset({"token", "reference"})
 
 
 class _TypeIndex:
-    __slots__ = ("live", "postings", "values")
+    __slots__ = ("history", "live", "postings", "values")
 
     def __init__(self) -> None:
+        # id -> its only version, or a list of its versions once there are two: most resources
+        # never change, and a list per resource was two more objects for the GC to walk per write.
+        self.history: dict[str, StoredVersion | list[StoredVersion]] = {}
         self.live: dict[str, StoredVersion] = {}
         self.values: dict[Any, dict[str, list]] = {}  # param -> id -> values
         self.postings: dict[Any, dict[Any, set[str]]] = {}  # param -> key -> ids
@@ -65,25 +68,41 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._types: dict[str, _TypeIndex] = {}
-        self._versions: dict[tuple[str, str], list[StoredVersion]] = {}
         self._log: list[StoredVersion] = []
 
     # -- reads -----------------------------------------------------------------------------------
+    def _versions(self, resource_type: str, resource_id: str) -> list[StoredVersion] | StoredVersion | None:
+        index = self._types.get(resource_type)
+        return index.history.get(resource_id) if index is not None else None
+
     def read(self, resource_type: str, resource_id: str) -> StoredVersion | None:
-        versions = self._versions.get((resource_type, resource_id))
-        return versions[-1] if versions else None
+        versions = self._versions(resource_type, resource_id)
+        return versions[-1] if type(versions) is list else versions  # type: ignore[return-value]
 
     def vread(self, resource_type: str, resource_id: str, version: int) -> StoredVersion | None:
-        versions = self._versions.get((resource_type, resource_id))
-        if not versions or not 1 <= version <= len(versions):
+        versions = self._versions(resource_type, resource_id)
+        if versions is None:
+            return None
+        if type(versions) is not list:
+            return versions if version == 1 else None  # type: ignore[return-value]
+        if not 1 <= version <= len(versions):
             return None
         return versions[version - 1]
+
+    def _count(self, resource_type: str, resource_id: str) -> int:
+        versions = self._versions(resource_type, resource_id)
+        if versions is None:
+            return 0
+        return len(versions) if type(versions) is list else 1
 
     def history(
         self, resource_type: str | None = None, resource_id: str | None = None, since: float | None = None
     ) -> list[StoredVersion]:
         if resource_type and resource_id:
-            source: Iterable[StoredVersion] = self._versions.get((resource_type, resource_id), [])
+            versions = self._versions(resource_type, resource_id)
+            source: Iterable[StoredVersion] = (
+                versions if type(versions) is list else [versions] if versions is not None else []  # type: ignore[list-item]
+            )
         else:
             source = self._log
         out = [
@@ -133,7 +152,7 @@ class MemoryStore:
         seq = len(self._log)
         for write in writes:
             key = (write.type, write.id)
-            number = pending.get(key, len(self._versions.get(key, ()))) + 1
+            number = pending[key] + 1 if key in pending else self._count(write.type, write.id) + 1
             pending[key] = number
             resource = None
             if write.resource is not None:
@@ -157,9 +176,16 @@ class MemoryStore:
         """Make versions durable before they become visible; nothing to do in memory."""
 
     def _apply(self, version: StoredVersion) -> None:
-        self._versions.setdefault((version.type, version.id), []).append(version)
         self._log.append(version)
         index = self._index(version.type)
+        history = index.history
+        previous = history.get(version.id)
+        if previous is None:
+            history[version.id] = version
+        elif type(previous) is list:
+            previous.append(version)
+        else:
+            history[version.id] = [previous, version]  # type: ignore[list-item]
         if version.resource is None:
             index.remove(version.id)
         else:
@@ -173,7 +199,6 @@ class MemoryStore:
 
     def clear(self) -> None:
         self._types.clear()
-        self._versions.clear()
         self._log.clear()
 
     def close(self) -> None:
