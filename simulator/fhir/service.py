@@ -103,8 +103,9 @@ class FhirService:
         stamp = round(max(self.site.clock.timestamp(), self._last_stamp + 0.001), 3)
         self._last_stamp = stamp
         versions = self.site.store.commit(writes, instant_at(stamp), stamp)
-        for listener in self.listeners:
-            listener(self.site, versions)
+        if self.listeners:
+            for listener in self.listeners:
+                listener(self.site, versions)
         return versions
 
     # -- reads -----------------------------------------------------------------------------------

@@ -216,7 +216,7 @@ class V2Mapper:
                 versions = self.service.commit(writes)
             except FHIRError as exc:  # e.g. the site does not offer Encounter
                 raise HL7Error(207, f"the FHIR store refused the mapped resources: {exc}") from None
-            result.written = tuple(f"{v.type}/{v.id}" for v in versions)
+            result.written = tuple([f"{v.type}/{v.id}" for v in versions])
         return result
 
     # -- tables ----------------------------------------------------------------------------------
@@ -693,7 +693,7 @@ class V2Mapper:
         filler = obr.value(3)
         if filler:
             namespace = obr.value(3, 2) or self._facility(message)
-            report["identifier"] = [{"system": f"urn:ehrsim:filler:{_uri_part(namespace)}", "value": filler}]
+            report["identifier"] = [{"system": order_number_system("filler", namespace), "value": filler}]
         observed = obr.value(7)
         if observed:
             report["effectiveDateTime"] = v2_datetime(observed, self.default_tz, ("OBR", 7), warnings)
@@ -900,6 +900,13 @@ class V2Mapper:
 def _spaced(message_type: str) -> str:
     """ "ADT^A01" as "ADT A01", so error texts need no escapes."""
     return message_type.replace("^", " ")
+
+
+@functools.lru_cache(maxsize=1024)
+def order_number_system(kind: str, namespace: str) -> str:
+    """The identifier system of a placer or filler order number in its namespace (EI-2, or the
+    sending facility): shared by orders (ServiceRequest) and results (DiagnosticReport)."""
+    return f"urn:ehrsim:{kind}:{_uri_part(namespace)}"
 
 
 @functools.lru_cache(maxsize=1024)

@@ -26,7 +26,7 @@ from simulator.mllp.er7 import (
     Segment,
 )
 from simulator.mllp.identifiers import IdentifierIndex
-from simulator.mllp.mapping import V2_0203, MappingResult, V2Mapper, _spaced, _uri_part, v2_datetime
+from simulator.mllp.mapping import V2_0203, MappingResult, V2Mapper, _spaced, order_number_system, v2_datetime
 from simulator.store.base import Write
 
 # ORM^O01 order details other than OBR (supplies, medication, diet): not mapped, said so in the ERR.
@@ -277,7 +277,7 @@ class OrderMapping:
             namespace = seg.value(n, 2) or self.mapper._facility(message)
             ident = {
                 "type": {"coding": [{"system": V2_0203, "code": type_code}]},
-                "system": f"urn:ehrsim:{kind}:{_uri_part(namespace)}",
+                "system": order_number_system(kind, namespace),
                 "value": value,
             }
             out.append((ident, seg, n))
@@ -334,7 +334,7 @@ class OrderMapping:
         if orc.value(4):
             namespace = orc.value(4, 2) or self.mapper._facility(message)
             request["requisition"] = {
-                "system": f"urn:ehrsim:placer:{_uri_part(namespace)}",
+                "system": order_number_system("placer", namespace),
                 "value": orc.value(4),
             }
 
