@@ -22,6 +22,7 @@ class IdentifierIndex:
         self.resource_type = resource_type
         self._ids: dict[Key, list[str]] = {}
         self._keys: dict[str, list[Key]] = {}
+        self._inactive: set[str] = set()  # ids whose resource says active: false (merged away)
         store = service.site.store
         for rid in list(store.current(resource_type)):
             version = store.read(resource_type, rid)
@@ -44,8 +45,11 @@ class IdentifierIndex:
             ids = self._ids.get(key)
             if ids and rid in ids:
                 ids.remove(rid)
+        self._inactive.discard(rid)
         if version.resource is None:
             return
+        if version.resource.get("active", True) is False:
+            self._inactive.add(rid)
         keys = [
             (i.get("system", ""), i["value"])
             for i in version.resource.get("identifier", ())
@@ -55,15 +59,20 @@ class IdentifierIndex:
         for key in keys:
             self._ids.setdefault(key, []).append(rid)
 
+    def find_id(self, system: str, value: str) -> str | None:
+        """The id `find` would return, without reading the store (the per-message lookup)."""
+        ids = self._ids.get((system, value))
+        if not ids:
+            return None
+        for rid in ids:
+            if rid not in self._inactive:
+                return rid
+        return ids[0]
+
     def find(self, system: str, value: str) -> dict[str, Any] | None:
         """The current resource with this identifier; an active one wins over an inactive (merged) one."""
-        store = self.service.site.store
-        fallback = None
-        for rid in self._ids.get((system, value), ()):
-            version = store.read(self.resource_type, rid)
-            if version is None or version.resource is None:
-                continue
-            if version.resource.get("active", True) is not False:
-                return version.resource
-            fallback = fallback or version.resource
-        return fallback
+        rid = self.find_id(system, value)
+        if rid is None:
+            return None
+        version = self.service.site.store.read(self.resource_type, rid)
+        return version.resource if version is not None else None

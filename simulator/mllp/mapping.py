@@ -407,9 +407,9 @@ class V2Mapper:
             raise HL7Error(SEGMENT_SEQUENCE_ERROR, f"{message.message_type} needs a PID segment", "PID")
         if create_only:  # the common case (results for a known patient): look up, build nothing
             for system, value in self.patient_keys(pid):
-                found = self.patients.find(system, value)
+                found = self.patients.find_id(system, value)
                 if found is not None:
-                    return found["id"]
+                    return found
         identifiers = self.identifiers(pid, 3)
         if not identifiers:
             raise HL7Error(
