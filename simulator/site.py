@@ -56,10 +56,13 @@ class SiteSettings:
 _OPAQUE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-"
 
 
+_UUID_KEEP = ~(0xC000 << 48) & ~(0xF000 << 64)  # all but the variant and version bits
+_UUID_SET = (0x8000 << 48) | (4 << 76)  # variant RFC 4122, version 4
+
+
 def _uuid4(bits: int) -> str:
     """The same string as str(uuid.UUID(int=bits, version=4)), without building a UUID object."""
-    bits = (bits & ~(0xC000 << 48) | (0x8000 << 48)) & ~(0xF000 << 64) | (4 << 76)
-    text = f"{bits:032x}"
+    text = f"{bits & _UUID_KEEP | _UUID_SET:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 

@@ -626,8 +626,8 @@ class V2Mapper:
         if "id" in resource:
             writes.append(Write(rtype, resource["id"], resource, "PUT"))
         else:
-            resource["id"] = self.service.site.ids.new_id(rtype)
-            writes.append(Write(rtype, resource["id"], resource, "POST"))
+            rid = resource["id"] = self.service.site.ids.new_id(rtype)
+            writes.append(Write(rtype, rid, resource, "POST"))
 
     # -- ORU -------------------------------------------------------------------------------------
     def results(self, message: Message, result: MappingResult) -> list[Write]:

@@ -94,12 +94,6 @@ class MemoryStore:
             return None
         return versions[version - 1]
 
-    def _count(self, resource_type: str, resource_id: str) -> int:
-        versions = self._versions(resource_type, resource_id)
-        if versions is None:
-            return 0
-        return len(versions) if type(versions) is list else 1
-
     def history(
         self, resource_type: str | None = None, resource_id: str | None = None, since: float | None = None
     ) -> list[StoredVersion]:
@@ -155,26 +149,29 @@ class MemoryStore:
         pending: dict[tuple[str, str], int] = {}
         out = []
         seq = len(self._log)
-        for write in writes:
-            key = (write.type, write.id)
-            number = pending[key] + 1 if key in pending else self._count(write.type, write.id) + 1
+        types = self._types
+        for rtype, rid, body, method in writes:
+            key = (rtype, rid)
+            if key in pending:
+                number = pending[key] + 1
+            else:
+                index = types.get(rtype)
+                previous = index.history.get(rid) if index is not None else None
+                number = 1 if previous is None else (len(previous) if type(previous) is list else 1) + 1
             pending[key] = number
             resource = None
-            if write.resource is not None:
-                meta = dict(write.resource.get("meta") or {})
-                meta["versionId"] = str(number)
-                meta["lastUpdated"] = last_updated
+            if body is not None:
+                meta = body.get("meta")
+                if meta:
+                    meta = {**meta, "versionId": str(number), "lastUpdated": last_updated}
+                else:
+                    meta = {"versionId": str(number), "lastUpdated": last_updated}
                 # resourceType, id and meta first: the order people expect when reading JSON.
-                # (update() keeps the position of keys already present, then the three are set again.)
-                resource = {"resourceType": write.type, "id": write.id, "meta": meta}
-                resource.update(write.resource)
-                resource["resourceType"], resource["id"], resource["meta"] = write.type, write.id, meta
+                # (The body's own values for the three, if any, keep that position and are reset.)
+                resource = {"resourceType": rtype, "id": rid, "meta": meta, **body}
+                resource["resourceType"], resource["id"], resource["meta"] = rtype, rid, meta
             seq += 1
-            out.append(
-                _new_version(
-                    (write.type, write.id, number, last_updated, timestamp, write.method, resource, seq)
-                )
-            )
+            out.append(_new_version((rtype, rid, number, last_updated, timestamp, method, resource, seq)))
         return out
 
     def _persist(self, versions: list[StoredVersion]) -> None:
