@@ -71,8 +71,15 @@ class MappingResult:
     warnings: list[str] = field(default_factory=list)
 
 
+_last_full_timestamp: tuple[str | None, str] = (None, "")  # (raw, FHIR) of the last full-form one read
+
+
 def v2_datetime(value: str, default_tz: str, where: tuple[str, int], warnings: list[str]) -> str:
     """A v2 DTM/TS as a FHIR dateTime. A time without a zone gets `default_tz` (and a warning)."""
+    global _last_full_timestamp
+    if value == _last_full_timestamp[0]:  # OBR-7 and OBX-14 usually repeat MSH-7's instant
+        return _last_full_timestamp[1]
+    raw = value
     value = value.strip()
     if (
         len(value) == 19
@@ -83,7 +90,9 @@ def v2_datetime(value: str, default_tz: str, where: tuple[str, int], warnings: l
     ):
         # The usual full form, YYYYMMDDHHMMSS+ZZZZ, sliced without the regex (once per OBX).
         v = value
-        return f"{v[:4]}-{v[4:6]}-{v[6:8]}T{v[8:10]}:{v[10:12]}:{v[12:14]}{v[14:17]}:{v[17:]}"
+        out = f"{v[:4]}-{v[4:6]}-{v[6:8]}T{v[8:10]}:{v[10:12]}:{v[12:14]}{v[14:17]}:{v[17:]}"
+        _last_full_timestamp = (raw, out)
+        return out
     m = _TS.match(value)
     if not m:
         raise HL7Error(
