@@ -22,7 +22,8 @@ class AckMode(enum.Enum):
 
 def ack_mode(message: Message) -> AckMode:
     """Enhanced mode when the sender filled MSH-15 or MSH-16 (HL7 v2 chapter 2)."""
-    return AckMode.ENHANCED if message.accept_ack_type or message.app_ack_type else AckMode.ORIGINAL
+    header = message.header()
+    return AckMode.ENHANCED if header[6] or header[7] else AckMode.ORIGINAL  # MSH-15, MSH-16
 
 
 def wants(condition: str, success: bool) -> bool:
@@ -121,12 +122,8 @@ def _plain_ack(message: Message, code: str, control_id: str, timestamp: str) -> 
     fields = message.msh.fields
     if len(fields) < 7:
         return None
-    trigger, processing, version, echo = (
-        message.trigger,
-        message.processing_id,
-        message.version,
-        message.control_id,
-    )
+    header = message.header()
+    trigger, echo, processing, version = header[1], header[3], header[4], header[5]
     if _SPECIALS.search(f"{trigger}{processing}{version}{echo}"):
         return None
     kind = f"ACK^{trigger}^ACK" if trigger else "ACK"

@@ -154,7 +154,7 @@ class Endpoint:
             "faults": (),
             "control_id": message.control_id,
             "message_type": message.message_type,
-            "ack_mode": mode.value,
+            "ack_mode": "original" if mode is AckMode.ORIGINAL else "enhanced",  # (Enum.value is slow)
             "applied": False,
         }
 

@@ -14,7 +14,6 @@ import copy
 import functools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -63,12 +62,14 @@ def mapping_tables(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     return merge(copy.deepcopy(tables), overrides) if overrides else tables
 
 
-@dataclass
 class MappingResult:
     """What a message changed: "Type/id" per write, and warnings worth journaling."""
 
-    written: tuple[str, ...] = ()
-    warnings: list[str] = field(default_factory=list)
+    __slots__ = ("warnings", "written")
+
+    def __init__(self) -> None:
+        self.written: tuple[str, ...] = ()
+        self.warnings: list[str] = []
 
 
 _last_full_timestamp: tuple[str | None, str] = (None, "")  # (raw, FHIR) of the last full-form one read
