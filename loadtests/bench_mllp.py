@@ -1,6 +1,6 @@
 """MLLP ingest benchmark: ehrsim against two baselines, in one run, on this machine.
 
-    python loadtests/bench_mllp.py [--seconds 8] [--connections 16]
+    python loadtests/bench_mllp.py [--seconds 8] [--connections 16] [--only ehrsim] [--quick]
 
 Each server runs in its own process; one client process keeps 16 persistent connections, each
 sending a 4-segment ORU^R01 (MSH, PID, OBR, OBX; unique MSH-10, observation time and value, four
@@ -234,12 +234,17 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--only", choices=["framing", "hl7", "ehrsim"], action="append")
+    parser.add_argument(
+        "--quick", action="store_true", help="a tiny run (1 s per server) that proves the harness works"
+    )
     parser.add_argument("--serve", choices=["framing", "hl7"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         run_loop(serve_framing(args.port) if args.serve == "framing" else serve_hl7(args.port))
         return 0
+    if args.quick:
+        args.seconds, args.warmup = 1.0, 0.3
     print(f"machine: {machine()}")
     print(
         f"load: {args.connections} persistent connections, 4-segment ORU^R01, {args.seconds:g} s after {args.warmup:g} s warm-up"
@@ -268,7 +273,7 @@ def main() -> int:
                     f"ehrsim / {base}: throughput {rates['ehrsim'] / rates[base]:.2f}x, "
                     f"CPU per message {costs['ehrsim'] / costs[base]:.2f}x"
                 )
-    parts = in_process()
+    parts = in_process(2_000 if args.quick else 20_000)
     print(
         "ehrsim endpoint in-process (CPU per message, no sockets): "
         + ", ".join(f"{label} {us:.0f} us" for label, us in parts.items())

@@ -1,4 +1,4 @@
-"""The FHIR benchmark runs end to end in its quick mode and reports its ratios.
+"""The FHIR and MLLP benchmarks run end to end in their quick modes and report their ratios.
 
 Speed is not asserted here (that is what the benchmark's figures are for); only that every part ran
 against real servers, every request succeeded, and the ratios came out as numbers.
@@ -105,3 +105,19 @@ def test_py_spy_samples_are_summarised_inclusive_and_self(tmp_path: Path) -> Non
     assert inclusive[:2] == [(1.0, "handle (simulator/fhir/api.py)"), (1.0, "main (simulator/cli.py)")]
     assert (0.75, "validate (validation.py)") in inclusive
     assert own == [(0.75, "validate (validation.py)"), (0.25, "handle (simulator/fhir/api.py)")]
+
+
+def test_quick_mllp_benchmark_measures_both_servers_and_prints_ratios() -> None:
+    result = subprocess.run(
+        [sys.executable, "loadtests/bench_mllp.py", "--quick", "--only", "framing", "--only", "ehrsim"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rates = dict(re.findall(r"^\s*(framing|ehrsim):\s+([\d,]+) messages/s", result.stdout, re.M))
+    assert set(rates) == {"framing", "ehrsim"}, result.stdout
+    assert all(int(rate.replace(",", "")) > 0 for rate in rates.values())
+    assert re.search(r"ehrsim / framing: throughput \d+\.\d\dx", result.stdout), result.stdout
+    assert re.search(r"in-process .*with FHIR \d+ us", result.stdout), result.stdout
