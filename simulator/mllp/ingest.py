@@ -103,6 +103,18 @@ class Endpoint:
             self.mapper.reindex()
 
     # -- the pipeline ----------------------------------------------------------------------------
+    def _entry(self, peer: str, size: int, **fields: Any) -> dict[str, Any]:
+        """A journal entry for one inbound message (docs/mllp.md lists its fields)."""
+        return {
+            "protocol": "mllp",
+            "kind": "message",
+            "site": self.site_id,
+            "client_id": peer,
+            "bytes": size,
+            "faults": (),
+            **fields,
+        }
+
     def handle(self, payload: bytes, peer: str) -> Reply:
         try:
             return self._handle(payload, peer)
@@ -110,17 +122,7 @@ class Endpoint:
             log.exception("site %s: unexpected error handling a message from %s", self.site_id, peer)
             error = HL7Error(INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}", reject=True)
             ack = build_ack(None, "AR", self.ack_ids(), self._stamp(self.clock.timestamp()), error)
-            entry = {
-                "protocol": "mllp",
-                "kind": "message",
-                "site": self.site_id,
-                "client_id": peer,
-                "bytes": len(payload),
-                "error": _error_info(error),
-                "ack_code": "AR",
-                "applied": False,
-                "faults": (),
-            }
+            entry = self._entry(peer, len(payload), error=_error_info(error), ack_code="AR", applied=False)
             if self.journal.enabled:
                 self.journal.record(entry)
             return Reply([frame(ack.encode())])
@@ -145,18 +147,14 @@ class Endpoint:
             fired = self.faults.decide(MESSAGE, attrs)
         forced = next((f for f in fired if f.action == "ack_code"), None) if fired else None
         forced_code = str(forced.params.get("code", "AE")) if forced is not None else None
-        entry: dict[str, Any] = {
-            "protocol": "mllp",
-            "kind": "message",
-            "site": self.site_id,
-            "client_id": peer,
-            "bytes": len(payload),
-            "faults": (),
-            "control_id": message.control_id,
-            "message_type": message.message_type,
-            "ack_mode": "original" if mode is AckMode.ORIGINAL else "enhanced",  # (Enum.value is slow)
-            "applied": False,
-        }
+        entry = self._entry(
+            peer,
+            len(payload),
+            control_id=message.control_id,
+            message_type=message.message_type,
+            ack_mode="original" if mode is AckMode.ORIGINAL else "enhanced",  # (Enum.value is slow)
+            applied=False,
+        )
 
         # Sender (MSH-3, MSH-4) and MSH-10, as sent: a resend repeats them byte for byte.
         msh = message.msh
@@ -203,14 +201,7 @@ class Endpoint:
         """The NAK for a message that could not be read (or whose header is unusable)."""
         message: Message | None = getattr(error, "context", None)  # set when readable enough
         codec = getattr(error, "codec", "utf-8")
-        entry: dict[str, Any] = {
-            "protocol": "mllp",
-            "kind": "message",
-            "site": self.site_id,
-            "client_id": peer,
-            "bytes": len(payload),
-            "faults": (),
-        }
+        entry = self._entry(peer, len(payload))
         if message is not None:
             entry["control_id"] = message.control_id
             entry["message_type"] = message.message_type
@@ -242,18 +233,9 @@ class Endpoint:
             reject=True,
         )
         ack = build_ack(message, "AR", self.ack_ids(), self._stamp(self.clock.timestamp()), error)
-        entry = {
-            "protocol": "mllp",
-            "kind": "message",
-            "site": self.site_id,
-            "client_id": peer,
-            "bytes": size,
-            "control_id": control_id,
-            "error": _error_info(error),
-            "ack_code": "AR",
-            "applied": False,
-            "faults": (),
-        }
+        entry = self._entry(
+            peer, size, control_id=control_id, error=_error_info(error), ack_code="AR", applied=False
+        )
         return self._finish(Reply([frame(ack.encode())]), entry, None)
 
     def _stamp(self, timestamp: float) -> str:

@@ -218,51 +218,44 @@ class OrderMapping:
 
     # -- ORC-1 and ORC-5 -------------------------------------------------------------------------
     def control(self, orc: Segment) -> dict[str, Any]:
-        code = orc.value(1).strip().upper()
-        if not code:
-            raise HL7Error(
-                REQUIRED_FIELD_MISSING,
-                "ORC-1 order control is empty",
-                "ORC",
-                sequence=orc.occurrence,
-                field=1,
-            )
-        control = self.tables["order_control"].get(code)
-        if control is None:
-            raise HL7Error(
-                TABLE_VALUE_NOT_FOUND,
-                f"ORC-1 order control '{code}' is not mapped (table 0119; mapped here: "
-                f"{', '.join(self.tables['order_control'])})",
-                "ORC",
-                sequence=orc.occurrence,
-                field=1,
-            )
-        return control
+        return self.coded(
+            orc,
+            1,
+            "order_control",
+            "ORC-1 order control is empty",
+            "ORC-1 order control '{code}' is not mapped (table 0119; mapped here: {known})",
+        )
 
     def status(self, control: dict[str, Any], orc: Segment) -> str | None:
         """ServiceRequest.status after the message (None: keep it)."""
         status = control.get("status")
         if status != "ORC-5":
             return status
-        code = orc.value(5).strip().upper()
+        return self.coded(
+            orc,
+            5,
+            "order_status",
+            f"ORC-1 {orc.value(1)} (status changed) needs ORC-5 order status",
+            "ORC-5 order status '{code}' is not in table 0038 ({known})",
+        )
+
+    def coded(self, seg: Segment, n: int, table: str, empty: str, unknown: str) -> Any:
+        """The `table` entry for the code in field n: AE 101 when it is empty, 103 when the table
+        does not have it (`unknown` names it with {code} and the table's codes with {known})."""
+        code = seg.value(n).strip().upper()
         if not code:
-            raise HL7Error(
-                REQUIRED_FIELD_MISSING,
-                f"ORC-1 {orc.value(1)} (status changed) needs ORC-5 order status",
-                "ORC",
-                sequence=orc.occurrence,
-                field=5,
-            )
-        mapped = self.tables["order_status"].get(code)
-        if mapped is None:
+            raise HL7Error(REQUIRED_FIELD_MISSING, empty, seg.name, sequence=seg.occurrence, field=n)
+        entries = self.tables[table]
+        value = entries.get(code)
+        if value is None:
             raise HL7Error(
                 TABLE_VALUE_NOT_FOUND,
-                f"ORC-5 order status '{code}' is not in table 0038 ({', '.join(self.tables['order_status'])})",
-                "ORC",
-                sequence=orc.occurrence,
-                field=5,
+                unknown.format(code=code, known=", ".join(entries)),
+                seg.name,
+                sequence=seg.occurrence,
+                field=n,
             )
-        return mapped
+        return value
 
     # -- placer and filler numbers ---------------------------------------------------------------
     def numbers(self, orc: Segment, obr: Segment | None, message: Message) -> list[Numbered]:
