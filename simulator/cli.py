@@ -136,6 +136,49 @@ def token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _env_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "env",
+        help="print the sandbox's addresses as EHRSIM_* variables for an integration under test",
+        description='eval "$(ehrsim env)" before starting the integration (variables: docs/conformance.md)',
+    )
+    p.add_argument("--server", default="http://127.0.0.1:8080", help="ehrsim origin (default %(default)s)")
+    p.add_argument("--site", help="site id (default: the first site)")
+    p.add_argument("--client", help="client id (default: the site's first backend client, else its first)")
+    p.add_argument("--private-key", help="PEM path of the integration's key, passed on as EHRSIM_PRIVATE_KEY")
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of export lines")
+    p.add_argument(
+        "--admin-token",
+        help="admin API token (or $EHRSIM_ADMIN_TOKEN), needed when ehrsim listens beyond loopback",
+    )
+
+
+def env(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    import httpx
+
+    from simulator.admin_client import AdminClient, AdminError
+    from simulator.integration_env import IntegrationEnvError, integration_env, shell_exports
+
+    admin_token = args.admin_token or os.environ.get("EHRSIM_ADMIN_TOKEN")
+    try:
+        with AdminClient(args.server, admin_token) as admin:
+            values = integration_env(admin, args.site, args.client, args.private_key)
+    except (AdminError, IntegrationEnvError) as exc:
+        print(f"ehrsim env: {exc}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as exc:
+        print(f"ehrsim env: cannot reach {args.server}: {exc}", file=sys.stderr)
+        return 1
+    print(
+        json.dumps(values, indent=2) if args.json else shell_exports(values),
+        end="" if not args.json else "\n",
+    )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ehrsim", description="EHR sandbox simulator")
     parser.add_argument("--version", action="version", version=f"ehrsim {__version__}")
@@ -145,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _generate_parser(sub)
     _conformance_parser(sub)
     _token_parser(sub)
+    _env_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args)
@@ -156,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return generate(args)
     if args.command == "token":
         return token(args)
+    if args.command == "env":
+        return env(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -529,9 +529,15 @@ def mllp_feeds(sandbox: Sandbox) -> list[BackgroundService]:
     services: list[BackgroundService] = []
     for spec in sandbox.scenario.sites:
         settings = MllpSettings.from_mapping(spec.raw.get("mllp"), f"sites[{spec.id}].mllp")
-        for index, raw in enumerate(settings.feeds):
-            feed = FeedSpec.from_mapping(raw, f"sites[{spec.id}].mllp.feeds[{index}]")
-            services.append(MllpFeed(feed, sandbox.sites[spec.id], sandbox))
+        feeds = [
+            FeedSpec.from_mapping(raw, f"sites[{spec.id}].mllp.feeds[{index}]")
+            for index, raw in enumerate(settings.feeds)
+        ]
+        services.extend(MllpFeed(feed, sandbox.sites[spec.id], sandbox) for feed in feeds)
+        if feeds:  # /_admin/sites lists where each feed delivers (EHRSIM_LISTEN_PORT comes from it)
+            targets = [{"name": f.name, "target": f"{f.host}:{f.port}"} for f in feeds]
+            describe = sandbox.sites[spec.id].site.extras.setdefault("describe", [])
+            describe.append(lambda base, targets=targets: {"mllp_feeds": targets})
     return services
 
 
