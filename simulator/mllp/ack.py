@@ -76,9 +76,21 @@ def build_ack(
     `answers` overrides MSA-2 (faults that send a wrong or stale id use it).
     """
     if message is not None and error is None and answers is None and message.enc is DEFAULT_ENCODING:
-        ack = _plain_ack(message, code, control_id, timestamp)
+        ack = plain_ack(message, code, control_id, timestamp)
         if ack is not None:
             return ack
+    return general_ack(message, code, control_id, timestamp, error, answers)
+
+
+def general_ack(
+    message: Message | None,
+    code: str,
+    control_id: str,
+    timestamp: str,
+    error: HL7Error | None = None,
+    answers: str | None = None,
+) -> str:
+    """`build_ack` for every case, field by field (the reference `plain_ack` is tested against)."""
     # ACKs always use the standard delimiters (|^~\&): a sender's unusual ones are re-encoded.
     enc = DEFAULT_ENCODING
     fs, c = enc.field, enc.component
@@ -116,7 +128,7 @@ def build_ack(
     return "\r".join(lines) + "\r"
 
 
-def _plain_ack(message: Message, code: str, control_id: str, timestamp: str) -> str | None:
+def plain_ack(message: Message, code: str, control_id: str, timestamp: str) -> str | None:
     """The common positive ACK, written in one step: standard delimiters, nothing that needs
     escaping (None otherwise, and `build_ack` takes the general path)."""
     fields = message.msh.fields
