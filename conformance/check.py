@@ -78,14 +78,16 @@ REGISTRY: dict[str, Check] = {}
 
 
 def check(
-    id: str, title: str, spec: str, group: str
+    id: str, title: str, spec: str, group: str, registry: dict[str, Check] | None = None
 ) -> Callable[[Callable[[Target], None]], Callable[[Target], None]]:
-    """Register a function as a check; its docstring is the requirement, quoted from the spec."""
+    """Register a function as a check; its docstring is the requirement, quoted from the spec.
+    `registry`: a suite kept apart from the server checks (default REGISTRY)."""
+    checks = REGISTRY if registry is None else registry
 
     def register(fn: Callable[[Target], None]) -> Callable[[Target], None]:
-        if id in REGISTRY:
+        if id in checks:
             raise ValueError(f"duplicate check id {id}")
-        REGISTRY[id] = Check(id, title, (fn.__doc__ or "").strip(), spec, group, fn)
+        checks[id] = Check(id, title, (fn.__doc__ or "").strip(), spec, group, fn)
         return fn
 
     return register

@@ -71,6 +71,79 @@ def _conformance_parser(sub: argparse._SubParsersAction) -> None:
     smart.add_argument("--redirect-uri", default="http://127.0.0.1:9999/callback", help="its redirect URI")
     smart.add_argument("--confidential", metavar="ID:SECRET", help="a confidential client, for introspection")
     smart.add_argument("--junit", help="also write the results as JUnit XML to this file")
+    client = kinds.add_parser(
+        "client",
+        help="run an integration against a scenario and judge its behaviour from the journal",
+        description="Serve the scenario, run COMMAND with the EHRSIM_* variables, wait --settle "
+        "seconds, then judge the journal (docs/conformance.md). Exit status 1 if a check failed or "
+        "COMMAND failed or timed out.",
+        usage="%(prog)s (--scenario NAME|PATH | --server URL) [options] [-- COMMAND [ARGS...]]",
+    )
+    where = client.add_mutually_exclusive_group(required=True)
+    where.add_argument("--scenario", help="scenario name (see scenarios/) or YAML path to serve")
+    where.add_argument("--server", help="judge a sandbox already running at this origin (http://host:port)")
+    client.add_argument("--seed", help="override the scenario's seed")
+    client.add_argument("--junit", help="also write the results as JUnit XML to this file")
+    client.add_argument("--timeout", type=float, default=300.0, help="seconds COMMAND may run (default 300)")
+    client.add_argument(
+        "--settle", type=float, default=0.5, help="seconds to wait after COMMAND (default 0.5)"
+    )
+    client.add_argument("--site", help="site whose addresses COMMAND gets (default: the first)")
+    client.add_argument("--client", help="client id COMMAND gets (default: the site's first backend client)")
+    client.add_argument("--private-key", help="PEM path passed on as EHRSIM_PRIVATE_KEY")
+    client.add_argument("--admin-token", help="admin API token for --server (or $EHRSIM_ADMIN_TOKEN)")
+    client.add_argument("--min-gap", type=float, default=0.5, help="seconds between retries during errors")
+    client.add_argument("--backoff", type=float, help="each retry gap at least this times the previous")
+    client.add_argument(
+        "--dead-token-retries", type=int, default=1, help="requests allowed with a refused token (default 1)"
+    )
+    client.add_argument(
+        "--resend-min-gap", type=float, default=0.5, help="seconds between MLLP resends (default 0.5)"
+    )
+
+
+def client_command(args: argparse.Namespace) -> int:
+    import os
+
+    import httpx
+
+    from conformance.client_checks import Thresholds
+    from conformance.client_run import Integration, judge, sandbox
+    from conformance.report import exit_code, junit_xml, text
+    from simulator.admin_client import AdminError
+    from simulator.integration_env import IntegrationEnvError
+    from simulator.scenario import ScenarioError
+
+    command = args.integration
+    if args.scenario and not command:
+        print("ehrsim conformance client: give the integration to run after --", file=sys.stderr)
+        return 2
+    thresholds = Thresholds(args.min_gap, args.backoff, args.dead_token_retries, args.resend_min_gap)
+    integration = Integration(command, args.timeout, args.settle, args.site, args.client, args.private_key)
+    try:
+        if args.server:
+            token = args.admin_token or os.environ.get("EHRSIM_ADMIN_TOKEN")
+            results = judge(args.server, integration, thresholds, token)
+        else:
+            with sandbox(args.scenario, args.seed) as origin:
+                print(
+                    f"ehrsim: scenario '{args.scenario}' at {origin}; running {' '.join(command)}", flush=True
+                )
+                results = judge(origin, integration, thresholds)
+    except (ScenarioError, ValueError, OSError) as exc:
+        print(f"ehrsim conformance client: {exc}", file=sys.stderr)
+        return 2
+    except (AdminError, IntegrationEnvError) as exc:
+        print(f"ehrsim conformance client: {exc}", file=sys.stderr)
+        return 2
+    except httpx.HTTPError as exc:
+        print(f"ehrsim conformance client: cannot reach {args.server}: {exc}", file=sys.stderr)
+        return 2
+    print(text(results))
+    if args.junit:
+        with open(args.junit, "wb") as out:
+            out.write(junit_xml(results, "ehrsim-conformance-client"))
+    return exit_code(results)
 
 
 def conformance_command(args: argparse.Namespace) -> int:
@@ -78,6 +151,8 @@ def conformance_command(args: argparse.Namespace) -> int:
     from conformance.runner import run_server_checks
     from conformance.smart_checks import run_smart_checks
 
+    if args.suite == "client":
+        return client_command(args)
     if args.suite == "smart":
         secret = tuple(args.confidential.split(":", 1)) if args.confidential else None
         results = run_smart_checks(
@@ -189,7 +264,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     _conformance_parser(sub)
     _token_parser(sub)
     _env_parser(sub)
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # What follows `--` is the integration's command line (`conformance client`), kept verbatim.
+    cut = words.index("--") if "--" in words else len(words)
+    args = parser.parse_args(words[:cut])
+    args.integration = words[cut + 1 :]
+    if args.integration and getattr(args, "suite", None) != "client":
+        parser.error("only `ehrsim conformance client` takes a command after --")
     if args.command == "serve":
         return serve(args)
     if args.command == "scenario":

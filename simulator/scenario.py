@@ -220,10 +220,34 @@ def check_semantics(scenario: Scenario) -> None:
     for fault in scenario.faults or []:  # MLLP action settings the schema cannot check
         if isinstance(fault, dict) and isinstance(fault.get("action"), dict):
             check_action(str(fault.get("id", "?")), fault["action"])
+    check_expectations(scenario.raw.get("expect") or [], scenario.faults, clock.start)
     for spec in scenario.sites:
         SiteSettings.from_mapping(spec.settings)
         check_site_section(spec.raw.get("mllp"), f"sites[{spec.id}].mllp")
         visibility_for(scenario.data_latency, spec.id, clock)
+
+
+def check_expectations(items: list[Any], faults: list[Any], start: datetime | None) -> None:
+    """`expect:` filters that verify.py would refuse, and `during` checks naming no timed fault."""
+    from simulator.faults.schedule import Schedule
+    from simulator.verify import EntryFilter, VerifyError
+
+    timed = {
+        f.get("id")
+        for f in faults
+        if isinstance(f, dict) and Schedule.from_mapping(f.get("schedule") or {}).timed
+    }
+    for index, item in enumerate(items):
+        try:
+            for flt in [item.get("filter"), *(item.get("sequence") or [])]:
+                EntryFilter.from_mapping(flt, start)
+        except VerifyError as exc:
+            raise ValueError(f"expect[{index}]: {exc}") from None
+        if item.get("check") == "during" and item.get("fault") and item["fault"] not in timed:
+            raise ValueError(
+                f"expect[{index}]: 'during' names fault '{item['fault']}', which is not a timed fault of "
+                f"this scenario (timed: {', '.join(sorted(map(str, timed))) or 'none'})"
+            )
 
 
 def shipped() -> list[tuple[str, str]]:

@@ -43,6 +43,10 @@ _GLOB_FIELDS = (
     "interaction",
     "client_id",
     "outcome",
+    # MLLP message entries: resends of one message share its control_id (MSH-10)
+    "message_type",
+    "control_id",
+    "ack_code",
 )
 FILTER_KEYS = (*_GLOB_FIELDS, "status", "fault", "since", "until")
 
