@@ -431,8 +431,7 @@ def expectation_checks(definition: dict[str, Any]) -> list[Check]:
         spec = {k: v for k, v in item.items() if k not in ("id", "title")}
         name = str(item.get("id") or index + 1)
 
-        def run(t: Target, spec: dict[str, Any] = spec) -> None:
-            assert isinstance(t, JournalTarget)
+        def run(t: JournalTarget, spec: dict[str, Any] = spec) -> None:
             result = t.verify(**spec)
             expect(result["ok"], findings(result))
 

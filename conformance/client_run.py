@@ -115,8 +115,9 @@ def run_integration(
     scenario: str = "default",
     seed: str | None = None,
     thresholds: Thresholds | None = None,
-    **options: object,
+    timeout: float = 300.0,
+    settle: float = 0.5,
 ) -> list[Result]:
-    """Serve `scenario`, run `command` against it (Integration's options), judge the journal."""
+    """Serve `scenario`, run `command` against it, judge the journal."""
     with sandbox(scenario, seed) as origin:
-        return judge(origin, Integration(command, **options), thresholds)  # type: ignore[arg-type]
+        return judge(origin, Integration(command, timeout, settle), thresholds)

@@ -130,10 +130,7 @@ def client_command(args: argparse.Namespace) -> int:
                     f"ehrsim: scenario '{args.scenario}' at {origin}; running {' '.join(command)}", flush=True
                 )
                 results = judge(origin, integration, thresholds)
-    except (ScenarioError, ValueError, OSError) as exc:
-        print(f"ehrsim conformance client: {exc}", file=sys.stderr)
-        return 2
-    except (AdminError, IntegrationEnvError) as exc:
+    except (ScenarioError, ValueError, OSError, AdminError, IntegrationEnvError) as exc:
         print(f"ehrsim conformance client: {exc}", file=sys.stderr)
         return 2
     except httpx.HTTPError as exc:
