@@ -198,6 +198,13 @@ def backs_off(t: JournalTarget) -> None:
     expect(not problems, listed(problems))
 
 
+def _outage(fault: dict[str, Any]) -> bool:
+    action = fault["action"]
+    if action.get("type") == "status":
+        return int(action.get("status", 500)) >= 500  # an injected 404 is no outage
+    return action.get("type") in OUTAGE_ACTIONS
+
+
 def window_end(schedule: Schedule, moment: float) -> float:
     """When the time window open at `moment` closes."""
     if schedule.length is None:
@@ -216,11 +223,7 @@ def window_end(schedule: Schedule, moment: float) -> float:
 )
 def recovers(t: JournalTarget) -> None:
     """Once a timed outage (503, 5xx, resets, hangs, a refused MLLP port) is over, the client succeeds again: at least one successful exchange with the site after the window closes"""
-    timed = [
-        f
-        for f in t.faults()
-        if f["action"].get("type") in OUTAGE_ACTIONS and ("after" in f["schedule"] or "for" in f["schedule"])
-    ]
+    timed = [f for f in t.faults() if _outage(f) and ("after" in f["schedule"] or "for" in f["schedule"])]
     hit = {f["id"]: [e for e in t.entries() if f["id"] in (e.get("faults") or ())] for f in timed}
     judged = [f for f in timed if hit[f["id"]]]
     if not judged:
