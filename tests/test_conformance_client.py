@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from conformance.client_checks import CLIENT_CHECKS, Thresholds, error_streaks, run_client_checks, window_end
-from conformance.client_run import run_integration
+from conformance.client_run import Integration, judge, run_integration, sandbox
 from conformance.runner import Result
 from simulator.cli import main
 from simulator.faults.schedule import Schedule
@@ -53,7 +53,11 @@ def assert_only_failure(results: dict[str, Result], failing: str, pattern: str) 
 
 # -- HTTP: Retry-After, backoff, recovery, duplicate writes ---------------------------------------
 def test_well_behaved_http_integration_passes() -> None:
-    results = integrate("http", "good")
+    with sandbox(SCENARIO["http"]) as origin:
+        command = [sys.executable, INTEGRATION, "http", "good"]
+        results = {r.check.id: r for r in judge(origin, Integration(command, timeout=60))}
+        # the same run, judged by a stricter rule: its 0.5 s, 1 s backoff is under 5 s
+        strict = {r.check.id: r for r in run_client_checks(origin, thresholds=Thresholds(min_gap=5.0))}
     assert statuses(results) == {
         "client_command": "passed",
         "client_retry_after": "passed",
@@ -66,6 +70,10 @@ def test_well_behaved_http_integration_passes() -> None:
         "expect_patients-read": "passed",
     }
     assert "no MLLP message lost its ACK" in results["client_mllp_resend"].message
+    assert strict["client_backoff"].status == "failed"
+    assert re.search(
+        r"fault down: outage\).*gap 1 is [\d.]+ s, under 5\.0 s", strict["client_backoff"].message
+    )
 
 
 @pytest.mark.parametrize(
