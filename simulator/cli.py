@@ -118,6 +118,9 @@ def client_command(args: argparse.Namespace) -> int:
     if args.scenario and not command:
         print("ehrsim conformance client: give the integration to run after --", file=sys.stderr)
         return 2
+    if args.timeout <= 0 or args.settle < 0:
+        print("ehrsim conformance client: --timeout must be above 0 and --settle 0 or more", file=sys.stderr)
+        return 2
     thresholds = Thresholds(args.min_gap, args.backoff, args.dead_token_retries, args.resend_min_gap)
     integration = Integration(command, args.timeout, args.settle, args.site, args.client, args.private_key)
     try:

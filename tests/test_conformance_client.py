@@ -265,6 +265,8 @@ def test_command_gets_the_ehrsim_variables(tmp_path: Path) -> None:
         (["--scenario", "no-such-scenario", "--", "true"], "unknown scenario 'no-such-scenario'"),
         (["--scenario", "default"], "give the integration to run after --"),
         (["--server", "http://127.0.0.1:9"], "cannot reach http://127.0.0.1:9"),
+        (["--scenario", "default", "--timeout", "0", "--", "true"], "--timeout must be above 0"),
+        (["--scenario", "default", "--settle", "-1", "--", "true"], "--settle 0 or more"),
     ],
 )
 def test_bad_invocations_get_a_clear_error(
