@@ -14,7 +14,6 @@ stopped at session end; `POST /_admin/reset` before each later test. docs/pytest
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -102,10 +101,13 @@ class Target:
 class SandboxPool:
     """The session's sandboxes: servers started here, or the one at `--ehrsim-server`."""
 
-    def __init__(self, server_url: str | None, tmp_path_factory: pytest.TempPathFactory) -> None:
+    def __init__(
+        self, server_url: str | None, tmp_path_factory: pytest.TempPathFactory, workers: int = 1
+    ) -> None:
         import contextlib
 
         self.server_url = server_url.rstrip("/") if server_url else None
+        self.workers = workers  # xdist workers in this run (1 without xdist)
         self.tmp_path_factory = tmp_path_factory
         self.targets: dict[SandboxKey, Target] = {}
         self.loaded: SandboxKey | None = None  # what the external server was last loaded with
@@ -142,7 +144,7 @@ class SandboxPool:
         return target
 
     def _external(self, key: SandboxKey) -> Target:
-        if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+        if self.workers > 1:
             pytest.fail(
                 "ehrsim: --ehrsim-server is one sandbox, and resets from parallel xdist workers would "
                 "undo each other's tests; run without -n, or drop --ehrsim-server to get a server per worker",
@@ -278,7 +280,8 @@ def ehrsim_pool(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SandboxPool]:
     """The session's sandboxes (per xdist worker); servers stop when the session ends."""
-    pool = SandboxPool(request.config.getoption("ehrsim_server"), tmp_path_factory)
+    workers = getattr(request.config, "workerinput", {}).get("workercount", 1)  # set by xdist
+    pool = SandboxPool(request.config.getoption("ehrsim_server"), tmp_path_factory, int(workers))
     yield pool
     pool.close()
 
