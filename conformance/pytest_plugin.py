@@ -48,7 +48,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "ehrsim(scenario=None, seed=None, store='memory'): the sandbox the ehrsim fixture serves "
-        "(on a test, class or module; the closest wins)",
+        "(on a test, class or module; for each argument the closest marker that sets it wins)",
     )
 
 
@@ -62,21 +62,22 @@ class SandboxKey:
 
 
 def sandbox_key(node: pytest.Item, config: pytest.Config) -> SandboxKey:
-    """The closest `ehrsim` marker, else `--ehrsim-scenario`; bad marker arguments fail the test."""
-    marker = node.get_closest_marker("ehrsim")
+    """Each argument from the closest `ehrsim` marker that sets it (test, class, module), the
+    scenario else from `--ehrsim-scenario`; bad marker arguments fail the test."""
     kwargs: dict[str, Any] = {}
-    if marker is not None:
+    for marker in node.iter_markers("ehrsim"):  # closest first
         if len(marker.args) > 1:
             pytest.fail("@pytest.mark.ehrsim takes at most one positional argument (the scenario)", False)
-        kwargs = dict(marker.kwargs)
-        if marker.args:
-            kwargs.setdefault("scenario", marker.args[0])
-        unknown = sorted(set(kwargs) - set(MARKER_KEYS))
+        unknown = sorted(set(marker.kwargs) - set(MARKER_KEYS))
         if unknown:
             pytest.fail(
                 f"@pytest.mark.ehrsim: unknown argument(s) {', '.join(unknown)}; use {', '.join(MARKER_KEYS)}",
                 False,
             )
+        given = dict(zip(("scenario",), marker.args, strict=False)) | marker.kwargs
+        for key, value in given.items():
+            if value is not None:
+                kwargs.setdefault(key, value)
     scenario = kwargs.get("scenario") or config.getoption("ehrsim_scenario")
     seed = kwargs.get("seed")
     if seed is not None and not isinstance(seed, int | str):

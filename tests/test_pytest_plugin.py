@@ -110,6 +110,15 @@ def test_closest_marker_then_the_option_choose_the_scenario(pytester: pytest.Pyt
             assert (scenario["name"], scenario["seed"]) == ("default", 7)
             codes = {httpx.get(ehrsim.fhir_base + "/Observation").status_code for _ in range(5)}
             assert codes == {200}
+
+        class TestSeeded:
+            pytestmark = pytest.mark.ehrsim(seed="class", store="sqlite")
+
+            @pytest.mark.ehrsim(seed=9)
+            def test_arguments_merge_closest_first(self, ehrsim, tmp_path_factory):
+                scenario = ehrsim.admin.scenario()
+                assert (scenario["name"], scenario["seed"]) == ("rate-limited", 9)
+                assert list(tmp_path_factory.getbasetemp().glob("ehrsim-store*/ehrsim.db"))
         """,
         test_unmarked="""
         def test_option_is_the_default(ehrsim):
@@ -119,7 +128,7 @@ def test_closest_marker_then_the_option_choose_the_scenario(pytester: pytest.Pyt
             assert ehrsim.env_for(site=second["id"])["EHRSIM_FHIR_BASE"] == second["fhir_base"]
         """,
     )
-    run(pytester, "--ehrsim-scenario", "two-hospitals").assert_outcomes(passed=3)
+    run(pytester, "--ehrsim-scenario", "two-hospitals").assert_outcomes(passed=4)
 
 
 def test_each_test_starts_from_the_scenario_start(pytester: pytest.Pytester) -> None:
