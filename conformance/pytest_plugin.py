@@ -14,6 +14,7 @@ stopped at session end; `POST /_admin/reset` before each later test. docs/pytest
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="use the sandbox already running at URL (http://host:port) instead of starting one; "
         "it is reset before each test",
+    )
+    group.addoption(
+        "--ehrsim-admin-token",
+        metavar="TOKEN",
+        default=None,
+        help="admin API token of the --ehrsim-server sandbox (default: $EHRSIM_ADMIN_TOKEN), needed when "
+        "it listens beyond loopback",
     )
 
 
@@ -103,11 +111,16 @@ class SandboxPool:
     """The session's sandboxes: servers started here, or the one at `--ehrsim-server`."""
 
     def __init__(
-        self, server_url: str | None, tmp_path_factory: pytest.TempPathFactory, workers: int = 1
+        self,
+        server_url: str | None,
+        tmp_path_factory: pytest.TempPathFactory,
+        workers: int = 1,
+        admin_token: str | None = None,
     ) -> None:
         import contextlib
 
         self.server_url = server_url.rstrip("/") if server_url else None
+        self.admin_token = admin_token
         self.workers = workers  # xdist workers in this run (1 without xdist)
         self.tmp_path_factory = tmp_path_factory
         self.targets: dict[SandboxKey, Target] = {}
@@ -154,15 +167,33 @@ class SandboxPool:
         assert self.server_url is not None
         target = self.targets.get(SandboxKey(None))
         if target is None:
-            from simulator.admin_client import AdminClient
-
-            admin = self.stack.enter_context(AdminClient(self.server_url))
-            target = self.targets[SandboxKey(None)] = Target(self.server_url, admin, fresh=False)
+            target = self.targets[SandboxKey(None)] = Target(self.server_url, self._connect(), fresh=False)
         wanted = SandboxKey(key.scenario, key.seed)  # the store is the server's own
         if key.scenario is not None and wanted != self.loaded:
             self._load(target.admin, wanted)
             target.fresh = True
         return target
+
+    def _connect(self) -> AdminClient:
+        """An admin client for the external server, once it has answered a protected call."""
+        import httpx
+
+        from simulator.admin_client import AdminClient, AdminError
+
+        admin = AdminClient(self.server_url or "", self.admin_token)
+        try:
+            admin.scenario()
+        except httpx.HTTPError as exc:
+            admin.close()
+            pytest.fail(f"ehrsim: no sandbox answers at {self.server_url} ({exc})", False)
+        except AdminError as exc:
+            admin.close()
+            pytest.fail(
+                f"ehrsim: the admin API at {self.server_url} refused: {exc} "
+                "(give --ehrsim-admin-token or $EHRSIM_ADMIN_TOKEN)",
+                False,
+            )
+        return self.stack.enter_context(admin)
 
     def _load(self, admin: AdminClient, key: SandboxKey) -> None:
         from simulator.admin_client import AdminError
@@ -282,7 +313,9 @@ def ehrsim_pool(
 ) -> Iterator[SandboxPool]:
     """The session's sandboxes (per xdist worker); servers stop when the session ends."""
     workers = getattr(request.config, "workerinput", {}).get("workercount", 1)  # set by xdist
-    pool = SandboxPool(request.config.getoption("ehrsim_server"), tmp_path_factory, int(workers))
+    config = request.config
+    token = config.getoption("ehrsim_admin_token") or os.environ.get("EHRSIM_ADMIN_TOKEN")
+    pool = SandboxPool(config.getoption("ehrsim_server"), tmp_path_factory, int(workers), token)
     yield pool
     pool.close()
 

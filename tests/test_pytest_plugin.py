@@ -215,15 +215,38 @@ def test_ehrsim_server_uses_the_running_sandbox(pytester: pytest.Pytester) -> No
             assert httpx.post(ehrsim.fhir_base + "/Patient", json=patient).status_code == 201
         """
     )
-    with serve_in_thread("default") as server, AdminClient(server.origin) as admin:
+    with (
+        serve_in_thread("default", options={"admin_token": "s3cret"}) as server,
+        AdminClient(server.origin, "s3cret") as admin,
+    ):
         httpx.get(server.fhir_base + "/Patient")
-        run(pytester, "--ehrsim-server", server.origin).assert_outcomes(passed=2)
+        run(pytester, "--ehrsim-server", server.origin, "--ehrsim-admin-token", "s3cret").assert_outcomes(
+            passed=2
+        )
         assert admin.scenario()["name"] == "rate-limited"
         assert [(e["method"], e["status"]) for e in admin.journal()] == [("POST", 201)]
+
+
+def test_ehrsim_server_problems_fail_the_test_with_the_reason(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile("def test_uses(ehrsim):\n    pass\n")
+    with serve_in_thread("default", options={"admin_token": "s3cret"}) as server:
+        monkeypatch.setenv("EHRSIM_ADMIN_TOKEN", "wrong")
+        result = run(pytester, "--ehrsim-server", server.origin)
+        result.assert_outcomes(errors=1)
+        result.stdout.fnmatch_lines(
+            ["*the admin API at http://127.0.0.1:*refused: 401*--ehrsim-admin-token*"]
+        )
         # one sandbox for parallel workers would have their resets undo each other's tests
+        monkeypatch.setenv("EHRSIM_ADMIN_TOKEN", "s3cret")
+        pytester.makepyfile(test_other="def test_uses_too(ehrsim):\n    pass\n")
         result = run(pytester, "-n", "2", "--ehrsim-server", server.origin)
         result.assert_outcomes(errors=2)
         result.stdout.fnmatch_lines(["*--ehrsim-server is one sandbox*run without -n*"])
+    result = run(pytester, "--ehrsim-server", server.origin)  # stopped: nobody answers there
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines(["*ehrsim: no sandbox answers at http://127.0.0.1:*"])
 
 
 def test_xdist_workers_have_servers_of_their_own(pytester: pytest.Pytester) -> None:
