@@ -98,6 +98,11 @@ def sandbox_key(node: pytest.Item, config: pytest.Config) -> SandboxKey:
     return SandboxKey(str(scenario) if scenario else None, seed, store)
 
 
+def setup_failure(message: str) -> BaseException:
+    """pytest's failure with just `message` (no traceback), to raise from an `except` block."""
+    return pytest.fail.Exception(message, pytrace=False)
+
+
 @dataclass
 class Target:
     """One sandbox the fixture can hand out: where it is and its admin client."""
@@ -139,6 +144,8 @@ class SandboxPool:
         target = self.targets.get(key)
         if target is not None:
             return target
+        import sqlite3
+
         from simulator.admin_client import AdminClient
         from simulator.scenario import ScenarioError, load_scenario
         from simulator.testing import serve_in_thread
@@ -146,13 +153,18 @@ class SandboxPool:
         try:
             scenario = load_scenario(key.scenario or DEFAULT_SCENARIO)
         except ScenarioError as exc:
-            pytest.fail(f"ehrsim: cannot load scenario {key.scenario!r}:\n{exc}", False)
+            raise setup_failure(f"ehrsim: cannot load scenario {key.scenario!r}:\n{exc}") from None
         if key.seed is not None:
             scenario.seed = key.seed
         store = key.store
         if store == "sqlite":  # a database of this session's own, removed with pytest's temp dirs
             store = f"sqlite:{self.tmp_path_factory.mktemp('ehrsim-store') / 'ehrsim.db'}"
-        server = self.stack.enter_context(serve_in_thread(scenario, store=store))
+        try:
+            server = self.stack.enter_context(serve_in_thread(scenario, store=store))
+        except (OSError, ValueError, RuntimeError, sqlite3.Error) as exc:
+            raise setup_failure(
+                f"ehrsim: cannot start {scenario.name!r} with store {store!r}: {exc}"
+            ) from None
         admin = self.stack.enter_context(AdminClient(server.origin))
         target = self.targets[key] = Target(server.origin, admin)
         return target
@@ -185,14 +197,13 @@ class SandboxPool:
             admin.scenario()
         except httpx.HTTPError as exc:
             admin.close()
-            pytest.fail(f"ehrsim: no sandbox answers at {self.server_url} ({exc})", False)
+            raise setup_failure(f"ehrsim: no sandbox answers at {self.server_url} ({exc})") from None
         except AdminError as exc:
             admin.close()
-            pytest.fail(
+            raise setup_failure(
                 f"ehrsim: the admin API at {self.server_url} refused: {exc} "
-                "(give --ehrsim-admin-token or $EHRSIM_ADMIN_TOKEN)",
-                False,
-            )
+                "(give --ehrsim-admin-token or $EHRSIM_ADMIN_TOKEN)"
+            ) from None
         return self.stack.enter_context(admin)
 
     def _load(self, admin: AdminClient, key: SandboxKey) -> None:
@@ -205,7 +216,9 @@ class SandboxPool:
             else:
                 admin.load_scenario(definition={"extends": key.scenario, "seed": key.seed})
         except AdminError as exc:
-            pytest.fail(f"ehrsim: the server at {self.server_url} cannot load {key.scenario!r}: {exc}", False)
+            raise setup_failure(
+                f"ehrsim: the server at {self.server_url} cannot load {key.scenario!r}: {exc}"
+            ) from None
         self.loaded = key
 
     def close(self) -> None:

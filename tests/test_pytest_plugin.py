@@ -281,15 +281,21 @@ def test_bad_marker_arguments_and_scenarios_fail_the_test_with_the_reason(pytest
         @pytest.mark.ehrsim(scenario="no-such-hospital")
         def test_unknown(ehrsim):
             pass
+
+        @pytest.mark.ehrsim(store="sqlite:/nonexistent/dir/ehrsim.db")
+        def test_unwritable(ehrsim):
+            pass
         """
     )
     result = run(pytester)
-    result.assert_outcomes(errors=3)
+    result.assert_outcomes(errors=4)
     result.stdout.fnmatch_lines_random(
         [
             "*@pytest.mark.ehrsim: unknown argument(s) sed; use scenario, seed, store*",
             "*@pytest.mark.ehrsim: store must be 'memory', 'sqlite' or 'sqlite:PATH', not 'postgres'*",
             "*ehrsim: cannot load scenario 'no-such-hospital'*",
+            "unknown scenario 'no-such-hospital' (known: *default*)",
+            "*ehrsim: cannot start 'default' with store 'sqlite:/nonexistent/dir/ehrsim.db': unable to open*",
         ]
     )
 
