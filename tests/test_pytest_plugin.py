@@ -5,6 +5,7 @@ against real servers the plugin starts (or one this test started, for --ehrsim-s
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -33,14 +34,14 @@ def pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pyte
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ehrsim-plugin-under-test\nVersion: 0\n")
     lines = "".join(f"{name} = {target}\n" for name, target in entry_points["pytest11"].items())
     (dist / "entry_points.txt").write_text(f"[pytest11]\n{lines}")
-    monkeypatch.setenv("PYTHONPATH", f"{site}:{ROOT}")
-    for name in ("EHRSIM_FHIR_BASE", "EHRSIM_TOKEN_URL", "EHRSIM_MLLP_PORT"):
-        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join((str(site), str(ROOT))))
+    for name in [name for name in os.environ if name.startswith("EHRSIM_")]:  # the shell's, if any
+        monkeypatch.delenv(name)
     return pytester
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    # -p no:cacheprovider: the inner run writes nothing outside its temp dir
+    # no .pytest_cache: nothing to read or write between inner runs
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args, timeout=120)
 
 
@@ -253,9 +254,11 @@ def test_xdist_workers_have_servers_of_their_own(pytester: pytest.Pytester) -> N
     pytester.makepyfile(
         """
         import json, os
+        import httpx
 
         def test_records_its_server(ehrsim, pytestconfig):
-            ehrsim.expect("count", exactly=0)  # nothing from the other worker's run
+            httpx.post(ehrsim.fhir_base + "/Patient", json={"resourceType": "Patient"})
+            ehrsim.expect("count", filter={"method": "POST"}, exactly=1)  # not the other worker's too
             out = pytestconfig.rootpath / os.environ["PYTEST_XDIST_WORKER"]
             out.write_text(json.dumps(ehrsim.origin))
         """
