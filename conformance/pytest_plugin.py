@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -86,7 +87,10 @@ def sandbox_key(node: pytest.Item, config: pytest.Config) -> SandboxKey:
         for key, value in given.items():
             if value is not None:
                 kwargs.setdefault(key, value)
-    scenario = kwargs.get("scenario") or config.getoption("ehrsim_scenario")
+    scenario = kwargs.get("scenario")
+    if isinstance(scenario, str) and Path(scenario).suffix in (".yaml", ".yml"):
+        scenario = str(config.rootpath / scenario)  # a marker's path: from the rootdir, wherever pytest runs
+    scenario = scenario or config.getoption("ehrsim_scenario")
     seed = kwargs.get("seed")
     if seed is not None and not isinstance(seed, int | str):
         pytest.fail(f"@pytest.mark.ehrsim: seed must be an int or a string, not {seed!r}", False)

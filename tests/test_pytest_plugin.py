@@ -132,9 +132,13 @@ def test_closest_marker_then_the_option_choose_the_scenario(pytester: pytest.Pyt
     run(pytester, "--ehrsim-scenario", "two-hospitals").assert_outcomes(passed=4)
 
 
-def test_each_test_starts_from_the_scenario_start(pytester: pytest.Pytester) -> None:
+def test_each_test_starts_from_the_scenario_start(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Data, ids, clock, journal, runtime faults and scenario faults' switches are reset between
-    tests sharing a server; the scenario is a file here, with a fault that starts disabled."""
+    tests sharing a server. The scenario is a file beside pytest.ini (the marker's path is from the
+    rootdir, though pytest runs in tests/), with a fault that starts disabled."""
+    pytester.makeini("[pytest]\n")
     pytester.makefile(
         ".yaml",
         hospital="""
@@ -168,7 +172,9 @@ def test_each_test_starts_from_the_scenario_start(pytester: pytest.Pytester) -> 
             ehrsim.faults.add({{"id": "gone", "match": {{"path": "/Encounter*"}}, "action": {{"type": "status", "status": 503}}}})
             ehrsim.advance("1h")
         """
-    pytester.makepyfile(test_isolation="\n".join(inner.format(n=n) for n in (1, 2)))
+    pytester.mkpydir("tests")
+    pytester.makepyfile(**{"tests/test_isolation": "\n".join(inner.format(n=n) for n in (1, 2))})
+    monkeypatch.chdir(pytester.path / "tests")
     result = run(pytester, "-s")
     result.assert_outcomes(passed=2)
     created = re.findall(r"created (\S+)", result.stdout.str())
