@@ -290,11 +290,14 @@ class EhrsimSandbox:
             self._env = self.env_for()
         return dict(self._env)
 
-    def env_for(self, site: str | None = None, client_id: str | None = None) -> dict[str, str]:
-        """The EHRSIM_* variables for another site or client (e.g. two-hospitals' second site)."""
+    def env_for(
+        self, site: str | None = None, client_id: str | None = None, private_key: str | None = None
+    ) -> dict[str, str]:
+        """The EHRSIM_* variables for another site or client (e.g. two-hospitals' second site);
+        `private_key`: the PEM path of a private_key_jwt client, passed on as EHRSIM_PRIVATE_KEY."""
         from simulator.integration_env import integration_env
 
-        return integration_env(self.admin, site, client_id)
+        return integration_env(self.admin, site, client_id, private_key)
 
     def apply_env(self, env: dict[str, str] | None = None) -> dict[str, str]:
         """Set the EHRSIM_* variables (default: `env`) in os.environ for this test; other EHRSIM_*

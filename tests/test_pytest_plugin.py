@@ -126,7 +126,8 @@ def test_closest_marker_then_the_option_choose_the_scenario(pytester: pytest.Pyt
             assert ehrsim.admin.scenario()["name"] == "two-hospitals"
             assert len(ehrsim.sites) == 2
             second = ehrsim.sites[1]
-            assert ehrsim.env_for(site=second["id"])["EHRSIM_FHIR_BASE"] == second["fhir_base"]
+            env = ehrsim.env_for(site=second["id"], private_key="/keys/app.pem")
+            assert (env["EHRSIM_FHIR_BASE"], env["EHRSIM_PRIVATE_KEY"]) == (second["fhir_base"], "/keys/app.pem")
         """,
     )
     run(pytester, "--ehrsim-scenario", "two-hospitals").assert_outcomes(passed=4)
