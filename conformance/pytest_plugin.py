@@ -332,8 +332,8 @@ def ehrsim_pool(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[SandboxPool]:
     """The session's sandboxes (per xdist worker); servers stop when the session ends."""
-    workers = getattr(request.config, "workerinput", {}).get("workercount", 1)  # set by xdist
     config = request.config
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)  # set by xdist in workers
     token = config.getoption("ehrsim_admin_token") or os.environ.get("EHRSIM_ADMIN_TOKEN")
     pool = SandboxPool(config.getoption("ehrsim_server"), tmp_path_factory, int(workers), token)
     yield pool
