@@ -28,6 +28,15 @@ class VerificationFailed(AssertionError):
     """`expect` found the journal did not match; the message carries the check's findings."""
 
 
+def finding(check: str, spec: dict[str, Any], result: dict[str, Any]) -> str:
+    """A failed check as a test failure message: what was asked, then what the journal showed."""
+    asked = ", ".join(f"{k}={v!r}" for k, v in spec.items()) or "-"
+    found = ", ".join(f"{k}={v!r}" for k, v in result.items() if k not in ("check", "ok", "dropped"))
+    if result.get("dropped"):  # a full journal forgot its oldest entries: the check saw fewer
+        found += f" (the journal dropped {result['dropped']} old entries)"
+    return f"journal check '{check}' failed\n  asked: {asked}\n  found: {found}"
+
+
 class AdminClient:
     def __init__(self, origin: str, token: str | None = None, timeout: float = 10.0) -> None:
         """`origin` is the server's http://host:port (the admin API is under /_admin)."""
@@ -125,9 +134,10 @@ class AdminClient:
 
     def expect(self, check: str, **spec: Any) -> dict[str, Any]:
         """Like `verify`, but raise VerificationFailed (an AssertionError) when the check fails."""
+        __tracebackhide__ = True  # under pytest, the failure points at the caller's line
         result = self.verify(check, **spec)
         if not result.get("ok"):
-            raise VerificationFailed(f"journal check '{check}' failed for {spec}: {result}")
+            raise VerificationFailed(finding(check, spec, result))
         return result
 
     def metrics(self) -> str:

@@ -141,6 +141,17 @@ def test_disable_add_and_reset() -> None:
     assert e.describe()[0]["hits"] == 0
 
 
+def test_reset_gives_scenario_faults_their_enabled_flag_back() -> None:
+    e = engine(
+        {"id": "on", "action": {"type": "status"}}, {"id": "off", "enabled": False, "action": "status"}
+    )
+    e.set_enabled("on", False)
+    e.set_enabled("off", True)
+    assert fired(e) == ["off"]
+    e.reset()
+    assert fired(e) == ["on"]
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

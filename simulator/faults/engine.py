@@ -68,6 +68,7 @@ class Fault:
     probability: float = 1.0
     description: str = ""
     enabled: bool = True
+    enabled_at_start: bool = True  # what the scenario said; reset undoes runtime enable/disable
     origin: str = "scenario"  # or "runtime" (added through the admin API)
     matched: int = 0  # interactions that matched (inside the time window)
     hits: int = 0  # times it fired
@@ -100,6 +101,7 @@ class Fault:
             probability=probability,
             description=str(data.get("description", "")),
             enabled=bool(data.get("enabled", True)),
+            enabled_at_start=bool(data.get("enabled", True)),
             origin=origin,
         )
 
@@ -232,12 +234,14 @@ class FaultEngine:
         return fault
 
     def reset(self) -> None:
-        """Counters and random draws back to the start (runtime-added faults are removed)."""
+        """Counters, random draws and enabled flags back to the start (runtime-added faults are
+        removed)."""
         with self._lock:
             kept = [f for f in self.faults.values() if f.origin == "scenario"]
             self.faults, self._index, self._any = {}, {}, []
             for fault in kept:
                 fault.matched = fault.hits = 0
+                fault.enabled = fault.enabled_at_start
                 self._register(fault)
 
     def describe(self) -> list[dict[str, Any]]:
