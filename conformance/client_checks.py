@@ -224,7 +224,10 @@ def window_end(schedule: Schedule, moment: float) -> float:
 def recovers(t: JournalTarget) -> None:
     """Once a timed outage (503, 5xx, resets, hangs, a refused MLLP port) is over, the client succeeds again: at least one successful exchange with the site after the window closes"""
     timed = [f for f in t.faults() if _outage(f) and ("after" in f["schedule"] or "for" in f["schedule"])]
-    hit = {f["id"]: [e for e in t.entries() if f["id"] in (e.get("faults") or ())] for f in timed}
+    # Exchanges only: the MLLP listener's own `refusing` event is no client's (refused connects
+    # leave no entry, so a refuse window is judged only through the exchanges it touched).
+    exchanges = [e for e in t.entries() if e.get("kind") != "listener"]
+    hit = {f["id"]: [e for e in exchanges if f["id"] in (e.get("faults") or ())] for f in timed}
     judged = [f for f in timed if hit[f["id"]]]
     if not judged:
         raise CheckSkipped("no exchange met a timed outage fault in this run")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -370,3 +371,23 @@ def test_error_streaks_break_at_an_answer() -> None:
         [e(1, 503), e(2, None), e(3, 200), e(4, 500), e(5, 500, "b"), e(6, 502), e(7, 500, "b")]
     )
     assert [[x["seq"] for x in s] for s in streaks] == [[1, 2], [4, 6], [5, 7]]
+
+
+def test_mllp_refuse_window_without_a_victim_is_not_judged() -> None:
+    """The listener journals its own `refusing` event; that is no client exchange to recover from."""
+    from tests.mllp_support import mllp_fault, mllp_site, send
+
+    down = mllp_fault("down", "refuse", schedule={"after": 0.4, "for": 0.3})
+    with mllp_site(faults=[down]) as (server, port):
+        message = (
+            "MSH|^~\\&|DEVICES|WARD4|EHRSIM|HOSP|20260302080000||ADT^A01^ADT_A01|ONLY1|P|2.5.1\r"
+            "EVN|A01|20260302080000\r"
+            "PID|1||MRN-1^^^HOSP^MR||Doe^Jane||19800101|F\r"
+            "PV1|1|I|WARD4^101^1\r"
+        )
+        assert send(port, message)["code"] == "AA"
+        while server.sandbox.clock.elapsed() < 0.9:  # past the window, which the sender never met
+            time.sleep(0.05)
+        assert any(e.get("kind") == "listener" for e in server.sandbox.journal)
+        results = {r.check.id: r for r in run_client_checks(server.origin)}
+    assert results["client_recovers"].status == "skipped", results["client_recovers"]
