@@ -93,7 +93,9 @@ def exactly(value: Any) -> str:
 
 def describe(entry: dict[str, Any]) -> str:
     """`seq 41 (GET /Patient -> 429, 12.3 s)`: an entry as a failure message names it."""
-    if entry.get("protocol") == "mllp":
+    if entry.get("protocol") == "mllp" and entry.get("kind") != "message":
+        what = f"MLLP {entry.get('kind')} {entry.get('event') or ''}".rstrip()
+    elif entry.get("protocol") == "mllp":
         what = f"{entry.get('message_type')} MSH-10 {entry.get('control_id')!r} -> {entry.get('ack_code')}"
     else:
         status = entry.get("status") or "no response"
