@@ -110,7 +110,7 @@ def openapi_document(extra_routes: Iterable[BaseRoute] = ()) -> dict[str, Any]:
             },
             "/_admin/reset": {
                 "post": _op(
-                    "Data, clock, journal, fault counters and buckets back to the start",
+                    "Data, clock, journal, faults, buckets, MLLP memory and SMART clients and tokens back to the start",
                     {"200": _ok("reset")},
                 )
             },

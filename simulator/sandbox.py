@@ -178,6 +178,8 @@ class Sandbox:
             spec = next(s for s in self.scenario.sites if s.id == site.id)
             self._populate(runtime.service, spec)
             self._apply_data_latency(runtime.service)
+            for hook in site.extras.get("on_reset", ()):  # e.g. SMART auth forgets its tokens
+                hook()
         for service in self.services:  # e.g. MLLP duplicate windows and feeds start over too
             reset = getattr(service, "reset", None)
             if reset is not None:

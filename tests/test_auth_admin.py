@@ -174,3 +174,27 @@ def test_token_on_a_site_without_clients_uses_an_admin_client(vendor: str, every
         read = httpx.get(f"{server.fhir_base}/Patient/{patient}", headers=bearer(minted), timeout=TIMEOUT)
         assert read.status_code == 200
         assert httpx.get(f"{server.fhir_base}/Patient/{patient}", timeout=TIMEOUT).status_code == 401
+
+
+def test_reset_forgets_runtime_clients_and_tokens_and_starts_over() -> None:
+    """`/_admin/reset` puts auth back to the scenario's start too: a test that registers a client
+    or holds a token cannot leak it into the next one, and token values repeat (determinism)."""
+    with serve_auth() as server, AdminClient(server.origin) as admin:
+        first = admin.token()["access_token"]
+        admin.register_client(
+            {"client_id": "ci-bot", "client_secret": "ci", "grant_types": ["client_credentials"]}
+        )
+        patients = server.fhir_base + "/Patient"
+        assert httpx.get(patients, headers=bearer(first), timeout=TIMEOUT).status_code == 200
+        admin.reset()
+        dead = httpx.get(patients, headers=bearer(first), timeout=TIMEOUT)
+        assert dead.status_code == 401  # the token died with the reset
+        assert "ci-bot" not in [c["client_id"] for c in admin.clients()["clients"]]
+        refused = httpx.post(
+            server.fhir_base + "/auth/token",
+            data={"grant_type": "client_credentials", "scope": "system/Patient.rs"},
+            auth=("ci-bot", "ci"),
+            timeout=TIMEOUT,
+        )
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+        assert admin.token()["access_token"] == first  # the same sequence as after start

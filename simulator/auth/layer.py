@@ -58,21 +58,33 @@ class SmartAuth:
         self.app = app
         self.site = site
         self.settings = site_auth_settings(sandbox, site)
-        keys = server_keys(data_dir(sandbox.options.get("data_dir")))
+        self.sandbox = sandbox
+        self.keys = server_keys(data_dir(sandbox.options.get("data_dir")))
+        self.server = self._start()
+        # /_admin/reset: clients registered at runtime, tokens, codes and launches are forgotten.
+        site.extras.setdefault("on_reset", []).append(self._restart)
+        site.extras.setdefault("describe", []).append(lambda base: {"smart": discovery_urls(base)})
+
+    def _start(self) -> AuthorizationServer:
+        """A fresh authorization server with the scenario's clients registered."""
+        site = self.site
         try:
-            self.server = AuthorizationServer(site, sandbox, self.settings, keys)
+            server = AuthorizationServer(site, self.sandbox, self.settings, self.keys)
         except ValueError as exc:
             raise ValueError(f"site {site.id}: {exc}") from None
-        for index, metadata in enumerate([*self.settings.clients, *scenario_clients(sandbox, site)]):
+        for index, metadata in enumerate([*self.settings.clients, *scenario_clients(self.sandbox, site)]):
             try:
-                self.server.register(metadata)
+                server.register(metadata)
             except (OAuthError, ValueError) as exc:
                 raise ValueError(
                     f"site {site.id}: client {index} ({metadata.get('client_id')}): {exc}"
                 ) from None
-        site.extras[AUTH_EXTRA] = self.server
-        site.extras[SECURITY_EXTRA] = self.server.security
-        site.extras.setdefault("describe", []).append(lambda base: {"smart": discovery_urls(base)})
+        site.extras[AUTH_EXTRA] = server
+        site.extras[SECURITY_EXTRA] = server.security
+        return server
+
+    def _restart(self) -> None:
+        self.server = self._start()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
