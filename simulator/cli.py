@@ -7,7 +7,8 @@ import gc
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from simulator import __version__
 
@@ -103,8 +104,6 @@ def _conformance_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def client_command(args: argparse.Namespace) -> int:
-    import os
-
     import httpx
 
     from conformance.client_checks import Thresholds
@@ -125,8 +124,7 @@ def client_command(args: argparse.Namespace) -> int:
     integration = Integration(command, args.timeout, args.settle, args.site, args.client, args.private_key)
     try:
         if args.server:
-            token = args.admin_token or os.environ.get("EHRSIM_ADMIN_TOKEN")
-            results = judge(args.server, integration, thresholds, token)
+            results = judge(args.server, integration, thresholds, _admin_token(args))
         else:
             with sandbox(args.scenario, args.seed) as origin:
                 print(
@@ -172,38 +170,57 @@ def _token_parser(sub: argparse._SubParsersAction) -> None:
         "token",
         help="mint an access token for a registered client (admin API); prints the bare token last",
     )
-    p.add_argument("--server", default="http://127.0.0.1:8080", help="ehrsim origin (default %(default)s)")
+    _admin_options(p)
     p.add_argument("--site", help="site id (default: the first site with auth on)")
     p.add_argument("--client", help="client id (default: the site's first registered client)")
     p.add_argument("--scope", nargs="+", help="scopes (default: all the client's registered scopes)")
     p.add_argument("--patient", help="patient context (default: the first patient, for patient/ scopes)")
+
+
+def _admin_options(p: argparse.ArgumentParser) -> None:
+    """--server and --admin-token, for commands that talk to a running sandbox's admin API."""
+    p.add_argument("--server", default="http://127.0.0.1:8080", help="ehrsim origin (default %(default)s)")
     p.add_argument(
         "--admin-token",
         help="admin API token (or $EHRSIM_ADMIN_TOKEN), needed when ehrsim listens beyond loopback",
     )
 
 
-def token(args: argparse.Namespace) -> int:
+def _admin_token(args: argparse.Namespace) -> str | None:
     import os
 
+    return args.admin_token or os.environ.get("EHRSIM_ADMIN_TOKEN")
+
+
+def _with_admin(args: argparse.Namespace, command: str, call: Callable[[Any], Any]) -> Any:
+    """`call(admin)` against --server; on failure print why, naming the command, and return None."""
     import httpx
 
     from simulator.admin_client import AdminClient, AdminError
+    from simulator.integration_env import IntegrationEnvError
 
-    admin_token = args.admin_token or os.environ.get("EHRSIM_ADMIN_TOKEN")
     try:
-        with AdminClient(args.server, admin_token) as admin:
-            data = admin.token(
-                site=args.site,
-                client_id=args.client,
-                scope=" ".join(args.scope) if args.scope else None,
-                patient=args.patient,
-            )
-    except AdminError as exc:
-        print(f"ehrsim token: {exc}", file=sys.stderr)
-        return 1
+        with AdminClient(args.server, _admin_token(args)) as admin:
+            return call(admin)
+    except (AdminError, IntegrationEnvError) as exc:
+        print(f"ehrsim {command}: {exc}", file=sys.stderr)
     except httpx.HTTPError as exc:
-        print(f"ehrsim token: cannot reach {args.server}: {exc}", file=sys.stderr)
+        print(f"ehrsim {command}: cannot reach {args.server}: {exc}", file=sys.stderr)
+    return None
+
+
+def token(args: argparse.Namespace) -> int:
+    data = _with_admin(
+        args,
+        "token",
+        lambda admin: admin.token(
+            site=args.site,
+            client_id=args.client,
+            scope=" ".join(args.scope) if args.scope else None,
+            patient=args.patient,
+        ),
+    )
+    if data is None:
         return 1
     context = f", patient {data['patient']}" if data.get("patient") else ""
     print(f"client {data['client_id']}, scope {data['scope']}, expires in {data['expires_in']} s{context}")
@@ -217,35 +234,22 @@ def _env_parser(sub: argparse._SubParsersAction) -> None:
         help="print the sandbox's addresses as EHRSIM_* variables for an integration under test",
         description='eval "$(ehrsim env)" before starting the integration (variables: docs/conformance.md)',
     )
-    p.add_argument("--server", default="http://127.0.0.1:8080", help="ehrsim origin (default %(default)s)")
+    _admin_options(p)
     p.add_argument("--site", help="site id (default: the first site)")
     p.add_argument("--client", help="client id (default: the site's first backend client, else its first)")
     p.add_argument("--private-key", help="PEM path of the integration's key, passed on as EHRSIM_PRIVATE_KEY")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of export lines")
-    p.add_argument(
-        "--admin-token",
-        help="admin API token (or $EHRSIM_ADMIN_TOKEN), needed when ehrsim listens beyond loopback",
-    )
 
 
 def env(args: argparse.Namespace) -> int:
     import json
-    import os
 
-    import httpx
+    from simulator.integration_env import integration_env, shell_exports
 
-    from simulator.admin_client import AdminClient, AdminError
-    from simulator.integration_env import IntegrationEnvError, integration_env, shell_exports
-
-    admin_token = args.admin_token or os.environ.get("EHRSIM_ADMIN_TOKEN")
-    try:
-        with AdminClient(args.server, admin_token) as admin:
-            values = integration_env(admin, args.site, args.client, args.private_key)
-    except (AdminError, IntegrationEnvError) as exc:
-        print(f"ehrsim env: {exc}", file=sys.stderr)
-        return 1
-    except httpx.HTTPError as exc:
-        print(f"ehrsim env: cannot reach {args.server}: {exc}", file=sys.stderr)
+    values = _with_admin(
+        args, "env", lambda admin: integration_env(admin, args.site, args.client, args.private_key)
+    )
+    if values is None:
         return 1
     print(
         json.dumps(values, indent=2) if args.json else shell_exports(values),
