@@ -50,7 +50,7 @@ class Reply:
         self.dribble: float | None = None  # seconds between single bytes
         self.close: str | None = None  # "before": close without replying; "reset": RST; "after": close after
         self.hold = False  # never reply and keep the socket open
-        self.faults: list[str] = []
+        self.faults: tuple[str, ...] = ()  # ids of the faults that changed it
 
 
 class Endpoint:
@@ -373,7 +373,7 @@ class Endpoint:
             if reply.delay:
                 entry["ack_delay"] = round(reply.delay, 6)
         if reply.faults:
-            entry["faults"] = tuple(reply.faults)
+            entry["faults"] = reply.faults
             entry["outcome"] = "+".join(d.action for d in fired or ())
         if message is not None:
             self._last_control_id = message.control_id
@@ -384,7 +384,7 @@ class Endpoint:
     def _apply_reply_faults(self, reply: Reply, fired: list[FaultDecision], message: Message | None) -> None:
         for decision in fired:
             action, params = decision.action, decision.params
-            reply.faults.append(decision.fault_id)
+            reply.faults = (*reply.faults, decision.fault_id)
             if action == "lost_ack":
                 reply.close = "before"
                 reply.data = []

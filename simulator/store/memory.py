@@ -150,6 +150,7 @@ class MemoryStore:
         out = []
         seq = len(self._log)
         types = self._types
+        shared_meta: dict[int, dict[str, str]] = {}  # version -> meta of this commit's plain bodies
         for rtype, rid, body, method in writes:
             key = (rtype, rid)
             if key in pending:
@@ -164,8 +165,10 @@ class MemoryStore:
                 meta = body.get("meta")
                 if meta:
                     meta = {**meta, "versionId": str(number), "lastUpdated": last_updated}
-                else:
-                    meta = {"versionId": str(number), "lastUpdated": last_updated}
+                else:  # one dict for all of them (stored resources are never changed in place)
+                    meta = shared_meta.get(number)
+                    if meta is None:
+                        meta = shared_meta[number] = {"versionId": str(number), "lastUpdated": last_updated}
                 # resourceType, id and meta first: the order people expect when reading JSON.
                 # (The body's own values for the three, if any, keep that position and are reset.)
                 resource = {"resourceType": rtype, "id": rid, "meta": meta, **body}
