@@ -124,3 +124,27 @@ def test_frames_of_a_connection_closed_before_the_batch_runs_are_not_applied() -
 
     written, messages = asyncio.run(run())
     assert written == [] and messages == 0
+
+
+def test_a_failure_answering_one_connection_closes_it_and_spares_the_rest_of_the_batch(monkeypatch) -> None:
+    """No known input makes the endpoint raise (it answers bugs with a NAK); this breaks the
+    oversize answer on purpose to show the listener's last line of defence."""
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    async def run() -> tuple[bool, list[str], bool, int]:
+        listener = listener_for()
+        monkeypatch.setattr(listener.endpoint, "handle_oversize", broken)
+        bad, bad_out = connect(listener, 4001)
+        good, good_out = connect(listener, 4002)
+        good.data_received(frame(oru("KEPT-1", mrn="K1").encode()))
+        bad.data_received(frame(oru("BAD-1", mrn="K2").encode()))  # queued: what follows joins the batch
+        bad.data_received(START + b"x" * (listener.settings.max_frame_bytes + 10) + END)
+        good.data_received(frame(oru("KEPT-2", mrn="K1").encode()))
+        await settle(good)
+        return bad_out.closed, good_out.acked_ids(), good.closed, bad.queued
+
+    bad_closed, good_ids, good_closed, bad_queued = asyncio.run(run())
+    assert bad_closed and bad_queued == 0
+    assert good_ids == ["KEPT-1", "KEPT-2"] and not good_closed

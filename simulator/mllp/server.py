@@ -260,12 +260,20 @@ class MllpListener:
         # socket reads and writes, cost about a fifth less CPU per message (loadtests/bench_mllp.py).
         self._flush_scheduled = False
         batch, self._batch = self._batch, []
-        replies = [
-            (connection, None if connection.closed else connection._answer(event))
-            for connection, event in batch
-        ]
+        replies = [(connection, self._answer(connection, event)) for connection, event in batch]
         for connection, reply in replies:
             connection.deliver(reply)
+
+    @staticmethod
+    def _answer(connection: MllpConnection, event: Any) -> Reply | None:
+        if connection.closed:
+            return None
+        try:
+            return connection._answer(event)
+        except Exception:  # a bug costs that connection, never the other messages of the batch
+            log.exception("MLLP: unexpected error answering %s; closing that connection", connection.peer)
+            connection.abort(reset=True, reason="internal_error")
+            return None
 
     async def start(self) -> None:
         await self._listen(self.requested_port)
