@@ -260,18 +260,21 @@ class MllpListener:
         # socket reads and writes, cost about a fifth less CPU per message (loadtests/bench_mllp.py).
         self._flush_scheduled = False
         batch, self._batch = self._batch, []
-        replies = [(connection, self._answer(connection, event)) for connection, event in batch]
-        for connection, reply in replies:
-            connection.deliver(reply)
+        replies = [
+            (connection, None if connection.closed else self._safely(connection, connection._answer, event))
+            for connection, event in batch
+        ]
+        for connection, reply in replies:  # every queued frame is delivered (or dropped) once
+            self._safely(connection, connection.deliver, reply)
 
     @staticmethod
-    def _answer(connection: MllpConnection, event: Any) -> Reply | None:
-        if connection.closed:
-            return None
+    def _safely(connection: MllpConnection, step: Any, arg: Any) -> Any:
+        """One connection's step of the batch; a bug costs that connection, never the other
+        messages of the batch (each would otherwise wait forever for its turn)."""
         try:
-            return connection._answer(event)
-        except Exception:  # a bug costs that connection, never the other messages of the batch
-            log.exception("MLLP: unexpected error answering %s; closing that connection", connection.peer)
+            return step(arg)
+        except Exception:
+            log.exception("MLLP: unexpected error serving %s; closing that connection", connection.peer)
             connection.abort(reset=True, reason="internal_error")
             return None
 
