@@ -270,17 +270,7 @@ class Message:
                     raw[7].partition("^")[0].strip().upper(),
                 )
         if header is None:
-            value = self.msh.value
-            header = self._header = (
-                value(9, 1),
-                value(9, 2),
-                value(9, 3),
-                value(10),
-                value(11, 1),
-                value(12, 1),
-                value(15).strip().upper(),
-                value(16).strip().upper(),
-            )
+            header = self._header = header_values(self.msh)
         return header
 
     # MSH fields, unescaped.
@@ -323,6 +313,22 @@ class Message:
     @property
     def app_ack_type(self) -> str:
         return (self._header or self.header())[7]
+
+
+def header_values(msh: Segment) -> tuple[str, ...]:
+    """`Message.header()` read value by value: any delimiters, escapes and repetitions (and the
+    reference its one-split shortcut is tested against)."""
+    value = msh.value
+    return (
+        value(9, 1),
+        value(9, 2),
+        value(9, 3),
+        value(10),
+        value(11, 1),
+        value(12, 1),
+        value(15).strip().upper(),
+        value(16).strip().upper(),
+    )
 
 
 def read_encoding(text: str) -> Encoding:
