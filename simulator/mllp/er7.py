@@ -224,18 +224,15 @@ def escape(text: str, enc: Encoding = DEFAULT_ENCODING) -> str:
 class Message:
     """A tokenized ER7 message: its segments in order and the MSH fields acknowledgement needs."""
 
-    __slots__ = ("_header", "_type", "enc", "segments", "text")
+    __slots__ = ("_header", "_type", "enc", "msh", "segments", "text")
 
     def __init__(self, text: str, segments: list[Segment], enc: Encoding) -> None:
         self.text = text
         self.segments = segments
+        self.msh = segments[0]  # the tokenizer makes sure a message begins with MSH
         self.enc = enc
         self._type: str | None = None
         self._header: tuple[str, ...] | None = None
-
-    @property
-    def msh(self) -> Segment:
-        return self.segments[0]
 
     def segment(self, name: str) -> Segment | None:
         for seg in self.segments:
