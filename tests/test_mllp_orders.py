@@ -422,3 +422,33 @@ def test_near_valid_orders_get_a_precise_answer(fuzz_site, control, order_status
     assert "internal error" not in ack["err"], ack["err"]
     if ack["code"] != "AA":
         assert ack["err"], ack
+
+
+def test_results_point_at_the_order_they_answer(site):
+    """An ORU whose OBR-2 (placer) or OBR-3 (filler number) names a known order: the
+    DiagnosticReport and its Observations get `basedOn` that ServiceRequest (v2-to-FHIR IG)."""
+    server, port = site
+    assert send(port, orm("ORD-BASE", placer="PL-BASE", filler="FI-BASE", mrn="ORD-B1"))["code"] == "AA"
+    request = order(server, "PL-BASE")
+    by_placer = (
+        f"{msh('ORU^R01^ORU_R01', 'RES-BASE-1')}\r"
+        "PID|1||ORD-B1^^^GOODHOSP^MR||DOE^JANE||19800101|F\r"
+        "OBR|1|PL-BASE^GOODHOSP||24317-0^Hemogram and platelet count^LN|||20260102090000+0000"
+        "||||||||||||||||||F\r"
+        "OBX|1|NM|718-7^Hemoglobin^LN||13.5|g/dL|12-16|N|||F\r"
+    )
+    by_filler = by_placer.replace("RES-BASE-1", "RES-BASE-2").replace(
+        "OBR|1|PL-BASE^GOODHOSP||", "OBR|1||FI-BASE^GOODHOSP|"
+    )
+    unknown = by_placer.replace("RES-BASE-1", "RES-BASE-3").replace("PL-BASE^", "PL-NONE^")
+    for message in (by_placer, by_filler, unknown):
+        assert send(port, message)["code"] == "AA"
+    reference = f"ServiceRequest/{request['id']}"
+    reports = fhir(server, "/DiagnosticReport", **{"based-on": reference})["entry"]
+    assert len(reports) == 2
+    observations = fhir(server, "/Observation", **{"based-on": reference})["entry"]
+    assert len(observations) == 2
+    assert all(e["resource"]["basedOn"] == [{"reference": reference}] for e in reports + observations)
+    patient = one(server, "/Patient", identifier="urn:ehrsim:id:GOODHOSP|ORD-B1")
+    all_reports = fhir(server, "/DiagnosticReport", subject=f"Patient/{patient['id']}")["entry"]
+    assert sum("basedOn" not in e["resource"] for e in all_reports) == 1  # PL-NONE answers no order

@@ -664,6 +664,8 @@ class V2Mapper:
                     report.setdefault("presentedForm", []).append(self.attachment(seg))
                     continue
                 observation = self.observation(seg, obr, message, subject, result.warnings)
+                if report is not None and "basedOn" in report:
+                    observation["basedOn"] = report["basedOn"]  # shared: never changed in place
                 self._put(observation, writes)
                 if report is not None:
                     report.setdefault("result", []).append({"reference": f"Observation/{observation['id']}"})
@@ -707,6 +709,9 @@ class V2Mapper:
         observed = obr.value(7)
         if observed:
             report["effectiveDateTime"] = v2_datetime(observed, self.default_tz, ("OBR", 7), warnings)
+        based_on = self.orders.based_on(obr, message)
+        if based_on is not None:
+            report["basedOn"] = based_on
         return report
 
     def attachment(self, obx: Segment) -> dict[str, Any]:

@@ -289,6 +289,22 @@ class OrderMapping:
                 return found, number
         return None, None
 
+    def based_on(self, obr: Segment, message: Message) -> list[dict[str, str]] | None:
+        """The order an ORU's OBR answers, found by OBR-2 (placer) or OBR-3 (filler number), as
+        `basedOn`: None while the site holds no ServiceRequest (results-only feeds pay one check)
+        or when no order has those numbers."""
+        if not self.mapper.service.site.store.current("ServiceRequest"):
+            return None
+        for n, _, kind in ORDER_NUMBERS:
+            value = obr.value(n)
+            if not value:
+                continue
+            namespace = obr.value(n, 2) or self.mapper._facility(message)
+            rid = self.index.find_id(order_number_system(kind, namespace), value)
+            if rid is not None:
+                return [{"reference": f"ServiceRequest/{rid}"}]
+        return None
+
     # -- the order's content ---------------------------------------------------------------------
     def fill(
         self,
