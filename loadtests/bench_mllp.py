@@ -1,6 +1,6 @@
 """MLLP ingest benchmark: ehrsim against two baselines, in one run, on this machine.
 
-    python loadtests/bench_mllp.py [--seconds 8] [--connections 16] [--only ehrsim] [--quick]
+    python loadtests/bench_mllp.py [--seconds 8] [--connections 16] [--only ehrsim] [--quick] [--check]
 
 Each server runs in its own process; one client process keeps 16 persistent connections, each
 sending a 4-segment ORU^R01 (MSH, PID, OBR, OBX; unique MSH-10, observation time and value, four
@@ -12,7 +12,8 @@ vital signs in turn, 200 patients) and waiting for its ACK before sending the ne
             (Patient lookup/creation, Observation + DiagnosticReport), store, journal, ACK
 
 All three use the same event loop implementation (uvloop when installed, as `ehrsim serve` does).
-Prints messages/s per server and the ratios ehrsim/framing and ehrsim/hl7.
+Prints messages/s per server and the ratios ehrsim/framing and ehrsim/hl7 with their verdicts
+against issue 6's targets (>= 0.5x and >= 5x); `--check` exits 3 when one is missed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Issue 6's targets: ehrsim's throughput at least these times each baseline's, in the same run.
+TARGETS = {"framing": 0.5, "hl7": 5.0}
 FIXED_ACK = b"\x0bMSH|^~\\&|B|B|A|A|20260101||ACK^R01^ACK|1|P|2.5\rMSA|AA|1\r\x1c\r"
 
 
@@ -102,6 +105,10 @@ def run_loop(coro: object) -> None:
 
 
 # -- the client ------------------------------------------------------------------------------------
+def verdict(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc), for CPU per message."""
     try:
@@ -237,6 +244,7 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help="a tiny run (1 s per server) that proves the harness works"
     )
+    parser.add_argument("--check", action="store_true", help="exit 3 when a target is missed")
     parser.add_argument("--serve", choices=["framing", "hl7"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -266,18 +274,28 @@ def main() -> int:
         print(
             f"{kind:>8}: {rates[kind]:10,.0f} messages/s   server CPU {costs[kind]:6.1f} us/message, busy {busy:3.0f}%"
         )
+    missed = []
     if "ehrsim" in rates:
         for base in ("framing", "hl7"):
             if base in rates:
+                ratio = rates["ehrsim"] / rates[base]
+                target = TARGETS[base]
+                if ratio < target:
+                    missed.append(base)
                 print(
-                    f"ehrsim / {base}: throughput {rates['ehrsim'] / rates[base]:.2f}x, "
-                    f"CPU per message {costs['ehrsim'] / costs[base]:.2f}x"
+                    f"ehrsim / {base}: throughput {ratio:.2f}x, "
+                    f"CPU per message {costs['ehrsim'] / costs[base]:.2f}x; "
+                    f"target >= {target:g}x: {verdict(ratio >= target)}"
                 )
     parts = in_process(2_000 if args.quick else 20_000)
     print(
         "ehrsim endpoint in-process (CPU per message, no sockets): "
         + ", ".join(f"{label} {us:.0f} us" for label, us in parts.items())
     )
+    if missed:
+        print(f"targets missed: {', '.join(missed)}")
+        if args.check:
+            return 3
     return 0
 
 
