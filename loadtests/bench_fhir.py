@@ -41,6 +41,7 @@ import orjson
 
 from loadtests import pyspy
 from loadtests.load_client import LoadResult, drive, http_request, median
+from loadtests.verdicts import finish, verdict
 from simulator.clock import Clock
 from simulator.fhir.service import FhirService
 from simulator.journal import Journal
@@ -466,10 +467,6 @@ def bench_startup(cfg: Config) -> dict[str, Any]:
 # -- report ----------------------------------------------------------------------------------------------
 
 
-def verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
-
-
 def report(results: dict[str, Any]) -> list[str]:
     """Print the figures; returns the targets missed."""
     missed: list[str] = []
@@ -659,11 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     if errors:
         print(f"\n{errors} requests failed: the figures above are not valid", file=sys.stderr)
         return 1
-    if missed:
-        print(f"\ntargets missed: {', '.join(missed)}")
-        if args.check:
-            return 3
-    return 0
+    return finish(missed, args.check)
 
 
 if __name__ == "__main__":

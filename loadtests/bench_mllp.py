@@ -30,6 +30,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script: `loadtests` and `simulator` from this checkout
+
+from loadtests.verdicts import finish, verdict  # noqa: E402
+
 # Issue 6's targets: ehrsim's throughput at least these times each baseline's, in the same run.
 TARGETS = {"framing": 0.5, "hl7": 5.0}
 FIXED_ACK = b"\x0bMSH|^~\\&|B|B|A|A|20260101||ACK^R01^ACK|1|P|2.5\rMSA|AA|1\r\x1c\r"
@@ -105,10 +109,6 @@ def run_loop(coro: object) -> None:
 
 
 # -- the client ------------------------------------------------------------------------------------
-def verdict(ok: bool) -> str:
-    return "met" if ok else "MISSED"
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc), for CPU per message."""
     try:
@@ -203,7 +203,6 @@ def in_process(count: int = 20_000) -> dict[str, float]:
     without the FHIR mapping, GC as `ehrsim serve` sets it: where the server's time goes."""
     import gc
 
-    sys.path.insert(0, str(ROOT))
     from simulator.mllp.faults import MllpFaults
     from simulator.mllp.ingest import Endpoint
     from simulator.mllp.settings import MllpSettings
@@ -292,11 +291,7 @@ def main() -> int:
         "ehrsim endpoint in-process (CPU per message, no sockets): "
         + ", ".join(f"{label} {us:.0f} us" for label, us in parts.items())
     )
-    if missed:
-        print(f"targets missed: {', '.join(missed)}")
-        if args.check:
-            return 3
-    return 0
+    return finish(missed, args.check)
 
 
 if __name__ == "__main__":

@@ -429,9 +429,8 @@ class V2Mapper:
                 sequence=pid.occurrence,
                 field=3,
             )
-        existing = self.find_patient(identifiers)
-        if existing is not None and create_only:
-            return existing["id"]
+        # (create_only: the keys above found nobody, so there is nobody to find again)
+        existing = None if create_only else self.find_patient(identifiers)
         if existing is not None:
             existing = copy.deepcopy(existing)
         fields = self.patient_fields(pid, message, result.warnings)
