@@ -1,18 +1,21 @@
 """The MLLP hot path's shortcuts give exactly what the general code gives, for any header.
 
 `Message.header()` splits a plain MSH once instead of reading eight values one by one, and
-`build_ack` writes a plain positive ACK in one f-string; both fall back to the general code when a
+`build_ack` writes a plain positive ACK in one f-string, and a plain OBX-5 number skips Decimal; all fall back to the general code when a
 field has escapes, repetitions or subcomponents. Hypothesis throws headers made of delimiters,
 escapes and text at both and compares them with the general path.
 """
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.mllp.ack import build_ack, general_ack, plain_ack
 from simulator.mllp.er7 import HL7Error, header_values, tokenize
+from simulator.mllp.mapping import V2Mapper, _plain_number
 
 PLAIN = ["A", "b", "2.5", "ORU", "R01", "al", "^", " ", "é", ""]  # what the shortcuts take
 SPECIAL = ["~", "&", "\\", "\\F\\", "\\S\\"]  # what sends them to the general code
@@ -54,3 +57,24 @@ def test_the_usual_ack_takes_the_shortcut() -> None:
     assert plain_ack(message, "AA", "ACK1", "20260101120000+0000") == (
         "MSH|^~\\&|EHR|SITE|LAB|HOSP|20260101120000+0000||ACK^R01^ACK|ACK1|P|2.5.1\rMSA|AA|M1\r"
     )
+
+
+OBX = tokenize("MSH|^~\\&|A|B|C|D|20260101||ORU^R01|1|P|2.5\rOBX|1|NM|X^Y^L||1\r").segments[1]
+NUMBER_TEXT = st.lists(st.sampled_from(list("0123456789.-+eE ")), min_size=1, max_size=20).map("".join)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.one_of(NUMBER_TEXT, st.decimals(allow_nan=False, allow_infinity=False).map(str)))
+def test_plain_number_is_what_decimal_gives(text: str) -> None:
+    plain = _plain_number(text)
+    if plain is None:
+        return
+    general = V2Mapper.quantity(None, Decimal(text), {}, OBX)["value"]  # type: ignore[arg-type]
+    assert plain == general and type(plain) is type(general)
+
+
+def test_plain_number_declines_what_it_cannot_read_exactly() -> None:
+    assert [_plain_number(t) for t in ("72", "36.6", "0.5")] == [72, 36.6, 0.5]
+    # Signs, exponents, bare dots, non-ASCII digits and 16+ characters go the Decimal way.
+    for text in ("-1", "+2", "1e3", ".5", "5.", "1.2.3", "\uff11\uff12", "1234567890.123456", ""):
+        assert _plain_number(text) is None

@@ -134,6 +134,49 @@ def test_oru_observation_per_obx_in_a_report_per_obr(site):
         validate_resource(resource, resource["resourceType"])
 
 
+def test_repeated_results_differ_where_their_fields_or_senders_do(site):
+    """Each OBX's code, status, unit, range and flag are read once per distinct text and reused:
+    a change in any of them, or a different sender of the same local code, is never missed."""
+    server, port = site
+    obx = "OBX|1|NM|GLU-LOCAL^Local glucose^L||{value}|{unit}|{range}|{flag}|||{status}\r"
+    sent = [  # (sending facility, value, unit, range, flag, status)
+        ("GOODHOSP", "5.5", "mmol/l", "3.9-5.5", "N", "F"),
+        ("GOODHOSP", "9.1", "mmol/l", "3.9-5.5", "H", "F"),
+        ("GOODHOSP", "9.2", "mmol/l", "3.9-6.1", "H", "P"),
+        ("GOODHOSP", "166", "mg/dl", "70-105", "H", "P"),
+        ("OTHERLAB", "5.5", "mmol/l", "3.9-5.5", "N", "F"),
+    ]
+    for n, (facility, value, unit, normal, flag, status) in enumerate(sent):
+        message = (
+            f"MSH|^~\\&|LAB|{facility}|EHR|EHRSIM|20260101120000+0000||ORU^R01|SHAPE-{n}|P|2.5.1\r"
+            "PID|1||S1^^^GOODHOSP^MR||ROE^RITA||19900101|F\r"
+            + obx.format(value=value, unit=unit, range=normal, flag=flag, status=status)
+        )
+        assert send(port, message)["code"] == "AA"
+    patient = one(server, "/Patient", identifier="S1")
+    stored = [
+        e["resource"] for e in fhir(server, "/Observation", subject=f"Patient/{patient['id']}")["entry"]
+    ]
+    got = sorted(
+        (
+            o["code"]["coding"][0]["system"].rsplit(":", 2)[-2],
+            o["valueQuantity"]["value"],
+            o["valueQuantity"]["code"],
+            o["referenceRange"][0]["text"],
+            o["interpretation"][0]["coding"][0]["code"],
+            o["status"],
+        )
+        for o in stored
+    )
+    assert got == [
+        ("GOODHOSP", 5.5, "mmol/L", "3.9-5.5", "N", "final"),
+        ("GOODHOSP", 9.1, "mmol/L", "3.9-5.5", "H", "final"),
+        ("GOODHOSP", 9.2, "mmol/L", "3.9-6.1", "H", "preliminary"),
+        ("GOODHOSP", 166, "mg/dL", "70-105", "H", "preliminary"),
+        ("OTHERLAB", 5.5, "mmol/L", "3.9-5.5", "N", "final"),
+    ]
+
+
 def test_results_for_a_population_patient_use_its_mrn(site):
     server, port = site
     patient = fhir(server, "/Patient", _count=1)["entry"][0]["resource"]

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -60,6 +60,18 @@ def mapping_tables(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The packaged tables, with a site's `mllp: mapping:` merged over them."""
     tables = default_tables()
     return merge(copy.deepcopy(tables), overrides) if overrides else tables
+
+
+class ResultShape(NamedTuple):
+    """An OBX's content besides its value and time (shared by the Observations built from it)."""
+
+    value_type: str  # OBX-2, upper case
+    status: str
+    code: dict[str, Any]
+    category: list[Any]
+    unit: dict[str, str]  # Quantity's unit, system and code ({} without OBX-6)
+    interpretation: list[Any] | None
+    ranges: list[Any] | None
 
 
 class MappingResult:
@@ -156,12 +168,9 @@ class V2Mapper:
         # Derived from raw field text and shared by the resources built from it, which the store
         # never changes in place (writers copy before changing): codes, units, patient references.
         self._concepts: dict[tuple[str, ...], dict[str, Any] | None] = {}
-        self._obx_codes: dict[tuple[str, ...], tuple[dict[str, Any], list[Any]] | None] = {}
-        self._units: dict[str, dict[str, str]] = {}
+        self._shapes: dict[tuple[str, ...], ResultShape] = {}
         self._patient_keys: dict[str, list[tuple[str, str]]] = {}
         self._subjects: dict[str, dict[str, str]] = {}
-        self._interpretations: dict[str, list[Any]] = {}
-        self._ranges: dict[str, list[Any]] = {}
         self._categories = {
             name: [{"coding": [{"system": OBS_CATEGORY, "code": name, "display": display}]}]
             for name, display in (("vital-signs", "Vital Signs"), ("laboratory", "Laboratory"))
@@ -731,9 +740,54 @@ class V2Mapper:
         subject: dict[str, str],
         warnings: list[str],
     ) -> dict[str, Any]:
+        shape = self.result_shape(obx, message)
+        observation: dict[str, Any] = {
+            "resourceType": "Observation",
+            "status": shape.status,
+            "category": shape.category,
+            "code": shape.code,
+            "subject": subject,
+        }
+        value = self.value(obx, message, shape)
+        if value is not None:
+            observation[value[0]] = value[1]
+        when = obx.value(14)
+        if when:
+            observation["effectiveDateTime"] = v2_datetime(when, self.default_tz, ("OBX", 14), warnings)
+        elif obr is not None and (when := obr.value(7)):
+            observation["effectiveDateTime"] = v2_datetime(when, self.default_tz, ("OBR", 7), warnings)
+        if shape.interpretation:
+            observation["interpretation"] = shape.interpretation
+        if shape.ranges:
+            observation["referenceRange"] = shape.ranges
+        return observation
+
+    def result_shape(self, obx: Segment, message: Message) -> ResultShape:
+        """What an OBX says besides its value and time, memoized on the raw text of the fields it
+        comes from: a device sends the same code, unit, range and status message after message."""
+        fields = obx.fields
+        if obx.enc is not DEFAULT_ENCODING or len(fields) < 12:
+            return self._result_shape(obx, message)
+        msh = message.msh.fields
+        key = (
+            fields[2],
+            fields[3],
+            fields[6],
+            fields[7],
+            fields[8],
+            fields[11],
+            msh[3] if len(msh) > 3 else "",  # the sender: local codes get its system
+            msh[4] if len(msh) > 4 else "",
+        )
+        try:
+            return self._shapes[key]
+        except KeyError:
+            return _memo(self._shapes, key, self._result_shape(obx, message))  # type: ignore[no-any-return]
+
+    def _result_shape(self, obx: Segment, message: Message) -> ResultShape:
         where = obx.occurrence
-        coded = self.observation_code(obx, message)
-        if coded is None:
+        code = self.concept(obx, 3, message)
+        if code is None:
             raise HL7Error(
                 REQUIRED_FIELD_MISSING,
                 "OBX-3 observation identifier is empty",
@@ -741,6 +795,9 @@ class V2Mapper:
                 sequence=where,
                 field=3,
             )
+        # Vital signs when a LOINC coding is a vital sign, else laboratory.
+        loinc = next((c["code"] for c in code.get("coding", []) if c["system"] == "http://loinc.org"), None)
+        category = self._categories["vital-signs" if loinc in self.vital_codes else "laboratory"]
         status_code = obx.value(11)
         status = self.tables["observation_status"].get(status_code.upper()) if status_code else None
         if status is None:
@@ -751,93 +808,45 @@ class V2Mapper:
                 sequence=where,
                 field=11,
             )
-        observation: dict[str, Any] = {
-            "resourceType": "Observation",
-            "status": status,
-            "category": coded[1],
-            "code": coded[0],
-            "subject": subject,
-        }
-        value = self.value(obx, message)
-        if value is not None:
-            observation[value[0]] = value[1]
-        when = obx.value(14)
-        if when:
-            observation["effectiveDateTime"] = v2_datetime(when, self.default_tz, ("OBX", 14), warnings)
-        elif obr is not None and (when := obr.value(7)):
-            observation["effectiveDateTime"] = v2_datetime(when, self.default_tz, ("OBR", 7), warnings)
+        interpretation = None
         flag = obx.value(8)
-        if flag:
-            interpretation = self._interpretations.get(flag)
-            if interpretation is None:
-                interp = self.tables["interpretation"].get(flag.upper())
-                interpretation = _memo(
-                    self._interpretations,
-                    flag,
-                    [
-                        {
-                            "coding": [
-                                {
-                                    "system": INTERPRETATION,
-                                    "code": interp["code"],
-                                    "display": interp["display"],
-                                }
-                            ]
-                        }
-                    ]
-                    if interp
-                    else [],
-                )
-            if interpretation:
-                observation["interpretation"] = interpretation
+        interp = self.tables["interpretation"].get(flag.upper()) if flag else None
+        if interp:
+            coding = {"system": INTERPRETATION, "code": interp["code"], "display": interp["display"]}
+            interpretation = [{"coding": [coding]}]
         reference_range = obx.value(7)
-        if reference_range:
-            ranges = self._ranges.get(reference_range)
-            if ranges is None:
-                ranges = _memo(self._ranges, reference_range, [{"text": reference_range}])
-            observation["referenceRange"] = ranges
-        return observation
+        return ResultShape(
+            value_type=obx.value(2).upper(),
+            status=status,
+            code=code,
+            category=category,
+            unit=self.unit(obx),
+            interpretation=interpretation,
+            ranges=[{"text": reference_range}] if reference_range else None,
+        )
 
-    def observation_code(self, obx: Segment, message: Message) -> tuple[dict[str, Any], list[Any]] | None:
-        """OBX-3 as (code, category): vital signs when a LOINC coding is a vital sign, else laboratory."""
-        msh = message.msh.fields
-        key = (obx[3], msh[3] if len(msh) > 3 else "", msh[4] if len(msh) > 4 else "")
-        hit = self._obx_codes.get(key) if obx.enc is DEFAULT_ENCODING else None
-        if hit is None:
-            code = self.concept(obx, 3, message)
-            if code is None:
-                return None
-            loinc = next(
-                (c["code"] for c in code.get("coding", []) if c["system"] == "http://loinc.org"), None
-            )
-            category = self._categories["vital-signs" if loinc in self.vital_codes else "laboratory"]
-            hit = (code, category)
-            if obx.enc is DEFAULT_ENCODING:
-                _memo(self._obx_codes, key, hit)
-        return hit
-
-    def value(self, obx: Segment, message: Message) -> tuple[str, Any] | None:
+    def value(self, obx: Segment, message: Message, shape: ResultShape) -> tuple[str, Any] | None:
         """OBX-5 as the Observation's value[x]: (element name, value), None when OBX-5 is empty."""
         raw = obx[5]
         if not raw:
             return None
-        value_type = obx.value(2).upper()
+        value_type = shape.value_type
         where = obx.occurrence
         if value_type == "NM":
             text = obx.value(5).strip()
-            if len(text) < 19 and text.isascii() and text.isdigit():  # most device values: no Decimal
-                return "valueQuantity", self.quantity(int(text), obx)
-            try:
-                number = Decimal(text)
-            except InvalidOperation:
-                raise HL7Error(
-                    DATA_TYPE_ERROR,
-                    f"OBX-5 '{text}' is not a number (OBX-2 is NM)",
-                    "OBX",
-                    sequence=where,
-                    field=5,
-                ) from None
-            return "valueQuantity", self.quantity(number, obx)
+            number = _plain_number(text)
+            if number is None:
+                try:
+                    number = Decimal(text)
+                except InvalidOperation:
+                    raise HL7Error(
+                        DATA_TYPE_ERROR,
+                        f"OBX-5 '{text}' is not a number (OBX-2 is NM)",
+                        "OBX",
+                        sequence=where,
+                        field=5,
+                    ) from None
+            return "valueQuantity", self.quantity(number, shape.unit, obx)
         if value_type in ("ST", "TX", "FT", "RP"):
             return "valueString", "\n".join(obx.unescape(r) for r in obx.repetitions(5))
         if value_type in ("CE", "CWE", "CNE", "CF"):
@@ -850,7 +859,7 @@ class V2Mapper:
             if parts[2] or comparator not in ("", "<", ">", "<=", ">="):
                 return "valueString", "".join(parts[:4])
             try:
-                quantity = self.quantity(Decimal(number), obx)
+                quantity = self.quantity(Decimal(number), shape.unit, obx)
             except InvalidOperation:
                 raise HL7Error(
                     DATA_TYPE_ERROR,
@@ -871,30 +880,21 @@ class V2Mapper:
             field=2,
         )
 
-    def quantity(self, number: Decimal | int, obx: Segment) -> dict[str, Any]:
-        if isinstance(number, int):
-            quantity: dict[str, Any] = {"value": number}
-        elif not number.is_finite():
-            raise HL7Error(
-                DATA_TYPE_ERROR,
-                f"OBX-5 '{number}' is not a finite number",
-                "OBX",
-                sequence=obx.occurrence,
-                field=5,
-            )
-        elif number == number.to_integral_value() and number.as_tuple().exponent >= 0:  # type: ignore[operator]
-            quantity = {"value": int(number)}
-        else:
-            quantity = {"value": float(number)}
-        raw = obx[6]
-        if raw:
-            unit = self._units.get(raw) if obx.enc is DEFAULT_ENCODING else None
-            if unit is None:
-                unit = self.unit(obx)
-                if obx.enc is DEFAULT_ENCODING:
-                    _memo(self._units, raw, unit)
-            quantity.update(unit)
-        return quantity
+    def quantity(self, number: Decimal | int | float, unit: dict[str, str], obx: Segment) -> dict[str, Any]:
+        if isinstance(number, Decimal):
+            if not number.is_finite():
+                raise HL7Error(
+                    DATA_TYPE_ERROR,
+                    f"OBX-5 '{number}' is not a finite number",
+                    "OBX",
+                    sequence=obx.occurrence,
+                    field=5,
+                )
+            if number == number.to_integral_value() and number.as_tuple().exponent >= 0:  # type: ignore[operator]
+                number = int(number)
+            else:
+                number = float(number)
+        return {"value": number, **unit}
 
     def unit(self, obx: Segment) -> dict[str, str]:
         """OBX-6 as Quantity's unit, and its UCUM system and code where known."""
@@ -909,6 +909,19 @@ class V2Mapper:
                 out["system"] = UCUM
                 out["code"] = ucum
         return out
+
+
+def _plain_number(text: str) -> int | float | None:
+    """The usual device value (digits, or digits.digits) without going through Decimal; None for
+    anything else (signs, exponents, long values), which the caller reads as a Decimal."""
+    if len(text) > 15 or not text.isascii():  # 15 digits: a float holds them exactly
+        return None
+    if text.isdigit():
+        return int(text)
+    whole, dot, fraction = text.partition(".")
+    if dot and whole.isdigit() and fraction.isdigit():
+        return float(text)  # the same double as float(Decimal(text)): both round correctly
+    return None
 
 
 def _spaced(message_type: str) -> str:
