@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import gc
+import asyncio
 import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from simulator import __version__
+from simulator import __version__, gcpolicy
 
 
 def _serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -357,11 +357,9 @@ def serve(args: argparse.Namespace) -> int:
     except (ScenarioError, ValueError, OSError) as exc:
         print(f"ehrsim: {exc}", file=sys.stderr)
         return 2
-    # The store holds the population and everything written since as long-lived dicts; without
-    # this the cyclic collector rescans them over and over (about a third of MLLP ingest time,
-    # docs/benchmarks.md). freeze() exempts what exists now; the higher threshold spaces out scans.
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    # The store holds the population and everything written since as long-lived dicts, which the
+    # cyclic collector would otherwise rescan over and over (simulator/gcpolicy.py).
+    gcpolicy.install()
     app = create_app(sandbox)
     config = uvicorn.Config(
         app,
@@ -378,6 +376,7 @@ def serve(args: argparse.Namespace) -> int:
             await super().startup(sockets)
             if self.should_exit:
                 return
+            self.full_collections = asyncio.get_running_loop().create_task(gcpolicy.collect_periodically())
             host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
             origin = f"http://{host}:{args.port}"
             print(
