@@ -13,9 +13,15 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from simulator.clock import Clock
+from simulator.faults.engine import FaultEngine
+from simulator.journal import Journal
 from simulator.mllp.ack import build_ack, general_ack, plain_ack
 from simulator.mllp.er7 import HL7Error, header_values, tokenize
+from simulator.mllp.faults import MllpFaults
+from simulator.mllp.ingest import Endpoint, _reads_ascii
 from simulator.mllp.mapping import V2Mapper, _plain_number
+from simulator.mllp.settings import MllpSettings
 
 PLAIN = ["A", "b", "2.5", "ORU", "R01", "al", "^", " ", "é", ""]  # what the shortcuts take
 SPECIAL = ["~", "&", "\\", "\\F\\", "\\S\\"]  # what sends them to the general code
@@ -78,3 +84,54 @@ def test_plain_number_declines_what_it_cannot_read_exactly() -> None:
     # Signs, exponents, bare dots, non-ASCII digits and 16+ characters go the Decimal way.
     for text in ("-1", "+2", "1e3", ".5", "5.", "1.2.3", "\uff11\uff12", "1234567890.123456", ""):
         assert _plain_number(text) is None
+
+
+ENDPOINT = Endpoint("t", MllpSettings(), Journal(), Clock(), None, MllpFaults(FaultEngine([], Clock()), "t"))
+MSH_FIELD = st.sampled_from(["", "A", "ORU^R01", "M1", "2.5", "2.5.1", "P", "AL", "x~y", "UTF-8"])
+CHARSET = st.sampled_from(["", "UTF-8", " unicode utf-8 ", "8859/1", "ASCII~UTF-8", "EBCDIC", "UTF-8^x"])
+SEGMENT = st.sampled_from(["PID|1||X^^^H^MR", "OBX|1|NM|8867-4^HR^LN||72", "pid|bad", "ZZ1|x", ""])
+
+
+@st.composite
+def ascii_messages(draw):  # type: ignore[no-untyped-def]
+    """Near-valid ASCII messages: MSH with or without MSH-18 (charsets known and not), other
+    segments good and bad, CR, LF or CRLF terminators, sometimes no MSH at all."""
+    fields = ["LAB", "H", "EHR", "S", "20260101", "", "ORU^R01", "M1", "P", "2.5"]
+    for n in draw(st.lists(st.integers(0, len(fields) - 1), max_size=3)):
+        fields[n] = draw(MSH_FIELD)
+    if draw(st.integers(0, 3)) == 0:
+        fields = fields[: draw(st.integers(6, len(fields)))]
+    if draw(st.booleans()):
+        fields += [""] * (15 - len(fields)) + [draw(CHARSET)] + draw(st.lists(MSH_FIELD, max_size=3))
+    header = draw(st.sampled_from(["MSH|^~\\&|"] * 6 + ["MSH", "PID|"])) + "|".join(fields)
+    segments = [header, *draw(st.lists(SEGMENT, max_size=4))]
+    return "".join(segment + draw(st.sampled_from(["\r", "\r", "\n", "\r\n"])) for segment in segments)
+
+
+def read_outcome(read, payload: bytes):  # type: ignore[no-untyped-def]
+    warnings: list[str] = []
+    try:
+        message, codec = read(payload, warnings)
+    except HL7Error as error:
+        context = getattr(error, "context", None)
+        return ("error", error.code, error.text, error.location, context and context.text)
+    return ("read", message.text, [s.fields for s in message.segments], codec, warnings)
+
+
+@settings(max_examples=600, deadline=None)
+@given(ascii_messages())
+def test_ascii_read_is_the_declared_charset_read(text: str) -> None:
+    """ASCII payloads are decoded before MSH-18 is looked at; the outcome (message, codec,
+    warnings, or the error and what it echoes) is that of reading MSH-18 from the bytes first."""
+    payload = text.encode("utf-8")
+    assert read_outcome(ENDPOINT._read, payload) == read_outcome(ENDPOINT._read_declared, payload)
+
+
+def test_ascii_shortcut_only_where_the_default_charset_reads_ascii() -> None:
+    assert [_reads_ascii(c) for c in ("utf-8", "latin-1", "ascii", "utf-16", "no-such-codec")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]

@@ -417,4 +417,9 @@ def read_charset_field(payload: bytes) -> str:
     if header.count(fs) < 17:
         return ""
     fields = header.split(fs)
-    return fields[17].split(b"~")[0].decode("ascii", "replace").strip().upper()
+    return charset_name(fields[17].decode("ascii", "replace"))
+
+
+def charset_name(msh18: str) -> str:
+    """MSH-18's first repetition as `codec_for` looks it up."""
+    return msh18.split("~")[0].strip().upper()

@@ -26,6 +26,7 @@ from simulator.mllp.er7 import (
     UNSUPPORTED_VERSION_ID,
     HL7Error,
     Message,
+    charset_name,
     read_charset_field,
     tokenize,
 )
@@ -78,6 +79,7 @@ class Endpoint:
         self._last_control_id = ""
         self._stamp_second = -1
         self._stamp_text = ""
+        self._ascii_default = _reads_ascii(settings.charset)
         self.validator = None
         if settings.validation == "strict":
             from simulator.mllp.validation import validate_structure
@@ -248,16 +250,22 @@ class Endpoint:
 
     # -- steps -----------------------------------------------------------------------------------
     def _read(self, payload: bytes, warnings: list[str]) -> tuple[Message, str]:
+        if not (self._ascii_default and payload.isascii()):
+            return self._read_declared(payload, warnings)
+        # Every charset ehrsim reads decodes ASCII bytes alike: MSH-18 is checked after the split.
+        text, other_terminators = _normalise(payload.decode("ascii"))
+        try:
+            message = tokenize(text)
+        except HL7Error:
+            return self._read_declared(payload, warnings)  # its errors, in its order
+        msh = message.msh.fields
+        codec = self._codec(charset_name(msh[18]) if len(msh) > 18 else "")
+        return self._checked(message, codec, other_terminators, warnings), codec
+
+    def _read_declared(self, payload: bytes, warnings: list[str]) -> tuple[Message, str]:
+        """Decode by the MSH-18 read from the raw bytes, then split."""
         msh18 = read_charset_field(payload)
-        codec = codec_for(msh18, self.settings.charset)
-        if codec is None:
-            raise HL7Error(
-                TABLE_VALUE_NOT_FOUND,
-                f"MSH-18 character set '{msh18}' is not supported (supported: UNICODE UTF-8, 8859/1, ASCII)",
-                "MSH",
-                field=18,
-                reject=True,
-            )
+        codec = self._codec(msh18)
         try:
             text = payload.decode(codec)
         except UnicodeDecodeError as exc:
@@ -277,7 +285,21 @@ class Endpoint:
             error.context = message  # type: ignore[attr-defined]
             raise error from None
         text, other_terminators = _normalise(text)
-        message = tokenize(text)
+        return self._checked(tokenize(text), codec, other_terminators, warnings), codec
+
+    def _codec(self, msh18: str) -> str:
+        codec = codec_for(msh18, self.settings.charset)
+        if codec is None:
+            raise HL7Error(
+                TABLE_VALUE_NOT_FOUND,
+                f"MSH-18 character set '{msh18}' is not supported (supported: UNICODE UTF-8, 8859/1, ASCII)",
+                "MSH",
+                field=18,
+                reject=True,
+            )
+        return codec
+
+    def _checked(self, message: Message, codec: str, other_terminators: bool, warnings: list[str]) -> Message:
         try:
             self._check_header(message)
             if other_terminators:
@@ -292,7 +314,7 @@ class Endpoint:
             error.context = message  # type: ignore[attr-defined]
             error.codec = codec  # type: ignore[attr-defined]  # the NAK answers in the sender's charset
             raise
-        return message, codec
+        return message
 
     def _check_header(self, message: Message) -> None:
         if not message.message_code:
@@ -426,6 +448,16 @@ class Endpoint:
         seen[key] = (time.monotonic(), ack)
         if len(seen) > self.settings.duplicate_capacity:
             seen.popitem(last=False)
+
+
+def _reads_ascii(codec: str) -> bool:
+    """Whether a codec decodes ASCII bytes as ASCII (all of MSH-18's charsets do; a site's default
+    could be something else, such as UTF-16)."""
+    ascii_bytes = bytes(range(128))
+    try:
+        return ascii_bytes.decode(codec) == ascii_bytes.decode("ascii")
+    except (LookupError, UnicodeDecodeError):
+        return False
 
 
 def _normalise(text: str) -> tuple[str, bool]:
