@@ -23,7 +23,8 @@ from simulator.fhir.values import BadValue, date_range
 from simulator.site import Site
 from simulator.store.base import StoredVersion, Write
 
-CommitListener = Callable[[Site, list[StoredVersion]], None]
+# Called with each committed version of the resource type it watches (after the commit).
+CommitListener = Callable[[StoredVersion], None]
 # Whether a stored version can be read yet (data latency, simulator/datalatency.py); None: always.
 Visibility = Callable[[StoredVersion], bool]
 
@@ -40,7 +41,7 @@ class Result:
 class FhirService:
     def __init__(self, site: Site) -> None:
         self.site = site
-        self.listeners: list[CommitListener] = []
+        self.listeners: dict[str, list[CommitListener]] = {}  # resource type -> its listeners
         latest = site.store.history()[:1]
         self._last_stamp = latest[0].timestamp if latest else 0.0
         self.visible: Visibility | None = None
@@ -103,10 +104,23 @@ class FhirService:
         stamp = round(max(self.site.clock.timestamp(), self._last_stamp + 0.001), 3)
         self._last_stamp = stamp
         versions = self.site.store.commit(writes, instant_at(stamp), stamp)
-        if self.listeners:
-            for listener in self.listeners:
-                listener(self.site, versions)
+        listeners = self.listeners
+        if listeners:
+            for version in versions:
+                for listener in listeners.get(version.type, ()):
+                    listener(version)
         return versions
+
+    def watch(self, resource_type: str, listener: CommitListener) -> None:
+        """Call `listener` with every version of `resource_type` committed from now on."""
+        self.listeners.setdefault(resource_type, []).append(listener)
+
+    def unwatch(self, resource_type: str, listener: CommitListener) -> None:
+        watching = self.listeners.get(resource_type, [])
+        if listener in watching:
+            watching.remove(listener)
+        if not watching:
+            self.listeners.pop(resource_type, None)
 
     # -- reads -----------------------------------------------------------------------------------
     def visible_read(self, resource_type: str, resource_id: str) -> StoredVersion | None:

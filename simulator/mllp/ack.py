@@ -136,7 +136,7 @@ def plain_ack(message: Message, code: str, control_id: str, timestamp: str) -> s
         return None
     header = message.header()
     trigger, echo, processing, version = header[1], header[3], header[4], header[5]
-    if _SPECIALS.search(f"{trigger}{processing}{version}{echo}"):
+    if not message.plain_header and _SPECIALS.search(f"{trigger}{processing}{version}{echo}"):
         return None
     kind = f"ACK^{trigger}^ACK" if trigger else "ACK"
     return (

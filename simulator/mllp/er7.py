@@ -224,7 +224,7 @@ def escape(text: str, enc: Encoding = DEFAULT_ENCODING) -> str:
 class Message:
     """A tokenized ER7 message: its segments in order and the MSH fields acknowledgement needs."""
 
-    __slots__ = ("_header", "_type", "enc", "msh", "segments", "text")
+    __slots__ = ("_header", "_type", "enc", "msh", "plain_header", "segments", "text")
 
     def __init__(self, text: str, segments: list[Segment], enc: Encoding) -> None:
         self.text = text
@@ -233,6 +233,9 @@ class Message:
         self.enc = enc
         self._type: str | None = None
         self._header: tuple[str, ...] | None = None
+        # Set by `header()`: MSH-9..16 hold no escapes, repetitions or subcomponents, so none of
+        # the header's values contains a delimiter (an ACK can copy them as they are).
+        self.plain_header = False
 
     def segment(self, name: str) -> Segment | None:
         for seg in self.segments:
@@ -254,6 +257,7 @@ class Message:
             joined = "|".join(raw)
             if "\\" not in joined and "~" not in joined and "&" not in joined:
                 # Standard delimiters, nothing escaped, no repetitions or subcomponents: split once.
+                self.plain_header = True
                 kind = raw[0].split("^")
                 kind += [""] * (3 - len(kind))
                 header = self._header = (

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from simulator.fhir.service import FhirService
-from simulator.site import Site
 from simulator.store.base import StoredVersion
 
 Key = tuple[str, str]
@@ -28,16 +27,10 @@ class IdentifierIndex:
             version = store.read(resource_type, rid)
             if version is not None:
                 self._index(version)
-        service.listeners.append(self._on_commit)
+        service.watch(resource_type, self._index)
 
     def close(self) -> None:
-        if self._on_commit in self.service.listeners:
-            self.service.listeners.remove(self._on_commit)
-
-    def _on_commit(self, site: Site, versions: list[StoredVersion]) -> None:
-        for version in versions:
-            if version.type == self.resource_type:
-                self._index(version)
+        self.service.unwatch(self.resource_type, self._index)
 
     def _index(self, version: StoredVersion) -> None:
         rid = version.id
