@@ -48,7 +48,7 @@ from simulator.journal import Journal
 from simulator.site import Site
 from simulator.store import MemoryStore, SQLiteStore, Store
 from simulator.store.base import Write
-from simulator.testing import free_socket
+from simulator.testing import free_ports
 
 REPO = Path(__file__).resolve().parent.parent
 LOINC = "http://loinc.org"
@@ -100,13 +100,6 @@ class Config:
 
 
 # -- servers as subprocesses -----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    sock = free_socket()
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 class ServerProcess:
@@ -165,14 +158,14 @@ class ServerProcess:
 
 
 def start_ehrsim(label: str, scenario: str = "default", store: str = "memory") -> ServerProcess:
-    port = free_port()
+    port, mllp_port = free_ports(2)
     argv = [sys.executable, "-m", "simulator", "serve", "--scenario", scenario, "--port", str(port)]
-    argv += ["--mllp-port", str(free_port()), "--store", store]
+    argv += ["--mllp-port", str(mllp_port), "--store", store]
     return ServerProcess(label, argv, port)
 
 
 def start_bare() -> ServerProcess:
-    port = free_port()
+    (port,) = free_ports(1)
     return ServerProcess(
         "bare", [sys.executable, "-m", "loadtests.bare_starlette", "--port", str(port)], port
     )

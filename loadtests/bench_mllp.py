@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: `loadtests` and `simulator` from this checkout
 
 from loadtests.verdicts import finish, verdict  # noqa: E402
+from simulator.testing import free_ports  # noqa: E402
 
 # Issue 6's targets: ehrsim's throughput at least these times each baseline's, in the same run.
 TARGETS = {"framing": 0.5, "hl7": 5.0}
@@ -171,14 +172,8 @@ def wait_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start(kind: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
+    port, http_port = free_ports(2)
     if kind == "ehrsim":
         cmd = [
             sys.executable,
@@ -186,7 +181,7 @@ def start(kind: str) -> tuple[subprocess.Popen[bytes], int]:
             "simulator",
             "serve",
             "--port",
-            str(free_port()),
+            str(http_port),
             "--mllp-port",
             str(port),
         ]

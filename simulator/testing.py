@@ -54,6 +54,17 @@ def free_socket(host: str = "127.0.0.1") -> socket.socket:
     return sock
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """`count` different free ports: each socket stays bound until all are chosen (ports taken one
+    after the other can coincide, and a server given the same HTTP and MLLP port fails to start)."""
+    socks = [free_socket(host) for _ in range(count)]
+    try:
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def _run(main: Any) -> None:
     # The same loop as `ehrsim serve` (uvicorn[standard] picks uvloop). With the stdlib loop in a
     # thread beside the client, every request here took ~40 ms instead of ~1 ms.
