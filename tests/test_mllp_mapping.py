@@ -177,6 +177,44 @@ def test_repeated_results_differ_where_their_fields_or_senders_do(site):
     ]
 
 
+def test_repeated_reports_differ_where_their_code_status_or_sender_does(site):
+    server, port = site
+    sent = [  # (sending facility, OBR-4, OBR-25 or None for a short OBR without it)
+        ("GOODHOSP", "PANEL^Local panel^L", "F"),
+        ("GOODHOSP", "PANEL^Local panel^L", "P"),
+        ("GOODHOSP", "PANEL^Local panel^L", None),
+        ("GOODHOSP", "24323-8^Metabolic panel^LN", "F"),
+        ("OTHERLAB", "PANEL^Local panel^L", "F"),
+    ]
+    for n, (facility, code, status) in enumerate(sent):
+        obr = f"OBR|1||R{n}^{facility}|{code}|||202601011100+0000"
+        if status is not None:
+            obr += "|" * 18 + status
+        message = (
+            f"MSH|^~\\&|LAB|{facility}|EHR|EHRSIM|20260101120000+0000||ORU^R01|REPORT-{n}|P|2.5.1\r"
+            f"PID|1||S2^^^GOODHOSP^MR||ROE^RITA||19900101|F\r{obr}\r"
+            "OBX|1|NM|8867-4^Heart rate^LN||72|/min|||||F\r"
+        )
+        assert send(port, message)["code"] == "AA"
+    patient = one(server, "/Patient", identifier="S2")
+    reports = fhir(server, "/DiagnosticReport", subject=f"Patient/{patient['id']}")["entry"]
+    got = sorted(
+        (
+            r["resource"]["identifier"][0]["value"],
+            r["resource"]["code"]["coding"][0]["system"],
+            r["resource"]["status"],
+        )
+        for r in reports
+    )
+    assert got == [
+        ("R0", "urn:ehrsim:local:GOODHOSP:L", "final"),
+        ("R1", "urn:ehrsim:local:GOODHOSP:L", "preliminary"),
+        ("R2", "urn:ehrsim:local:GOODHOSP:L", "unknown"),
+        ("R3", "http://loinc.org", "final"),
+        ("R4", "urn:ehrsim:local:OTHERLAB:L", "final"),
+    ]
+
+
 def test_results_for_a_population_patient_use_its_mrn(site):
     server, port = site
     patient = fhir(server, "/Patient", _count=1)["entry"][0]["resource"]

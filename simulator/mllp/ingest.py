@@ -75,7 +75,7 @@ class Endpoint:
         self.ack_ids = AckIds(f"{settings.ack_prefix}{site_id.upper()}-")
         # Oldest first. An OrderedDict: dropping a plain dict's oldest key walks the slots of all
         # earlier deletions (8 us per message at 100,000 remembered ids, measured).
-        self._seen: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str, str], tuple[float, bytes]] = OrderedDict()
         self._last_control_id = ""
         self._stamp_second = -1
         self._stamp_text = ""
@@ -158,9 +158,10 @@ class Endpoint:
             applied=False,
         )
 
-        # Sender (MSH-3, MSH-4) and MSH-10, as sent: a resend repeats them byte for byte.
-        msh = message.msh
-        duplicate_key = f"{msh[3]}|{msh[4]}|{message.control_id}"
+        # Sender (MSH-3, MSH-4) and MSH-10, as sent: a resend repeats them byte for byte. (A read
+        # message has MSH-12, so fields 3 and 4 exist.)
+        msh = message.msh.fields
+        duplicate_key = (msh[3], msh[4], message.control_id)
         previous = self._duplicate(duplicate_key) if self.settings.duplicate_window else None
         if previous is not None and forced is None:
             entry["duplicate"] = True
@@ -432,7 +433,7 @@ class Endpoint:
                 reply.data = [NAK_V2]
 
     # -- duplicates ------------------------------------------------------------------------------
-    def _duplicate(self, key: str) -> bytes | None:
+    def _duplicate(self, key: tuple[str, str, str]) -> bytes | None:
         hit = self._seen.get(key)
         if hit is None:
             return None
@@ -441,7 +442,7 @@ class Endpoint:
             return None
         return hit[1]
 
-    def _remember(self, key: str, ack: bytes) -> None:
+    def _remember(self, key: tuple[str, str, str], ack: bytes) -> None:
         seen = self._seen
         if key in seen:
             seen.move_to_end(key)

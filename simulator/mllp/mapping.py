@@ -38,7 +38,7 @@ from simulator.mllp.er7 import (
 )
 from simulator.mllp.identifiers import IdentifierIndex
 from simulator.scenario import merge
-from simulator.store.base import Write
+from simulator.store.base import Write, make_write
 
 UCUM = "http://unitsofmeasure.org"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
@@ -169,6 +169,7 @@ class V2Mapper:
         # never changes in place (writers copy before changing): codes, units, patient references.
         self._concepts: dict[tuple[str, ...], dict[str, Any] | None] = {}
         self._shapes: dict[tuple[str, ...], ResultShape] = {}
+        self._report_shapes: dict[tuple[str, ...], tuple[dict[str, Any], str]] = {}
         self._patient_keys: dict[str, list[tuple[str, str]]] = {}
         self._subjects: dict[str, dict[str, str]] = {}
         self._categories = {
@@ -645,7 +646,7 @@ class V2Mapper:
             writes.append(Write(rtype, resource["id"], resource, "PUT"))
         else:
             rid = resource["id"] = self.service.site.ids.new_id(rtype)
-            writes.append(Write(rtype, rid, resource, "POST"))
+            writes.append(make_write((rtype, rid, resource, "POST")))
 
     # -- ORU -------------------------------------------------------------------------------------
     def results(self, message: Message, result: MappingResult) -> list[Write]:
@@ -684,6 +685,45 @@ class V2Mapper:
     def report(
         self, obr: Segment, message: Message, subject: dict[str, str], warnings: list[str]
     ) -> dict[str, Any]:
+        code, status = self.report_shape(obr, message)
+        report: dict[str, Any] = {
+            "resourceType": "DiagnosticReport",
+            "status": status,
+            "category": _LAB_REPORT,
+            "code": code,
+            "subject": subject,
+        }
+        filler = obr.value(3)
+        if filler:
+            namespace = obr.value(3, 2) or self._facility(message)
+            report["identifier"] = [{"system": order_number_system("filler", namespace), "value": filler}]
+        observed = obr.value(7)
+        if observed:
+            report["effectiveDateTime"] = v2_datetime(observed, self.default_tz, ("OBR", 7), warnings)
+        based_on = self.orders.based_on(obr, message)
+        if based_on is not None:
+            report["basedOn"] = based_on
+        return report
+
+    def report_shape(self, obr: Segment, message: Message) -> tuple[dict[str, Any], str]:
+        """OBR-4 as the report's code and OBR-25 as its status, memoized on their raw text and
+        the sender (as `result_shape` is for OBX)."""
+        fields = obr.fields
+        if obr.enc is not DEFAULT_ENCODING or len(fields) < 5:
+            return self._report_shape(obr, message)
+        msh = message.msh.fields
+        key = (
+            fields[4],
+            fields[25] if len(fields) > 25 else "",
+            msh[3] if len(msh) > 3 else "",  # the sender: local codes get its system
+            msh[4] if len(msh) > 4 else "",
+        )
+        try:
+            return self._report_shapes[key]
+        except KeyError:
+            return _memo(self._report_shapes, key, self._report_shape(obr, message))  # type: ignore[no-any-return]
+
+    def _report_shape(self, obr: Segment, message: Message) -> tuple[dict[str, Any], str]:
         code = self.concept(obr, 4, message)
         if code is None:
             raise HL7Error(
@@ -703,24 +743,7 @@ class V2Mapper:
                 sequence=obr.occurrence,
                 field=25,
             )
-        report: dict[str, Any] = {
-            "resourceType": "DiagnosticReport",
-            "status": status,
-            "category": _LAB_REPORT,
-            "code": code,
-            "subject": subject,
-        }
-        filler = obr.value(3)
-        if filler:
-            namespace = obr.value(3, 2) or self._facility(message)
-            report["identifier"] = [{"system": order_number_system("filler", namespace), "value": filler}]
-        observed = obr.value(7)
-        if observed:
-            report["effectiveDateTime"] = v2_datetime(observed, self.default_tz, ("OBR", 7), warnings)
-        based_on = self.orders.based_on(obr, message)
-        if based_on is not None:
-            report["basedOn"] = based_on
-        return report
+        return code, status
 
     def attachment(self, obx: Segment) -> dict[str, Any]:
         parts = obx.components(5)

@@ -6,18 +6,13 @@ to date by every later write, so a write pays only for the parameters that searc
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from simulator.fhir.values import posting_keys
-from simulator.store.base import StoredVersion, Write
+from simulator.store.base import StoredVersion, Write, make_version
 
 INDEXED_TYPES = frozenset({"token", "reference"})
-
-# StoredVersion(...) runs the named tuple's Python-level __new__; every write builds one, and
-# tuple.__new__ called directly builds the same object in half the time.
-_new_version = functools.partial(tuple.__new__, StoredVersion)
 
 
 class _TypeIndex:
@@ -174,7 +169,7 @@ class MemoryStore:
                 resource = {"resourceType": rtype, "id": rid, "meta": meta, **body}
                 resource["resourceType"], resource["id"], resource["meta"] = rtype, rid, meta
             seq += 1
-            out.append(_new_version((rtype, rid, number, last_updated, timestamp, method, resource, seq)))
+            out.append(make_version((rtype, rid, number, last_updated, timestamp, method, resource, seq)))
         return out
 
     def _persist(self, versions: list[StoredVersion]) -> None:
