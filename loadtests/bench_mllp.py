@@ -27,16 +27,20 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script: `loadtests` and `simulator` from this checkout
 
 from loadtests.verdicts import finish, verdict  # noqa: E402
+from simulator import gcpolicy  # noqa: E402
 from simulator.testing import free_ports  # noqa: E402
 
 # Issue 6's targets: ehrsim's throughput at least these times each baseline's, in the same run.
 TARGETS = {"framing": 0.5, "hl7": 5.0}
+T = TypeVar("T")
 FIXED_ACK = b"\x0bMSH|^~\\&|B|B|A|A|20260101||ACK^R01^ACK|1|P|2.5\rMSA|AA|1\r\x1c\r"
 
 
@@ -100,13 +104,13 @@ async def serve_hl7(port: int) -> None:
     await server.serve_forever()
 
 
-def run_loop(coro: object) -> None:
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop when installed (servers and client alike, as `ehrsim serve` runs)."""
     try:
         import uvloop
-
-        uvloop.run(coro)  # type: ignore[arg-type]
     except ImportError:
-        asyncio.run(coro)  # type: ignore[arg-type]
+        return asyncio.run(coro)
+    return uvloop.run(coro)
 
 
 # -- the client ------------------------------------------------------------------------------------
@@ -121,21 +125,25 @@ def cpu_seconds(pid: int) -> float:
 
 async def drive(
     port: int, connections: int, seconds: float, warmup: float, server_pid: int | None = None
-) -> tuple[int, float, float]:
-    """Messages acknowledged in the measured window, its length, and the server's CPU seconds in it."""
+) -> tuple[int, float, float, float]:
+    """Messages acknowledged in the measured window, its length, and the server's and this
+    client's CPU seconds in it (whichever is near 100% busy limits the throughput)."""
     counts = [0] * connections
     stop_at = time.monotonic() + warmup + seconds
     measure_from = time.monotonic() + warmup
     measured = [0] * connections
     cpu: list[float] = []
+    client_cpu: list[float] = []
 
     async def sample_cpu() -> None:
         if server_pid is None:
             return
         await asyncio.sleep(warmup)
         cpu.append(cpu_seconds(server_pid))
+        client_cpu.append(time.process_time())
         await asyncio.sleep(seconds)
         cpu.append(cpu_seconds(server_pid))
+        client_cpu.append(time.process_time())
 
     async def one(index: int) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -160,7 +168,9 @@ async def drive(
         writer.close()
 
     await asyncio.gather(sample_cpu(), *(one(i) for i in range(connections)))
-    return sum(measured), seconds, (cpu[1] - cpu[0]) if len(cpu) == 2 else float("nan")
+    if len(cpu) != 2:
+        return sum(measured), seconds, float("nan"), float("nan")
+    return sum(measured), seconds, cpu[1] - cpu[0], client_cpu[1] - client_cpu[0]
 
 
 def wait_port(port: int, timeout: float = 30) -> None:
@@ -196,8 +206,6 @@ def start(kind: str) -> tuple[subprocess.Popen[bytes], int]:
 def in_process(count: int = 20_000) -> dict[str, float]:
     """CPU microseconds per message of ehrsim's endpoint called directly (no sockets), with and
     without the FHIR mapping, GC as `ehrsim serve` sets it: where the server's time goes."""
-    import gc
-
     from simulator.mllp.faults import MllpFaults
     from simulator.mllp.ingest import Endpoint
     from simulator.mllp.settings import MllpSettings
@@ -207,8 +215,7 @@ def in_process(count: int = 20_000) -> dict[str, float]:
     sandbox = Sandbox(load_scenario("default"), service_factories=[])
     runtime = sandbox.sites["default"]
     faults = MllpFaults(sandbox.faults, "default")
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
+    gcpolicy.install()
     out = {}
     for label, settings in (("ack only", MllpSettings(map_to_fhir=False)), ("with FHIR", MllpSettings())):
         endpoint = Endpoint.for_site(runtime, settings, sandbox.journal, faults)
@@ -217,7 +224,6 @@ def in_process(count: int = 20_000) -> dict[str, float]:
         for payload in messages:
             endpoint.handle(payload, "bench")
         out[label] = (time.process_time() - started) / count * 1e6
-    gc.unfreeze()
     return out
 
 
@@ -256,7 +262,7 @@ def main() -> int:
     for kind in args.only or ["framing", "hl7", "ehrsim"]:
         process, port = start(kind)
         try:
-            done, seconds, cpu = asyncio.run(
+            done, seconds, cpu, client_cpu = run_loop(
                 drive(port, args.connections, args.seconds, args.warmup, process.pid)
             )
         finally:
@@ -264,9 +270,9 @@ def main() -> int:
             process.wait(10)
         rates[kind] = done / seconds
         costs[kind] = cpu / done * 1e6 if done else float("nan")
-        busy = cpu / seconds * 100
         print(
-            f"{kind:>8}: {rates[kind]:10,.0f} messages/s   server CPU {costs[kind]:6.1f} us/message, busy {busy:3.0f}%"
+            f"{kind:>8}: {rates[kind]:10,.0f} messages/s   server CPU {costs[kind]:6.1f} us/message, "
+            f"busy {cpu / seconds * 100:3.0f}%   client busy {client_cpu / seconds * 100:3.0f}%"
         )
     missed = []
     if "ehrsim" in rates:
