@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import operator
 import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
@@ -146,6 +147,31 @@ def _memo(memo: dict[Any, Any], key: Any, value: Any) -> Any:
 
 
 _MEMO_SIZE = 4096
+# The fields an OBX's `ResultShape` and an OBR's code and status are read from.
+_RESULT_FIELDS = (operator.itemgetter(2, 3, 6, 7, 8, 11), 12)
+_REPORT_FIELDS = (operator.itemgetter(4, 25), 26)
+
+
+def memoized_shape(
+    memo: dict[tuple[Any, ...], Any],
+    picked: tuple[Callable[[list[str]], tuple[str, ...]], int],
+    seg: Segment,
+    message: Message,
+    build: Callable[[Segment, Message], Any],
+) -> Any:
+    """`build(seg, message)`, memoized on the raw text of the fields `picked` takes (a getter and
+    the length it needs) and of the sender, MSH-3 and MSH-4 (local codes get its system). Shared
+    by the resources built from it: never change it in place."""
+    fields = seg.fields
+    pick, length = picked
+    if seg.enc is not DEFAULT_ENCODING or len(fields) < length:
+        return build(seg, message)
+    msh = message.msh.fields
+    key = (pick(fields), msh[3] if len(msh) > 3 else "", msh[4] if len(msh) > 4 else "")
+    try:
+        return memo[key]
+    except KeyError:
+        return _memo(memo, key, build(seg, message))
 
 
 class V2Mapper:
@@ -168,8 +194,8 @@ class V2Mapper:
         # Derived from raw field text and shared by the resources built from it, which the store
         # never changes in place (writers copy before changing): codes, units, patient references.
         self._concepts: dict[tuple[str, ...], dict[str, Any] | None] = {}
-        self._shapes: dict[tuple[str, ...], ResultShape] = {}
-        self._report_shapes: dict[tuple[str, ...], tuple[dict[str, Any], str]] = {}
+        self._shapes: dict[tuple[Any, ...], ResultShape] = {}
+        self._report_shapes: dict[tuple[Any, ...], tuple[dict[str, Any], str]] = {}
         self._patient_keys: dict[str, list[tuple[str, str]]] = {}
         self._subjects: dict[str, dict[str, str]] = {}
         self._categories = {
@@ -685,7 +711,7 @@ class V2Mapper:
     def report(
         self, obr: Segment, message: Message, subject: dict[str, str], warnings: list[str]
     ) -> dict[str, Any]:
-        code, status = self.report_shape(obr, message)
+        code, status = memoized_shape(self._report_shapes, _REPORT_FIELDS, obr, message, self._report_shape)
         report: dict[str, Any] = {
             "resourceType": "DiagnosticReport",
             "status": status,
@@ -705,25 +731,8 @@ class V2Mapper:
             report["basedOn"] = based_on
         return report
 
-    def report_shape(self, obr: Segment, message: Message) -> tuple[dict[str, Any], str]:
-        """OBR-4 as the report's code and OBR-25 as its status, memoized on their raw text and
-        the sender (as `result_shape` is for OBX)."""
-        fields = obr.fields
-        if obr.enc is not DEFAULT_ENCODING or len(fields) < 5:
-            return self._report_shape(obr, message)
-        msh = message.msh.fields
-        key = (
-            fields[4],
-            fields[25] if len(fields) > 25 else "",
-            msh[3] if len(msh) > 3 else "",  # the sender: local codes get its system
-            msh[4] if len(msh) > 4 else "",
-        )
-        try:
-            return self._report_shapes[key]
-        except KeyError:
-            return _memo(self._report_shapes, key, self._report_shape(obr, message))  # type: ignore[no-any-return]
-
     def _report_shape(self, obr: Segment, message: Message) -> tuple[dict[str, Any], str]:
+        """OBR-4 as the report's code and OBR-25 as its status."""
         code = self.concept(obr, 4, message)
         if code is None:
             raise HL7Error(
@@ -763,7 +772,7 @@ class V2Mapper:
         subject: dict[str, str],
         warnings: list[str],
     ) -> dict[str, Any]:
-        shape = self.result_shape(obx, message)
+        shape: ResultShape = memoized_shape(self._shapes, _RESULT_FIELDS, obx, message, self._result_shape)
         observation: dict[str, Any] = {
             "resourceType": "Observation",
             "status": shape.status,
@@ -785,29 +794,9 @@ class V2Mapper:
             observation["referenceRange"] = shape.ranges
         return observation
 
-    def result_shape(self, obx: Segment, message: Message) -> ResultShape:
-        """What an OBX says besides its value and time, memoized on the raw text of the fields it
-        comes from: a device sends the same code, unit, range and status message after message."""
-        fields = obx.fields
-        if obx.enc is not DEFAULT_ENCODING or len(fields) < 12:
-            return self._result_shape(obx, message)
-        msh = message.msh.fields
-        key = (
-            fields[2],
-            fields[3],
-            fields[6],
-            fields[7],
-            fields[8],
-            fields[11],
-            msh[3] if len(msh) > 3 else "",  # the sender: local codes get its system
-            msh[4] if len(msh) > 4 else "",
-        )
-        try:
-            return self._shapes[key]
-        except KeyError:
-            return _memo(self._shapes, key, self._result_shape(obx, message))  # type: ignore[no-any-return]
-
     def _result_shape(self, obx: Segment, message: Message) -> ResultShape:
+        """What an OBX says besides its value and time (a device sends the same code, unit,
+        range and status message after message)."""
         where = obx.occurrence
         code = self.concept(obx, 3, message)
         if code is None:
