@@ -71,4 +71,3 @@ def test_a_cycle_frozen_while_alive_waits_for_the_full_collection() -> None:
         """
     )
     assert out.splitlines() == ["True", "True True True"]
-
