@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 import time
@@ -376,7 +375,6 @@ def serve(args: argparse.Namespace) -> int:
             await super().startup(sockets)
             if self.should_exit:
                 return
-            self.full_collections = asyncio.get_running_loop().create_task(gcpolicy.collect_periodically())
             host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
             origin = f"http://{host}:{args.port}"
             print(

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from starlette.types import ASGIApp
 
+from simulator import gcpolicy
 from simulator.clock import Clock
 from simulator.datalatency import visibility_for
 from simulator.faults import FaultEngine
@@ -184,6 +185,7 @@ class Sandbox:
             reset = getattr(service, "reset", None)
             if reset is not None:
                 reset()
+        gcpolicy.full_collection()  # under `ehrsim serve`: the dropped data is gone, the scan is short
 
     def load(self, scenario: Scenario) -> None:
         """Replace the scenario (and so every site); like a restart with another file."""
@@ -194,6 +196,7 @@ class Sandbox:
         self.sites = {}
         self._configure()
         self._build()
+        gcpolicy.full_collection()  # as after a reset
 
     def close(self) -> None:
         for runtime in self.sites.values():

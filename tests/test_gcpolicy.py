@@ -53,11 +53,15 @@ def test_dropping_frozen_data_frees_it_at_once() -> None:
     assert out.splitlines() == ["True True", "True"]
 
 
-def test_a_cycle_frozen_while_alive_waits_for_the_full_collection() -> None:
+def test_a_cycle_frozen_while_alive_waits_for_the_next_reset() -> None:
     out = run(
         """
+        from simulator.sandbox import Sandbox
+        from simulator.scenario import load_scenario
+
         class Node:
             pass
+        sandbox = Sandbox(load_scenario("default"), service_factories=[])
         gcpolicy.install()
         a, b = Node(), Node()
         a.other, b.other = b, a
@@ -66,8 +70,22 @@ def test_a_cycle_frozen_while_alive_waits_for_the_full_collection() -> None:
         del a, b
         gc.collect()  # a normal full collection does not look at frozen objects
         print(gone() is not None)
-        found = gcpolicy.full_collection()
-        print(gone() is None, found >= 2, gc.get_freeze_count() > 0)
+        sandbox.reset()
+        print(gone() is None, gc.get_freeze_count() > 0, gcpolicy.installed())
         """
     )
     assert out.splitlines() == ["True", "True True True"]
+
+
+def test_without_the_policy_a_reset_leaves_the_collector_alone() -> None:
+    out = run(
+        """
+        from simulator.sandbox import Sandbox
+        from simulator.scenario import load_scenario
+
+        sandbox = Sandbox(load_scenario("default"), service_factories=[])
+        sandbox.reset()
+        print(gc.get_freeze_count(), gcpolicy.full_collection(), gcpolicy.installed())
+        """
+    )
+    assert out == "0 0 False"
