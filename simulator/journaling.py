@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from simulator.faults.http import transport_of
+from simulator.fhir.bulk import BULK_PATH, file_type
 from simulator.fhir.paging import is_page_query
 
 if TYPE_CHECKING:
@@ -40,7 +41,14 @@ JOURNALED_REQUEST_HEADERS = (
     "user-agent",
     "x-request-id",
 )
-JOURNALED_RESPONSE_HEADERS = (b"retry-after", b"location", b"etag", b"www-authenticate")
+JOURNALED_RESPONSE_HEADERS = (
+    b"retry-after",
+    b"location",
+    b"content-location",  # a $export kick-off's status URL
+    b"x-progress",
+    b"etag",
+    b"www-authenticate",
+)
 _RESPONSE_HEADER_NAMES = frozenset(JOURNALED_RESPONSE_HEADERS)
 _WRITES = frozenset(("POST", "PUT", "PATCH", "DELETE"))
 
@@ -60,6 +68,8 @@ def classify(method: str, subpath: str, query: str) -> tuple[str | None, str]:
     head = parts[0]
     if head == "metadata":
         return None, "capabilities"
+    if head == BULK_PATH:  # a $export job's status URL, or one of its NDJSON files (by type)
+        return (None, "bulk-status") if n <= 2 else (file_type(parts[2]), "bulk-file")
     if head == "_history":
         return None, "history"
     if head.startswith("$"):

@@ -35,6 +35,7 @@ class SiteSettings:
     ids: dict[str, Any] | None = None  # id format per resource type: see IdGenerator
     interactions: dict[str, list[str]] | None = None  # per type; None: every interaction ehrsim has
     counts: dict[str, dict[str, int]] | None = None  # per type {default, max} page sizes
+    bulk_export: dict[str, Any] | None = None  # $export timing and file size: fhir.bulk.BulkExportSettings
 
     def count_limits(self, resource_type: str | None) -> tuple[int, int]:
         """(default, maximum) page size for a search on `resource_type`."""

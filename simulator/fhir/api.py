@@ -18,11 +18,12 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from simulator.clock import http_date
+from simulator.fhir.bulk import BULK_PATH, MANIFEST, NDJSON, BulkExports
 from simulator.fhir.capability import capability_statement
 from simulator.fhir.errors import FHIRError
 from simulator.fhir.jsonbody import dumps, parse_json
 from simulator.fhir.paging import paging_style
-from simulator.fhir.service import FhirService, Result
+from simulator.fhir.service import FhirService, Result, information_outcome
 from simulator.fhir.transaction import process_bundle
 from simulator.site import Site
 from simulator.store.base import StoredVersion
@@ -99,6 +100,7 @@ class FhirApi:
     def __init__(self, site: Site, service: FhirService | None = None) -> None:
         self.site = site
         self.service = service or FhirService(site)
+        self.exports = BulkExports(site, self.service)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -119,12 +121,14 @@ class FhirApi:
         return site_base_url(self.site, request)
 
     async def handle(self, request: Request) -> Response:
-        _negotiate(request)
         path = request.scope.get("ehrsim.subpath")
         if path is None:
             path = request.scope["path"][len(self.site.base_path) :]
         parts = [p for p in path.split("/") if p]
         method = request.method
+        if parts and parts[0] == BULK_PATH:  # status and NDJSON files: no FHIR JSON negotiation
+            return self._bulk(method, parts[1:], self.base_url(request))
+        _negotiate(request)
         items = [
             (k, v)
             for k, v in parse_qsl(_query(request), keep_blank_values=True)
@@ -150,6 +154,8 @@ class FhirApi:
                 )
             raise _method_not_allowed(method, "[base]", ("GET", "POST"))
         head = parts[0]
+        if n == 1 and head == "$export":
+            return self._export(request, "system", items, base, path)
         if n == 1 and head == "metadata":
             _only(method, ("GET",), "metadata")
             return fhir_response(200, capability_statement(self.site, base))
@@ -184,6 +190,8 @@ class FhirApi:
         if n == 2 and second == "_history":
             _only(method, ("GET",), f"{head}/_history")
             return fhir_response(200, svc.history(base, head, items=items))
+        if n == 2 and second == "$export" and head == "Patient":
+            return self._export(request, "Patient", items, base, path)
         if n == 2 and second.startswith("$"):
             raise FHIRError.of(400, "not-supported", f"Operation {second} is not supported on {head}")
         if n == 2:
@@ -207,6 +215,8 @@ class FhirApi:
         if n == 3 and third == "$everything" and head == "Patient":
             _only(method, ("GET", "POST"), "Patient/[id]/$everything")
             return fhir_response(200, svc.everything(second, base, items))
+        if n == 3 and third == "$export" and head == "Group":
+            return self._export(request, "Group", items, base, path, group_id=second)
         if n == 3 and third.startswith("$"):
             raise FHIRError.of(400, "not-supported", f"Operation {third} is not supported on {head}")
         if n == 4 and third == "_history":
@@ -214,6 +224,47 @@ class FhirApi:
             version = svc.vread(head, second, parts[3])
             return fhir_response(200, version.resource, _version_headers(version))
         raise FHIRError.of(404, "not-found", f"No FHIR endpoint at '{path}'")
+
+    def _export(
+        self,
+        request: Request,
+        level: str,
+        items: list[tuple[str, str]],
+        base: str,
+        path: str,
+        group_id: str | None = None,
+    ) -> Response:
+        _only(request.method, ("GET",), f"{path.strip('/')} (ehrsim takes the GET kick-off)")
+        query = _query(request)
+        job = self.exports.kick_off(
+            level,
+            items,
+            f"{base}/{path.strip('/')}" + (f"?{query}" if query else ""),
+            header(request, "prefer") or "",
+            header(request, "accept") or "",
+            group_id,
+        )
+        status_url = f"{base}/{BULK_PATH}/{job.id}"
+        outcome = information_outcome(f"Bulk export {job.id} accepted; poll {status_url}")
+        return fhir_response(202, outcome, {"Content-Location": status_url})
+
+    def _bulk(self, method: str, parts: list[str], base: str) -> Response:
+        """A bulk export's status URL (GET, DELETE) or one of its files (GET)."""
+        exports = self.exports
+        if len(parts) == 1:
+            _only(method, ("GET", "DELETE"), "a bulk export status URL")
+            if method == "DELETE":
+                exports.cancel(parts[0])
+                return fhir_response(202, information_outcome(f"Bulk export {parts[0]} deleted"))
+            job = exports.job(parts[0])
+            progress = exports.progress(job)
+            if progress is not None:
+                return Response(status_code=202, headers=progress)
+            return FhirResponse(dumps(exports.manifest(job, base)), status_code=200, media_type=MANIFEST)
+        if len(parts) == 2:
+            _only(method, ("GET",), "a bulk export file")
+            return FhirResponse(exports.file(parts[0], parts[1]), status_code=200, media_type=NDJSON)
+        raise FHIRError.of(404, "not-found", f"No bulk export endpoint at '{BULK_PATH}/{'/'.join(parts)}'")
 
     async def _body(self, request: Request) -> Any:
         content_type = header(request, "content-type").split(";")[0].strip().lower()

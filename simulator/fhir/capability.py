@@ -12,6 +12,7 @@ from typing import Any
 
 from simulator import FHIR_VERSION, __version__
 from simulator.clock import fhir_instant
+from simulator.fhir.bulk import OPERATIONS as EXPORT_OPERATIONS
 from simulator.fhir.searchparams import RESULT_PARAMETERS
 from simulator.site import Site
 
@@ -27,7 +28,15 @@ INTERACTIONS = (
     "search-type",
 )
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
-OPERATIONS = {"Patient": [("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything")]}
+OPERATIONS = {
+    "Patient": [
+        ("everything", "http://hl7.org/fhir/OperationDefinition/Patient-everything"),
+        ("export", EXPORT_OPERATIONS["Patient"]),
+    ],
+    "Group": [("export", EXPORT_OPERATIONS["Group"])],
+}
+SYSTEM_OPERATIONS = [("export", EXPORT_OPERATIONS["system"])]
+BULK_DATA = "http://hl7.org/fhir/uv/bulkdata/CapabilityStatement/bulk-data"
 
 _DOCS = {
     "_count": "Page size (default and maximum are site settings)",
@@ -95,6 +104,7 @@ def capability_statement(site: Site, base_url: str) -> dict[str, Any]:
         "date": fhir_instant(site.clock.start),
         "publisher": "ehrsim",
         "kind": "instance",
+        "instantiates": [BULK_DATA],
         "software": {"name": site.settings.software_name, "version": __version__},
         "implementation": {"description": site.description or f"ehrsim site {site.id}", "url": base_url},
         "fhirVersion": FHIR_VERSION,
@@ -105,6 +115,7 @@ def capability_statement(site: Site, base_url: str) -> dict[str, Any]:
                 **_security(site, base_url),
                 "resource": resources,
                 "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+                "operation": [{"name": name, "definition": url} for name, url in SYSTEM_OPERATIONS],
                 "searchParam": [
                     {"name": name, "type": "special" if name != "_count" else "number", "documentation": doc}
                     for name, doc in _DOCS.items()

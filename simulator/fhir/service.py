@@ -275,7 +275,9 @@ class FhirService:
         write = self.prepare_delete(resource_type, resource_id)
         if write is None:
             return Result(204)
-        return Result(200, self.commit([write])[0], _information(f"Deleted {resource_type}/{resource_id}"))
+        return Result(
+            200, self.commit([write])[0], information_outcome(f"Deleted {resource_type}/{resource_id}")
+        )
 
     def conditional_delete(self, resource_type: str, criteria: str, base_url: str = "") -> Result:
         existing = self._conditional_match(resource_type, criteria, base_url)
@@ -576,7 +578,8 @@ def _etag_version(etag: str) -> str:
     return value.strip('"')
 
 
-def _information(text: str) -> dict[str, Any]:
+def information_outcome(text: str) -> dict[str, Any]:
+    """An OperationOutcome that only informs (a delete done, an export accepted)."""
     return {
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "information", "code": "informational", "diagnostics": text}],

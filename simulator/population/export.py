@@ -84,6 +84,11 @@ def _owner(resource: dict[str, Any]) -> str | None:
     return None
 
 
+def ndjson_line(resource: dict[str, Any]) -> bytes:
+    """One resource as one NDJSON line (also the `$export` files' format, simulator/fhir/bulk.py)."""
+    return orjson.dumps(resource) + b"\n"
+
+
 def write_population(resources: Iterable[dict[str, Any]], out: Path, fmt: str) -> dict[str, int]:
     """Write a site's resources to `out` as bundles or NDJSON; returns resources per type."""
     if fmt not in FORMATS:
@@ -107,7 +112,7 @@ def write_population(resources: Iterable[dict[str, Any]], out: Path, fmt: str) -
             handle = files.get(rtype)
             if handle is None:
                 handle = files[rtype] = (out / f"{rtype}.ndjson").open("wb")
-            handle.write(orjson.dumps(resource) + b"\n")
+            handle.write(ndjson_line(resource))
     finally:
         for handle in files.values():
             handle.close()

@@ -1,0 +1,349 @@
+"""FHIR Bulk Data export (`$export`, Bulk Data Access IG v2.0.0) for one site; docs/bulk-data.md.
+
+Kick-off (`[base]/$export`, `Patient/$export`, `Group/[id]/$export`) freezes the exported versions
+at once: stored versions are immutable, so holding them is a snapshot that later writes cannot
+touch, and `transactionTime` is the kick-off instant. The export then "runs" for the site's
+`bulk_export.delay` of simulated time: the status URL answers 202 (`X-Progress`, `Retry-After`)
+until the site's clock passes it, then 200 with the manifest. Files are NDJSON rendered on download.
+
+    status: [base]/_bulk/{job}              GET (poll), DELETE (cancel / forget)
+    files:  [base]/_bulk/{job}/{Type}-{n}.ndjson
+
+Job ids come from an RNG seeded with the scenario seed and the site: same requests, same URLs.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from simulator.clock import fhir_instant
+from simulator.faults.schedule import parse_duration
+from simulator.fhir.access import current_policy
+from simulator.fhir.errors import FHIRError
+from simulator.fhir.service import FhirService, compartment_param
+from simulator.fhir.values import BadValue, date_range
+from simulator.population.export import ndjson_line
+from simulator.site import Site
+from simulator.store.base import StoredVersion
+
+BULK_PATH = "_bulk"  # the status and file URLs live below [base]/_bulk/
+NDJSON = "application/fhir+ndjson"
+MANIFEST = "application/json"
+OUTPUT_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
+# IG parameters ehrsim does not implement: refused by name rather than ignored.
+UNSUPPORTED = ("_elements", "_typeFilter", "includeAssociatedData", "patient", "organizeOutputBy")
+OPERATIONS = {
+    "system": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
+    "Patient": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
+    "Group": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export",
+}
+DEFAULT_DELAY = 2.0
+DEFAULT_PER_FILE = 10_000
+_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+_FILE = re.compile(r"^([A-Z][A-Za-z]*)-(\d+)\.ndjson$")
+
+
+@dataclass(frozen=True, slots=True)
+class BulkExportSettings:
+    """A site's `settings.bulk_export`: how long an export takes (simulated) and file size."""
+
+    delay: float = DEFAULT_DELAY  # simulated seconds from kick-off to a complete manifest
+    resources_per_file: int = DEFAULT_PER_FILE
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any] | None) -> BulkExportSettings:
+        data = dict(data or {})
+        unknown = sorted(set(data) - {"delay", "resources_per_file"})
+        if unknown:
+            raise ValueError(
+                f"unknown bulk_export settings: {', '.join(unknown)} (known: delay, resources_per_file)"
+            )
+        delay = parse_duration(data.get("delay", DEFAULT_DELAY), "bulk_export.delay")
+        per_file = data.get("resources_per_file", DEFAULT_PER_FILE)
+        if not isinstance(per_file, int) or isinstance(per_file, bool) or per_file < 1:
+            raise ValueError(f"bulk_export.resources_per_file must be a positive integer, not {per_file!r}")
+        return cls(delay, per_file)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportFile:
+    type: str
+    name: str  # {Type}-{n}.ndjson
+    versions: tuple[StoredVersion, ...]
+
+
+@dataclass(slots=True)
+class ExportJob:
+    id: str
+    request: str  # the kick-off URL, for the manifest
+    transaction_time: str
+    started: float  # simulated seconds since the clock start
+    ready_at: float
+    requires_token: bool
+    types: tuple[str, ...]  # what a token must be allowed to read to see the status and files
+    files: dict[str, ExportFile] = field(default_factory=dict)
+
+
+class BulkExports:
+    """The export jobs of one site; forgotten on `/_admin/reset`."""
+
+    def __init__(self, site: Site, service: FhirService) -> None:
+        self.site = site
+        self.service = service
+        try:
+            self.settings = BulkExportSettings.from_mapping(site.settings.bulk_export)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"site {site.id}: settings.bulk_export: {exc}") from None
+        self.jobs: dict[str, ExportJob] = {}
+        self._rng = random.Random(f"{site.seed}/{site.id}/bulk")
+        site.extras.setdefault("on_reset", []).append(self.reset)
+
+    def reset(self) -> None:
+        self.jobs.clear()
+        self._rng = random.Random(f"{self.site.seed}/{self.site.id}/bulk")
+
+    # -- kick-off --------------------------------------------------------------------------------
+    def kick_off(
+        self,
+        level: str,
+        items: list[tuple[str, str]],
+        request_url: str,
+        prefer: str,
+        accept: str,
+        group_id: str | None = None,
+    ) -> ExportJob:
+        """Start an export of `level` (system, Patient or Group) and return its job."""
+        if "respond-async" not in [p.strip() for p in prefer.replace(";", ",").split(",")]:
+            raise FHIRError.of(
+                400, "required", "$export is asynchronous: send the header 'Prefer: respond-async'"
+            )
+        if "application/fhir+json" not in [p.split(";")[0].strip().lower() for p in accept.split(",")]:
+            raise FHIRError.of(
+                400,
+                "required",
+                f"$export needs the header 'Accept: application/fhir+json' (got {accept or 'none'!r})",
+            )
+        params = _parameters(items)
+        members = self._members(level, group_id)
+        since = _since(params.get("_since"))
+        types = self._types(level, params.get("_type"))
+        clock = self.site.clock
+        started = clock.elapsed()
+        job = ExportJob(
+            id=f"{self._rng.getrandbits(128):032x}",
+            request=request_url,
+            transaction_time=fhir_instant(clock.now()),
+            started=started,
+            ready_at=started + self.settings.delay,
+            requires_token=current_policy() is not None,
+            types=tuple(types),
+        )
+        per_file = self.settings.resources_per_file
+        for rtype in types:
+            versions = self._versions(rtype, members, since)
+            for n, at in enumerate(range(0, len(versions), per_file), 1):
+                name = f"{rtype}-{n}.ndjson"
+                job.files[name] = ExportFile(rtype, name, tuple(versions[at : at + per_file]))
+        self.jobs[job.id] = job
+        return job
+
+    def _members(self, level: str, group_id: str | None) -> set[str] | None:
+        """The patient ids whose compartments are exported; None: the whole system."""
+        if level == "system":
+            return None
+        if level == "Patient":
+            return set(self.site.store.current("Patient"))
+        assert group_id is not None
+        group = self.service.read("Group", group_id)
+        members = set()
+        for member in group.resource.get("member") or ():
+            ref = (member.get("entity") or {}).get("reference", "")
+            if ref.startswith("Patient/") and not member.get("inactive"):
+                members.add(ref.split("/", 1)[1])
+        return members
+
+    def _types(self, level: str, requested: str | None) -> list[str]:
+        served = self.site.resource_types()
+        allowed = (
+            served
+            if level == "system"
+            else [t for t in served if t == "Patient" or compartment_param(self.site, t) is not None]
+        )
+        policy = current_policy()
+        if requested is not None:
+            names = [t.strip() for t in requested.split(",")]
+            for name in names:
+                if name not in served:
+                    raise FHIRError.of(
+                        400,
+                        "not-supported",
+                        f"_type: '{name}' is not a resource type this server exports",
+                        expression=["_type"],
+                    )
+                if name not in allowed:
+                    raise FHIRError.of(
+                        400,
+                        "not-supported",
+                        f"_type: {name} is not in the Patient compartment, so a {level}-level export "
+                        "has none; use the system-level [base]/$export",
+                        expression=["_type"],
+                    )
+                if policy is not None:
+                    policy.require(name, "r")
+            return sorted(dict.fromkeys(names))
+        stored = set(self.site.store.resource_types())
+        types = sorted(t for t in allowed if t in stored)
+        if policy is None:
+            return types
+        readable = [t for t in types if _may_read(policy, t)]
+        if types and not readable:
+            raise FHIRError.of(
+                403,
+                "forbidden",
+                "The access token's scopes allow reading none of the exported resource types",
+                headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
+            )
+        return readable  # without _type: the types the grant covers (docs/bulk-data.md)
+
+    def _versions(self, rtype: str, members: set[str] | None, since: float | None) -> list[StoredVersion]:
+        store, service = self.site.store, self.service
+        current = store.current(rtype)
+        ids = list(current)
+        if members is not None:
+            if rtype == "Patient":
+                ids = [rid for rid in ids if rid in members]
+            else:
+                postings = store.postings(rtype, compartment_param(self.site, rtype))
+                inside = set().union(*(postings.get(f"Patient/{pid}", ()) for pid in members))
+                ids = [rid for rid in ids if rid in inside]
+        ids = service.permitted_ids(rtype, ids, "r")
+        if service.visible is None:
+            versions = [current[rid] for rid in ids]
+        else:  # data latency: what a reader could see now
+            versions = [v for rid in ids if (v := service.visible_read(rtype, rid)) and not v.deleted]
+        if since is not None:
+            versions = [v for v in versions if v.timestamp > since]
+        return versions
+
+    # -- status, files, delete ---------------------------------------------------------------------
+    def job(self, job_id: str) -> ExportJob:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise FHIRError.of(
+                404, "not-found", f"No bulk export job '{job_id}' (never started, deleted, or reset)"
+            )
+        policy = current_policy()
+        if policy is not None:
+            for rtype in job.types:
+                policy.require(rtype, "r")
+        return job
+
+    def progress(self, job: ExportJob) -> dict[str, str] | None:
+        """The 202 headers while the job runs; None once it is complete."""
+        now = self.site.clock.elapsed()
+        if now >= job.ready_at:
+            return None
+        done = (now - job.started) / (job.ready_at - job.started)
+        return {
+            "X-Progress": f"{int(done * 100)}% (in progress)",
+            "Retry-After": str(max(1, math.ceil(job.ready_at - now))),
+        }
+
+    def manifest(self, job: ExportJob, base_url: str) -> dict[str, Any]:
+        return {
+            "transactionTime": job.transaction_time,
+            "request": job.request,
+            "requiresAccessToken": job.requires_token,
+            "output": [
+                {
+                    "type": f.type,
+                    "url": f"{base_url}/{BULK_PATH}/{job.id}/{f.name}",
+                    "count": len(f.versions),
+                }
+                for f in job.files.values()
+            ],
+            "error": [],
+        }
+
+    def cancel(self, job_id: str) -> None:
+        self.job(job_id)
+        del self.jobs[job_id]
+
+    def file(self, job_id: str, name: str) -> bytes:
+        job = self.job(job_id)
+        if self.progress(job) is not None:
+            raise FHIRError.of(404, "not-found", f"Bulk export job '{job_id}' is still in progress")
+        found = job.files.get(name)
+        if found is None:
+            raise FHIRError.of(404, "not-found", f"Bulk export job '{job_id}' has no file '{name}'")
+        return b"".join(ndjson_line(v.resource) for v in found.versions if v.resource is not None)
+
+
+def file_type(name: str) -> str | None:
+    """The resource type a file name (`Observation-2.ndjson`) holds, for the journal."""
+    match = _FILE.match(name)
+    return match.group(1) if match else None
+
+
+def _may_read(policy: Any, resource_type: str) -> bool:
+    try:
+        policy.require(resource_type, "r")
+    except FHIRError:
+        return False
+    return True
+
+
+def _parameters(items: list[tuple[str, str]]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for name, value in items:
+        if name in UNSUPPORTED:
+            raise FHIRError.of(
+                400,
+                "not-supported",
+                f"$export parameter '{name}' is not supported by ehrsim",
+                expression=[name],
+            )
+        if name not in ("_type", "_since", "_outputFormat"):
+            raise FHIRError.of(
+                400,
+                "not-supported",
+                f"Unknown $export parameter '{name}' (supported: _type, _since, _outputFormat)",
+                expression=[name],
+            )
+        if name in params:
+            raise FHIRError.of(
+                400, "invalid", f"$export parameter '{name}' is given more than once", expression=[name]
+            )
+        if not value.strip():
+            raise FHIRError.of(400, "invalid", f"$export parameter '{name}' is empty", expression=[name])
+        params[name] = value
+    fmt = params.get("_outputFormat")
+    if fmt is not None and fmt not in OUTPUT_FORMATS:
+        raise FHIRError.of(
+            400,
+            "not-supported",
+            f"_outputFormat '{fmt}' is not supported (use {', '.join(OUTPUT_FORMATS)})",
+            expression=["_outputFormat"],
+        )
+    return params
+
+
+def _since(value: str | None) -> float | None:
+    if value is None:
+        return None
+    text = value.replace(" ", "+")  # an unencoded '+' in the query string arrives as a space
+    if not _INSTANT.match(text):
+        raise FHIRError.of(
+            400,
+            "invalid",
+            f"_since '{value}' is not a FHIR instant (e.g. 2026-01-01T00:00:00Z)",
+            expression=["_since"],
+        )
+    try:
+        return date_range(text)[0]
+    except BadValue as exc:
+        raise FHIRError.of(400, "invalid", f"_since: {exc}", expression=["_since"]) from None
