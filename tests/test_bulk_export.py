@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from simulator.admin_client import AdminClient
+from simulator.sandbox import Sandbox
 from simulator.scenario import Scenario, build_scenario, validate_file
 from simulator.testing import RunningServer, heart_rate, serve_in_thread
 from tests.smart_support import CLIENTS, auth_scenario, serve_auth
@@ -419,3 +420,35 @@ def kick_off_with(client: httpx.Client, token: dict[str, str]) -> str:
     response = client.get("/$export", headers={**KICK_OFF, **token})
     assert response.status_code == 202, response.text
     return response.headers["content-location"]
+
+
+def test_a_patient_context_token_exports_only_that_patients_compartment(secured: RunningServer) -> None:
+    AdminClient(secured.origin).reset()
+    store = secured.sandbox.sites["s"].site.store
+    patient = next(iter(store.current("Patient")))
+    token = AdminClient(secured.origin).token(
+        client_id="confidential-app", scope="patient/*.rs", patient=patient
+    )
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    with httpx.Client(base_url=secured.fhir_base, timeout=30) as client:
+        status_url = kick_off_with(client, headers)
+        AdminClient(secured.origin).advance(5)
+        manifest = client.get(status_url, headers=headers).json()
+        exported: dict[str, list[dict]] = {}
+        for item in manifest["output"]:
+            lines = client.get(item["url"], headers=headers).text.splitlines()
+            exported.setdefault(item["type"], []).extend(json.loads(line) for line in lines)
+    assert ids(exported["Patient"]) == {patient}
+    assert len(store.current("Patient")) > 1
+    observations = [v.resource for v in store.current("Observation").values()]
+    mine = [o for o in observations if o["subject"]["reference"] == f"Patient/{patient}"]
+    assert mine and len(mine) < len(observations)
+    assert exported["Observation"] == mine
+
+
+def test_a_bad_bulk_export_setting_stops_the_site_from_loading() -> None:
+    scenario = build_scenario(
+        {"name": "bad", "sites": [{"id": "a", "settings": {"bulk_export": {"delay": "soon"}}}]}
+    )
+    with pytest.raises(ValueError, match=r"site a: settings.bulk_export: bulk_export.delay: 'soon'"):
+        Sandbox(scenario, service_factories=[])

@@ -94,13 +94,19 @@ class BulkExports:
     def __init__(self, site: Site, service: FhirService) -> None:
         self.site = site
         self.service = service
-        try:
-            self.settings = BulkExportSettings.from_mapping(site.settings.bulk_export)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"site {site.id}: settings.bulk_export: {exc}") from None
+        # Parsed now so that a bad setting stops the scenario load; again if a profile switch
+        # replaces the site's settings.
+        self._raw = site.settings.bulk_export
+        self.settings = _parse_settings(site)
         self.jobs: dict[str, ExportJob] = {}
         self._rng = random.Random(f"{site.seed}/{site.id}/bulk")
         site.extras.setdefault("on_reset", []).append(self.reset)
+
+    def _settings(self) -> BulkExportSettings:
+        raw = self.site.settings.bulk_export
+        if raw is not self._raw:
+            self._raw, self.settings = raw, _parse_settings(self.site)
+        return self.settings
 
     def reset(self) -> None:
         self.jobs.clear()
@@ -131,6 +137,7 @@ class BulkExports:
         members = self._members(level, group_id)
         since = _since(params.get("_since"))
         types = self._types(level, params.get("_type"))
+        settings = self._settings()
         clock = self.site.clock
         started = clock.elapsed()
         job = ExportJob(
@@ -138,11 +145,11 @@ class BulkExports:
             request=request_url,
             transaction_time=fhir_instant(clock.now()),
             started=started,
-            ready_at=started + self.settings.delay,
+            ready_at=started + settings.delay,
             requires_token=current_policy() is not None,
             types=tuple(types),
         )
-        per_file = self.settings.resources_per_file
+        per_file = settings.resources_per_file
         for rtype in types:
             versions = self._versions(rtype, members, since)
             for n, at in enumerate(range(0, len(versions), per_file), 1):
@@ -281,6 +288,13 @@ class BulkExports:
         if found is None:
             raise FHIRError.of(404, "not-found", f"Bulk export job '{job_id}' has no file '{name}'")
         return b"".join(ndjson_line(v.resource) for v in found.versions if v.resource is not None)
+
+
+def _parse_settings(site: Site) -> BulkExportSettings:
+    try:
+        return BulkExportSettings.from_mapping(site.settings.bulk_export)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"site {site.id}: settings.bulk_export: {exc}") from None
 
 
 def file_type(name: str) -> str | None:
