@@ -452,3 +452,19 @@ def test_a_bad_bulk_export_setting_stops_the_site_from_loading() -> None:
     )
     with pytest.raises(ValueError, match=r"site a: settings.bulk_export: bulk_export.delay: 'soon'"):
         Sandbox(scenario, service_factories=[])
+
+
+def test_data_latency_hides_writes_from_an_export_until_they_are_visible() -> None:
+    scenario = bulk_scenario()
+    scenario = build_scenario(
+        {**scenario.raw, "data_latency": [{"resource_type": "Observation", "delay": "5m"}]}
+    )
+    with serve_in_thread(scenario) as server, httpx.Client(base_url=server.fhir_base, timeout=30) as client:
+        patient = next(iter(live(server, "Patient")))
+        written = client.post("/Observation", json=heart_rate(f"Patient/{patient}")).json()["id"]
+        early = download(client, finish(server, client, kick_off(client, _type="Observation")))
+        assert written not in ids(early["Observation"])
+        assert len(early["Observation"]) == len(live(server, "Observation")) - 1
+        AdminClient(server.origin).advance("5m")
+        later = download(client, finish(server, client, kick_off(client, _type="Observation")))
+        assert written in ids(later["Observation"])
