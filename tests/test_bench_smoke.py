@@ -123,3 +123,19 @@ def test_quick_mllp_benchmark_measures_both_servers_and_prints_ratios() -> None:
         r"ehrsim / framing: throughput \d+\.\d\dx, .*target >= 0.5x: (met|MISSED)", result.stdout
     ), result.stdout
     assert re.search(r"in-process .*with FHIR \d+ us", result.stdout), result.stdout
+
+
+def test_quick_bulk_export_benchmark_runs_and_counts_what_it_exported(tmp_path: Path) -> None:
+    out = tmp_path / "bulk.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtests.bench_bulk", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"ratio \d+\.\d\dx \(median of 1\)", proc.stdout), proc.stdout
+    figures = json.loads(out.read_text())
+    assert figures["patients"] == 20 and figures["resources"] > 20 and figures["bytes"] > 0
+    assert figures["export_seconds"] > 0 and figures["baseline_seconds"] > 0
