@@ -40,9 +40,13 @@ def bulk_scenario(seed: int = 11) -> Scenario:
     )
 
 
-@pytest.fixture(scope="module")
-def bulk() -> Iterator[RunningServer]:
-    with serve_in_thread(bulk_scenario()) as running:
+@pytest.fixture(scope="module", params=["memory", "sqlite"])
+def bulk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """One server per store: the export reads the store's `current` and indexes, which both must serve."""
+    store = (
+        "memory" if request.param == "memory" else f"sqlite:{tmp_path_factory.mktemp('bulk') / 'ehrsim.db'}"
+    )
+    with serve_in_thread(bulk_scenario(), store=store) as running:
         yield running
 
 
