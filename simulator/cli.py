@@ -49,7 +49,10 @@ def _tls_files(args: argparse.Namespace) -> tuple[str, str] | None:
         try:
             cert, key = self_signed_pair(args.tls_self_signed, reuse=True)
         except OSError as exc:
-            raise ValueError(f"--tls-self-signed {args.tls_self_signed}: {_one_line(exc)}") from None
+            where = args.tls_self_signed
+            raise ValueError(
+                f"--tls-self-signed {where}: cannot write there ({exc.strerror or exc})"
+            ) from None
     elif args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
             raise ValueError("--tls-cert and --tls-key go together")
@@ -433,9 +436,9 @@ def serve(args: argparse.Namespace) -> int:
                     print(f"    SMART: {origin}{site.base_path}/.well-known/smart-configuration")
                 if "mllp_port" in site.extras:
                     print(f"  site {site.id}: MLLP {site.extras['mllp_host']}:{site.extras['mllp_port']}")
-            print(f"  admin: {origin}/_admin/health")
             if tls:
-                print(f"  TLS certificate: {tls[0]} (clients trust it with e.g. curl --cacert)")
+                print(f"  TLS certificate: {tls[0]} (a client trusts it with e.g. curl --cacert)")
+            print(f"  admin: {origin}/_admin/health")
             if sandbox.options.get("admin_token"):
                 print(f"  admin token: {sandbox.options['admin_token']}")
             sys.stdout.flush()
