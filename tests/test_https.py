@@ -255,3 +255,15 @@ def test_mllp_tls_settings_use_the_shared_checks(pairs: dict[str, Path]) -> None
         mllp_server_context({"cert": pairs["cert"]})
     with pytest.raises(TLSError, match="holds no PEM certificate"):
         mllp_server_context({"cert": pairs["junk"], "key": pairs["key"]})
+
+
+def test_scenario_validation_names_a_broken_mllp_tls_file(pairs: dict[str, Path], tmp_path: Path) -> None:
+    from simulator.scenario import validate_file
+
+    path = tmp_path / "tls.yaml"
+    path.write_text(
+        "name: tls-check\nsites:\n  - id: a\n    mllp:\n"
+        f"      tls: {{cert: {pairs['junk']}, key: {pairs['key']}}}\n"
+    )
+    problems = validate_file(str(path))
+    assert [p.message for p in problems] == [f"certificate file {pairs['junk']} holds no PEM certificate"]
