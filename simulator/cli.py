@@ -238,6 +238,10 @@ def _with_admin(args: argparse.Namespace, command: str, call: Callable[[Any], An
 
     try:
         verify = ssl.create_default_context(cafile=args.cacert) if args.cacert else True
+    except OSError as exc:  # missing or not PEM (ssl.SSLError is an OSError)
+        print(f"ehrsim {command}: --cacert {args.cacert}: {_one_line(exc)}", file=sys.stderr)
+        return None
+    try:
         with AdminClient(args.server, _admin_token(args), verify=verify) as admin:
             return call(admin)
     except (AdminError, IntegrationEnvError) as exc:
@@ -245,8 +249,6 @@ def _with_admin(args: argparse.Namespace, command: str, call: Callable[[Any], An
     except httpx.HTTPError as exc:
         hint = " (trust its certificate with --cacert PEM)" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else ""
         print(f"ehrsim {command}: cannot reach {args.server}: {exc}{hint}", file=sys.stderr)
-    except (OSError, ssl.SSLError) as exc:  # an unreadable --cacert
-        print(f"ehrsim {command}: --cacert {args.cacert}: {_one_line(exc)}", file=sys.stderr)
     return None
 
 

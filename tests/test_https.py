@@ -150,6 +150,14 @@ def test_env_without_trust_says_how_to_give_it(served: Served) -> None:
     assert result.stdout == ""
 
 
+def test_env_with_a_bad_cacert_says_which_file(served: Served, pairs: dict[str, Path]) -> None:
+    for cacert, reason in ((pairs["missing"], "No such file"), (pairs["junk"], "")):
+        result = ehrsim("env", "--server", served.origin, "--cacert", str(cacert))
+        assert result.returncode == 1
+        assert result.stderr.startswith(f"ehrsim env: --cacert {cacert}: {reason}"), result.stderr
+        assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr, result.stderr
+
+
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("pairs")
