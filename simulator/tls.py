@@ -15,6 +15,10 @@ import ipaddress
 import ssl
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 VALIDITY = datetime.timedelta(days=30)
 # An existing pair is reused only while it has at least this long left, so a server started on it
@@ -61,10 +65,10 @@ def _diagnose(cert: Path, key: Path) -> str:
     return f"cannot use certificate {cert} with key {key}"
 
 
-def _public_der(public_key: object) -> bytes:
+def _public_der(public_key: PublicKeyTypes) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
-    return public_key.public_bytes(  # type: ignore[attr-defined]
+    return public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
