@@ -16,6 +16,10 @@ RUN pip install . && useradd --create-home --uid 10001 --shell /usr/sbin/nologin
 
 USER ehrsim
 EXPOSE 8080 2575
+# Plain HTTP by default; HTTPS with a mounted pair (README: HTTPS), e.g.
+#   docker run -p 8443:8080 -v "$PWD/certs:/certs:ro" ehrsim ehrsim serve --host 0.0.0.0 \
+#     --tls-cert /certs/ehrsim-cert.pem --tls-key /certs/ehrsim-key.pem
+# The health check asks over HTTP, then over HTTPS (unverified: it only asks whether the server is up).
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/_admin/health', timeout=2)"]
+    CMD ["python", "-c", "import ssl, sys, urllib.request as u\nfor s in ('http', 'https'):\n    try:\n        u.urlopen(s + '://127.0.0.1:8080/_admin/health', timeout=1, context=ssl._create_unverified_context()); sys.exit(0)\n    except Exception: pass\nsys.exit(1)"]
 CMD ["ehrsim", "serve", "--host", "0.0.0.0", "--port", "8080", "--mllp-port", "2575"]

@@ -8,7 +8,7 @@
 
 Registered through the `pytest11` entry point, so installing ehrsim is enough. It does nothing until
 a test asks for the `ehrsim` fixture: no server, no heavy import (the simulator is imported then).
-One server per (scenario, seed, store) per session (per xdist worker), started on first use and
+One server per (scenario, seed, store, tls) per session (per xdist worker), started on first use and
 stopped at session end; `POST /_admin/reset` before each later test. docs/pytest-plugin.md.
 """
 
@@ -25,7 +25,7 @@ import pytest
 if TYPE_CHECKING:
     from simulator.admin_client import AdminClient
 
-MARKER_KEYS = ("scenario", "seed", "store")
+MARKER_KEYS = ("scenario", "seed", "store", "tls")
 DEFAULT_SCENARIO = "default"
 
 
@@ -56,7 +56,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "ehrsim(scenario=None, seed=None, store='memory'): the sandbox the ehrsim fixture serves "
+        "ehrsim(scenario=None, seed=None, store='memory', tls=False): the sandbox the ehrsim fixture serves "
         "(on a test, class or module; for each argument the closest marker that sets it wins)",
     )
 
@@ -68,6 +68,7 @@ class SandboxKey:
     scenario: str | None
     seed: int | str | None = None
     store: str = "memory"
+    tls: bool = False  # HTTPS with a self-signed pair of the session
 
 
 def sandbox_key(node: pytest.Item, config: pytest.Config) -> SandboxKey:
@@ -99,7 +100,10 @@ def sandbox_key(node: pytest.Item, config: pytest.Config) -> SandboxKey:
         pytest.fail(
             f"@pytest.mark.ehrsim: store must be 'memory', 'sqlite' or 'sqlite:PATH', not {store!r}", False
         )
-    return SandboxKey(str(scenario) if scenario else None, seed, store)
+    tls = kwargs.get("tls", False)
+    if not isinstance(tls, bool):
+        pytest.fail(f"@pytest.mark.ehrsim: tls must be True or False, not {tls!r}", False)
+    return SandboxKey(str(scenario) if scenario else None, seed, store, tls)
 
 
 def setup_failure(message: str) -> BaseException:
@@ -114,6 +118,7 @@ class Target:
     origin: str
     admin: AdminClient
     fresh: bool = True  # just started or loaded: already at the scenario's start, no reset needed
+    cert: Path | None = None  # the certificate a started HTTPS sandbox serves
 
 
 class SandboxPool:
@@ -153,6 +158,7 @@ class SandboxPool:
         from simulator.admin_client import AdminClient
         from simulator.scenario import ScenarioError, load_scenario
         from simulator.testing import serve_in_thread
+        from simulator.tls import self_signed_pair
 
         try:
             scenario = load_scenario(key.scenario or DEFAULT_SCENARIO)
@@ -163,14 +169,16 @@ class SandboxPool:
         store = key.store
         if store == "sqlite":  # a database of this session's own, removed with pytest's temp dirs
             store = f"sqlite:{self.tmp_path_factory.mktemp('ehrsim-store') / 'ehrsim.db'}"
+        tls = self_signed_pair(self.tmp_path_factory.mktemp("ehrsim-tls")) if key.tls else None
         try:
-            server = self.stack.enter_context(serve_in_thread(scenario, store=store))
+            server = self.stack.enter_context(serve_in_thread(scenario, store=store, tls=tls))
         except (OSError, ValueError, RuntimeError, sqlite3.Error) as exc:
             raise setup_failure(
                 f"ehrsim: cannot start {scenario.name!r} with store {store!r}: {exc}"
             ) from None
-        admin = self.stack.enter_context(AdminClient(server.origin))
-        target = self.targets[key] = Target(server.origin, admin)
+        verify = server.ssl_context() if server.cert else True
+        admin = self.stack.enter_context(AdminClient(server.origin, verify=verify))
+        target = self.targets[key] = Target(server.origin, admin, cert=server.cert)
         return target
 
     def _external(self, key: SandboxKey) -> Target:
@@ -184,7 +192,7 @@ class SandboxPool:
         target = self.targets.get(SandboxKey(None))
         if target is None:
             target = self.targets[SandboxKey(None)] = Target(self.server_url, self._connect(), fresh=False)
-        wanted = SandboxKey(key.scenario, key.seed)  # the store is the server's own
+        wanted = SandboxKey(key.scenario, key.seed)  # the store and the scheme are the server's own
         if key.scenario is not None and wanted != self.loaded:
             self._load(target.admin, wanted)
             target.fresh = True
@@ -255,6 +263,7 @@ class EhrsimSandbox:
     def __init__(self, target: Target, monkeypatch: pytest.MonkeyPatch) -> None:
         self.origin = target.origin
         self.admin = target.admin
+        self.ca_file = target.cert  # trust it to reach an HTTPS sandbox (None: plain HTTP)
         self.faults = FaultControls(target.admin)
         self._monkeypatch = monkeypatch
         self._sites: list[dict[str, Any]] | None = None
@@ -301,7 +310,9 @@ class EhrsimSandbox:
 
     def apply_env(self, env: dict[str, str] | None = None) -> dict[str, str]:
         """Set the EHRSIM_* variables (default: `env`) in os.environ for this test; other EHRSIM_*
-        variables are removed, so nothing stale leaks in. All are restored after the test."""
+        variables are removed, so nothing stale leaks in. Over HTTPS (`tls=True`) SSL_CERT_FILE is
+        the sandbox's certificate, so that clients trusting it need no change. All are restored
+        after the test."""
         from simulator.integration_env import ENV_NAMES
 
         chosen = self.env if env is None else env
@@ -310,6 +321,8 @@ class EhrsimSandbox:
                 self._monkeypatch.setenv(name, chosen[name])
             else:
                 self._monkeypatch.delenv(name, raising=False)
+        if self.ca_file is not None:
+            self._monkeypatch.setenv("SSL_CERT_FILE", str(self.ca_file))
         return chosen
 
     def advance(self, duration: float | str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ admin.expect("count", filter={"path": "/Observation", "status": "429"}, at_least
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import httpx
@@ -38,10 +39,20 @@ def finding(check: str, spec: dict[str, Any], result: dict[str, Any]) -> str:
 
 
 class AdminClient:
-    def __init__(self, origin: str, token: str | None = None, timeout: float = 10.0) -> None:
-        """`origin` is the server's http://host:port (the admin API is under /_admin)."""
+    def __init__(
+        self,
+        origin: str,
+        token: str | None = None,
+        timeout: float = 10.0,
+        verify: ssl.SSLContext | bool = True,
+    ) -> None:
+        """`origin` is the server's http://host:port or https://host:port (the admin API is under
+        /_admin); `verify` is how an HTTPS server is trusted (default: the system's CAs, or
+        $SSL_CERT_FILE), e.g. `ssl.create_default_context(cafile="certs/ehrsim-cert.pem")`."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=origin.rstrip("/") + "/_admin", headers=headers, timeout=timeout)
+        self.http = httpx.Client(
+            base_url=origin.rstrip("/") + "/_admin", headers=headers, timeout=timeout, verify=verify
+        )
 
     def close(self) -> None:
         self.http.close()

@@ -29,6 +29,39 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         "--no-auth", action="store_true", help="serve every site without SMART auth (overrides the scenario)"
     )
     p.add_argument("--admin-token", help="token the admin API requires (default: generated off loopback)")
+    tls = p.add_argument_group("HTTPS", "serve FHIR, SMART and admin over TLS on --port (README: HTTPS)")
+    tls.add_argument("--tls-cert", metavar="PATH", help="PEM certificate (chain); needs --tls-key")
+    tls.add_argument("--tls-key", metavar="PATH", help="PEM private key of --tls-cert (unencrypted)")
+    tls.add_argument(
+        "--tls-self-signed",
+        metavar="DIR",
+        help="serve with a self-signed pair for localhost in DIR (kept while valid, else written anew)",
+    )
+
+
+def _tls_files(args: argparse.Namespace) -> tuple[str, str] | None:
+    """The (cert, key) to serve HTTPS with, checked to load; None for plain HTTP. Raises ValueError."""
+    from simulator.tls import self_signed_pair, server_context
+
+    if args.tls_self_signed and (args.tls_cert or args.tls_key):
+        raise ValueError("give either --tls-self-signed or --tls-cert/--tls-key, not both")
+    if args.tls_self_signed:
+        try:
+            cert, key = self_signed_pair(args.tls_self_signed, reuse=True)
+        except OSError as exc:
+            where = args.tls_self_signed
+            raise ValueError(
+                f"--tls-self-signed {where}: cannot write there ({exc.strerror or exc})"
+            ) from None
+    elif args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise ValueError("--tls-cert and --tls-key go together")
+        cert, key = args.tls_cert, args.tls_key
+    else:
+        return None
+    # Checked here so that a bad file is one line and exit 2, not uvicorn's traceback at start-up.
+    server_context(cert, key)
+    return str(cert), str(key)
 
 
 def _scenario_parser(sub: argparse._SubParsersAction) -> None:
@@ -183,6 +216,9 @@ def _admin_options(p: argparse.ArgumentParser) -> None:
         "--admin-token",
         help="admin API token (or $EHRSIM_ADMIN_TOKEN), needed when ehrsim listens beyond loopback",
     )
+    p.add_argument(
+        "--cacert", metavar="PEM", help="trust this certificate for an https:// --server (or $SSL_CERT_FILE)"
+    )
 
 
 def _admin_token(args: argparse.Namespace) -> str | None:
@@ -193,18 +229,26 @@ def _admin_token(args: argparse.Namespace) -> str | None:
 
 def _with_admin(args: argparse.Namespace, command: str, call: Callable[[Any], Any]) -> Any:
     """`call(admin)` against --server; on failure print why, naming the command, and return None."""
+    import ssl
+
     import httpx
 
     from simulator.admin_client import AdminClient, AdminError
     from simulator.integration_env import IntegrationEnvError
 
     try:
-        with AdminClient(args.server, _admin_token(args)) as admin:
+        verify = ssl.create_default_context(cafile=args.cacert) if args.cacert else True
+    except OSError as exc:  # missing or not PEM (ssl.SSLError is an OSError)
+        print(f"ehrsim {command}: --cacert {args.cacert}: {_one_line(exc)}", file=sys.stderr)
+        return None
+    try:
+        with AdminClient(args.server, _admin_token(args), verify=verify) as admin:
             return call(admin)
     except (AdminError, IntegrationEnvError) as exc:
         print(f"ehrsim {command}: {exc}", file=sys.stderr)
     except httpx.HTTPError as exc:
-        print(f"ehrsim {command}: cannot reach {args.server}: {exc}", file=sys.stderr)
+        hint = " (trust its certificate with --cacert PEM)" if "CERTIFICATE_VERIFY_FAILED" in str(exc) else ""
+        print(f"ehrsim {command}: cannot reach {args.server}: {exc}{hint}", file=sys.stderr)
     return None
 
 
@@ -342,6 +386,11 @@ def serve(args: argparse.Namespace) -> int:
         for handler in logging.getLogger().handlers:
             handler.setFormatter(JsonFormatter())
     try:
+        tls = _tls_files(args)
+    except (ValueError, OSError) as exc:
+        print(f"ehrsim: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    try:
         scenario = load_scenario(args.scenario)
         if args.seed is not None:
             scenario.seed = int(args.seed) if args.seed.isdigit() else args.seed
@@ -368,6 +417,8 @@ def serve(args: argparse.Namespace) -> int:
         access_log=False,
         lifespan="on",
         server_header=False,
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
     )
 
     class Server(uvicorn.Server):
@@ -376,7 +427,7 @@ def serve(args: argparse.Namespace) -> int:
             if self.should_exit:
                 return
             host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-            origin = f"http://{host}:{args.port}"
+            origin = f"{'https' if tls else 'http'}://{host}:{args.port}"
             print(
                 f"ehrsim {__version__}: scenario '{scenario.name}' ready in {time.monotonic() - started:.2f}s"
             )
@@ -387,6 +438,8 @@ def serve(args: argparse.Namespace) -> int:
                     print(f"    SMART: {origin}{site.base_path}/.well-known/smart-configuration")
                 if "mllp_port" in site.extras:
                     print(f"  site {site.id}: MLLP {site.extras['mllp_host']}:{site.extras['mllp_port']}")
+            if tls:
+                print(f"  TLS certificate: {tls[0]} (a client trusts it with e.g. curl --cacert)")
             print(f"  admin: {origin}/_admin/health")
             if sandbox.options.get("admin_token"):
                 print(f"  admin token: {sandbox.options['admin_token']}")
@@ -395,6 +448,13 @@ def serve(args: argparse.Namespace) -> int:
     server = Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as one line: OSError's str() is "[Errno 13] Permission denied: 'path'"."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return " ".join(str(exc).split())
 
 
 def generate(args: argparse.Namespace) -> int:

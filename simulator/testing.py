@@ -4,6 +4,11 @@
         httpx.get(server.fhir_base + "/Patient")
 
 The server is uvicorn on a background thread bound to a free loopback port; nothing is mocked.
+Over HTTPS with a self-signed pair (simulator/tls.py):
+
+    cert, key = self_signed_pair(tmp_path)
+    with serve_in_thread("default", tls=(cert, key)) as server:
+        httpx.get(server.fhir_base + "/metadata", verify=server.ssl_context())
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -28,10 +35,17 @@ class RunningServer:
     sandbox: Sandbox
     host: str
     port: int
+    cert: Path | None = None  # the certificate served when over HTTPS
 
     @property
     def origin(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.cert else 'http'}://{self.host}:{self.port}"
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts the served certificate (e.g. `httpx.Client(verify=...)`)."""
+        if self.cert is None:
+            raise ValueError("this server speaks plain HTTP (serve_in_thread(..., tls=(cert, key)))")
+        return ssl.create_default_context(cafile=str(self.cert))
 
     @property
     def fhir_base(self) -> str:
@@ -83,15 +97,28 @@ def serve_in_thread(
     layers: list[Layer] | None = None,
     host: str = "127.0.0.1",
     options: dict[str, Any] | None = None,
+    tls: tuple[str | Path, str | Path] | None = None,
 ) -> Iterator[RunningServer]:
-    """`options` reach `Sandbox.options`; MLLP ports default to 0 (a free port) here."""
+    """`options` reach `Sandbox.options`; MLLP ports default to 0 (a free port) here.
+    `tls`: (certificate, key) PEM paths to serve HTTPS instead of HTTP (checked before starting)."""
+    if tls is not None:
+        from simulator.tls import server_context
+
+        server_context(*tls)  # a bad pair raises TLSError here, not in the server thread
     loaded = load_scenario(scenario) if isinstance(scenario, str) else scenario
     sandbox = Sandbox(
         loaded, store=store, layers=layers, options={"mllp_port": 0, "host": host, **(options or {})}
     )
     sock = free_socket(host)
     port = sock.getsockname()[1]
-    config = uvicorn.Config(create_app(sandbox), log_level="warning", access_log=False, lifespan="on")
+    config = uvicorn.Config(
+        create_app(sandbox),
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        ssl_certfile=str(tls[0]) if tls else None,
+        ssl_keyfile=str(tls[1]) if tls else None,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: _run(server.serve(sockets=[sock])), daemon=True)
     thread.start()
@@ -104,7 +131,7 @@ def serve_in_thread(
             threading.Event().wait(0.01)
         else:
             raise RuntimeError("ehrsim server did not start within 5 s")
-        yield RunningServer(sandbox, host, port)
+        yield RunningServer(sandbox, host, port, Path(tls[0]) if tls else None)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -11,7 +11,7 @@ import pytest
 
 from simulator.mllp.client import MllpClient, ack_fields
 from simulator.mllp.framing import frame
-from simulator.mllp.tls import self_signed_pair
+from simulator.tls import self_signed_pair
 from tests.mllp_support import client, journal, mllp_site, oru
 
 

@@ -257,6 +257,43 @@ def test_ehrsim_server_problems_fail_the_test_with_the_reason(
     result.stdout.fnmatch_lines(["*ehrsim: no sandbox answers at http://127.0.0.1:*"])
 
 
+def test_tls_marker_serves_https_and_apply_env_trusts_it(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    pytester.makepyfile(
+        """
+        import os
+        import ssl
+
+        import httpx
+        import pytest
+
+        @pytest.mark.ehrsim(tls=True)
+        def test_https(ehrsim):
+            assert ehrsim.origin.startswith("https://") and ehrsim.fhir_base.startswith(ehrsim.origin)
+            trust = ssl.create_default_context(cafile=str(ehrsim.ca_file))
+            assert httpx.get(ehrsim.fhir_base + "/metadata", verify=trust).status_code == 200
+            env = ehrsim.apply_env()
+            assert os.environ["SSL_CERT_FILE"] == str(ehrsim.ca_file)
+            # the integration's plain client trusts the sandbox through SSL_CERT_FILE
+            assert httpx.get(env["EHRSIM_FHIR_BASE"] + "/Patient").json()["resourceType"] == "Bundle"
+
+        def test_plain_by_default(ehrsim):
+            ehrsim.apply_env()
+            assert ehrsim.origin.startswith("http://") and ehrsim.ca_file is None
+            assert "SSL_CERT_FILE" not in os.environ
+
+        @pytest.mark.ehrsim(tls="yes")
+        def test_bad(ehrsim):
+            pass
+        """
+    )
+    result = run(pytester)
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*@pytest.mark.ehrsim: tls must be True or False, not 'yes'*"])
+
+
 def test_xdist_workers_have_servers_of_their_own(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
@@ -301,7 +338,7 @@ def test_bad_marker_arguments_and_scenarios_fail_the_test_with_the_reason(pytest
     result.assert_outcomes(errors=4)
     result.stdout.fnmatch_lines_random(
         [
-            "*@pytest.mark.ehrsim: unknown argument(s) sed; use scenario, seed, store*",
+            "*@pytest.mark.ehrsim: unknown argument(s) sed; use scenario, seed, store, tls*",
             "*@pytest.mark.ehrsim: store must be 'memory', 'sqlite' or 'sqlite:PATH', not 'postgres'*",
             "*ehrsim: cannot load scenario 'no-such-hospital'*",
             "unknown scenario 'no-such-hospital' (known: *default*)",
