@@ -175,6 +175,7 @@ class Sandbox:
         for runtime in self.sites.values():
             site = runtime.site
             site.store.clear()
+            runtime.service.restamp()
             site.reset_sequences()
             spec = next(s for s in self.scenario.sites if s.id == site.id)
             self._populate(runtime.service, spec)

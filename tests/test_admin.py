@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import httpx
 import pytest
 import yaml
@@ -103,6 +105,27 @@ def test_clock_advance_and_reset(admin: AdminClient, admin_server: RunningServer
     admin.reset()
     assert admin.clock()["elapsed"] < 60
     assert admin.journal_stats()["size"] == 0
+
+
+def test_reset_data_is_stamped_as_at_the_start_whatever_ran_before(
+    admin: AdminClient, admin_server: RunningServer
+) -> None:
+    """Same scenario, same seed, same requests: the same data, lastUpdated included."""
+    first = httpx.get(admin_server.fhir_base + "/Patient?_count=1").json()["entry"][0]["resource"]
+    admin.advance("3d")  # and a write three simulated days later
+    created = httpx.post(
+        admin_server.fhir_base + "/Patient",
+        json={"resourceType": "Patient", "name": [{"family": "Later"}]},
+        headers={"content-type": "application/fhir+json"},
+    )
+    assert created.status_code == 201
+    admin.reset()
+    again = httpx.get(admin_server.fhir_base + "/Patient?_count=1").json()["entry"][0]["resource"]
+    assert again["id"] == first["id"]
+    stamped = [
+        datetime.fromisoformat(r["meta"]["lastUpdated"].replace("Z", "+00:00")) for r in (first, again)
+    ]
+    assert abs((stamped[1] - stamped[0]).total_seconds()) < 3600  # as at the start, not 3 days on
 
 
 def test_load_scenario_by_name_definition_and_yaml(admin: AdminClient, admin_server: RunningServer) -> None:

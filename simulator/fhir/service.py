@@ -42,9 +42,15 @@ class FhirService:
     def __init__(self, site: Site) -> None:
         self.site = site
         self.listeners: dict[str, list[CommitListener]] = {}  # resource type -> its listeners
-        latest = site.store.history()[:1]
-        self._last_stamp = latest[0].timestamp if latest else 0.0
+        self._last_stamp = 0.0
+        self.restamp()
         self.visible: Visibility | None = None
+
+    def restamp(self) -> None:
+        """Take the last commit's instant from the store (at start-up, and after a reset empties it:
+        a reset's data must not be stamped after what ran before the reset)."""
+        latest = self.site.store.history()[:1]
+        self._last_stamp = latest[0].timestamp if latest else 0.0
 
     # -- helpers ---------------------------------------------------------------------------------
     def check_type(self, resource_type: str) -> None:
