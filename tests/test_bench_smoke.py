@@ -8,25 +8,16 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from loadtests import pyspy
 from loadtests.load_client import LoadResult, http_request
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.process_support import run_python
 
 
 def test_quick_benchmark_runs_and_prints_ratios(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "loadtests.bench_fhir", "--quick", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    proc = run_python("-m", "loadtests.bench_fhir", "--quick", "--json", str(out), timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     stdout = proc.stdout
     assert re.search(r"ratio ehrsim/bare: \d+\.\d\dx", stdout), stdout
@@ -59,13 +50,7 @@ def test_quick_benchmark_runs_and_prints_ratios(tmp_path: Path) -> None:
 
 
 def test_variant_needs_label_and_scenario() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "loadtests.bench_fhir", "--quick", "--variant", "journal-on"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_python("-m", "loadtests.bench_fhir", "--quick", "--variant", "journal-on", timeout=60)
     assert proc.returncode == 2
     assert "--variant wants LABEL=SCENARIO" in proc.stderr
 
@@ -83,13 +68,7 @@ def test_request_bytes_and_percentiles() -> None:
 
 def test_a_server_that_cannot_start_aborts_with_its_reason() -> None:
     args = ["--quick", "--only", "writes", "--no-journal-variants", "--variant", "broken=no-such-scenario"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "loadtests.bench_fhir", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_python("-m", "loadtests.bench_fhir", *args, timeout=120)
     assert proc.returncode == 1
     assert "benchmark aborted: broken exited with 2 during start-up" in proc.stderr
     assert "unknown scenario 'no-such-scenario'" in proc.stderr
@@ -108,12 +87,8 @@ def test_py_spy_samples_are_summarised_inclusive_and_self(tmp_path: Path) -> Non
 
 
 def test_quick_mllp_benchmark_measures_both_servers_and_prints_ratios() -> None:
-    result = subprocess.run(
-        [sys.executable, "loadtests/bench_mllp.py", "--quick", "--only", "framing", "--only", "ehrsim"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_python(
+        "loadtests/bench_mllp.py", "--quick", "--only", "framing", "--only", "ehrsim", timeout=120
     )
     assert result.returncode == 0, result.stderr[-2000:]
     rates = dict(re.findall(r"^\s*(framing|ehrsim):\s+([\d,]+) messages/s", result.stdout, re.M))
@@ -127,13 +102,7 @@ def test_quick_mllp_benchmark_measures_both_servers_and_prints_ratios() -> None:
 
 def test_quick_bulk_export_benchmark_runs_and_counts_what_it_exported(tmp_path: Path) -> None:
     out = tmp_path / "bulk.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "loadtests.bench_bulk", "--quick", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    proc = run_python("-m", "loadtests.bench_bulk", "--quick", "--json", str(out), timeout=240)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"ratio \d+\.\d\dx \(median of 1\)", proc.stdout), proc.stdout
     figures = json.loads(out.read_text())

@@ -9,26 +9,12 @@ from pathlib import Path
 import httpx
 
 from simulator.testing import free_socket
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.process_support import ROOT, serve
 
 
 def start(*args: str) -> tuple[subprocess.Popen, list[str]]:
     # A free MLLP port, so that parallel workers (and a developer's own ehrsim) do not collide on 2575.
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "simulator", "serve", "--mllp-port", "0", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        lines.append(line.rstrip())
-        if line.startswith("  admin:"):
-            break
-    return proc, lines
+    return serve("--mllp-port", "0", *args)
 
 
 def test_serve_prints_urls_and_answers() -> None:

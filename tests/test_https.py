@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
-import os
 import ssl
 import subprocess
 import sys
@@ -22,20 +21,13 @@ from simulator.admin_client import AdminClient
 from simulator.mllp.tls import server_context as mllp_server_context
 from simulator.testing import free_ports, serve_in_thread
 from simulator.tls import TLSError, self_signed_pair, server_context
+from tests.process_support import ROOT, run_python, serve
 
-ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 30.0  # the machine is shared; slowness is not what these tests check
 
 
 def ehrsim(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "simulator", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, **(env or {})},
-    )
+    return run_python("-m", "simulator", *args, timeout=60, env=env)
 
 
 @dataclass
@@ -54,22 +46,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """`ehrsim serve --tls-self-signed DIR` with SMART on (token-expiry), on free ports."""
     certs = tmp_path_factory.mktemp("certs")
     port, mllp_port = free_ports(2)
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "simulator", "serve", "--scenario", "token-expiry"),
-            *("--port", str(port), "--mllp-port", str(mllp_port), "--tls-self-signed", str(certs)),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc, banner = serve(
+        *("--scenario", "token-expiry", "--port", str(port), "--mllp-port", str(mllp_port)),
+        *("--tls-self-signed", str(certs)),
     )
-    banner: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        banner.append(line.rstrip())
-        if line.startswith("  admin:"):
-            break
     try:
         assert proc.poll() is None, banner
         yield Served(proc, banner, f"https://127.0.0.1:{port}", certs / "ehrsim-cert.pem")
