@@ -36,6 +36,9 @@ class SiteSettings:
     interactions: dict[str, list[str]] | None = None  # per type; None: every interaction ehrsim has
     counts: dict[str, dict[str, int]] | None = None  # per type {default, max} page sizes
     bulk_export: dict[str, Any] | None = None  # $export timing and file size: fhir.bulk.BulkExportSettings
+    # Most live resources kept per type; past it the least recently written are expunged (for long
+    # load tests: the store otherwise keeps everything). docs/architecture.md, "Retention".
+    retention: dict[str, int] | None = None
 
     def count_limits(self, resource_type: str | None) -> tuple[int, int]:
         """(default, maximum) page size for a search on `resource_type`."""
@@ -51,7 +54,18 @@ class SiteSettings:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown site settings: {', '.join(sorted(unknown))}")
+        retention = data.get("retention")
+        if retention is not None and not _positive_counts(retention):
+            raise ValueError(
+                f"settings.retention maps resource types to positive integers, not {retention!r}"
+            )
         return cls(**data)
+
+
+def _positive_counts(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in value.values()
+    )
 
 
 _OPAQUE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-"

@@ -7,6 +7,7 @@ once. Methods raise `FHIRError` for every failure.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -21,9 +22,10 @@ from simulator.fhir.search import QueryParser, SearchEngine, SearchQuery, ignore
 from simulator.fhir.validation import ID_PATTERN, validate_resource
 from simulator.fhir.values import BadValue, date_range
 from simulator.site import Site
-from simulator.store.base import StoredVersion, Write
+from simulator.store.base import StoredVersion, Write, make_version
 
-# Called with each committed version of the resource type it watches (after the commit).
+# Called with each committed version of the resource type it watches (after the commit), and with
+# a deletion marker (resource None) for each resource retention expunges.
 CommitListener = Callable[[StoredVersion], None]
 # Whether a stored version can be read yet (data latency, simulator/datalatency.py); None: always.
 Visibility = Callable[[StoredVersion], bool]
@@ -115,7 +117,43 @@ class FhirService:
             for version in versions:
                 for listener in listeners.get(version.type, ()):
                     listener(version)
+        limits = self.site.settings.retention
+        if limits:
+            self._retain(versions, limits)
         return versions
+
+    def _retain(self, versions: list[StoredVersion], limits: dict[str, int]) -> None:
+        """Keep at most `limits[type]` live resources of a type: past it, the least recently
+        written are expunged, down to 1% below the limit (a batch per pass over the type, and a
+        short pause: ~14 ms per 5,000 resources)."""
+        store = self.site.store
+        for rtype in {v.type for v in versions}:
+            limit = limits.get(rtype)
+            if limit is None:
+                continue
+            live = store.current(rtype)
+            if len(live) <= limit:
+                continue
+            victims = list(itertools.islice(live, len(live) - limit + limit // 100))
+            dropped = store.expunge(rtype, victims)
+            for listener in self.listeners.get(rtype, ()):  # e.g. identifier indexes forget them
+                for rid in victims:
+                    listener(make_version((rtype, rid, 0, "", 0.0, "DELETE", None, 0)))
+            journal = self.site.journal
+            if journal.enabled:
+                journal.record(
+                    {
+                        "protocol": "store",
+                        "kind": "retention",
+                        "site": self.site.id,
+                        "client_id": None,
+                        "faults": (),
+                        "resource_type": rtype,
+                        "expunged": len(victims),
+                        "versions": dropped,
+                        "limit": limit,
+                    }
+                )
 
     def watch(self, resource_type: str, listener: CommitListener) -> None:
         """Call `listener` with every version of `resource_type` committed from now on."""

@@ -69,6 +69,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self._types: dict[str, _TypeIndex] = {}
         self._log: list[StoredVersion] = []
+        self._last_seq = 0  # seq of the last version written (the log shrinks when data is expunged)
+        self._expunged: set[int] = set()  # seqs of expunged versions still in the log
 
     # -- reads -----------------------------------------------------------------------------------
     def _versions(self, resource_type: str, resource_id: str) -> list[StoredVersion] | StoredVersion | None:
@@ -98,7 +100,8 @@ class MemoryStore:
                 versions if type(versions) is list else [versions] if versions is not None else []  # type: ignore[list-item]
             )
         else:
-            source = self._log
+            expunged = self._expunged
+            source = (v for v in self._log if v.seq not in expunged) if expunged else self._log
         out = [
             v
             for v in source
@@ -130,6 +133,9 @@ class MemoryStore:
         return sum(len(index.live) for index in self._types.values())
 
     def __iter__(self) -> Iterator[StoredVersion]:
+        expunged = self._expunged
+        if expunged:
+            return (v for v in self._log if v.seq not in expunged)
         return iter(self._log)
 
     # -- writes ----------------------------------------------------------------------------------
@@ -143,7 +149,7 @@ class MemoryStore:
     def _prepare(self, writes: list[Write], last_updated: str, timestamp: float) -> list[StoredVersion]:
         pending: dict[tuple[str, str], int] = {}
         out = []
-        seq = len(self._log)
+        seq = self._last_seq
         types = self._types
         shared_meta: dict[int, dict[str, str]] = {}  # version -> meta of this commit's plain bodies
         for rtype, rid, body, method in writes:
@@ -177,6 +183,7 @@ class MemoryStore:
 
     def _apply(self, version: StoredVersion) -> None:
         self._log.append(version)
+        self._last_seq = version.seq
         index = self._index(version.type)
         history = index.history
         previous = history.get(version.id)
@@ -197,9 +204,31 @@ class MemoryStore:
             index = self._types[resource_type] = _TypeIndex()
         return index
 
+    def expunge(self, resource_type: str, resource_ids: Iterable[str]) -> int:
+        """Forget every version of these resources, as if they had never been written (retention);
+        the number of versions dropped."""
+        index = self._types.get(resource_type)
+        if index is None:
+            return 0
+        expunged = self._expunged
+        before = len(expunged)
+        for rid in resource_ids:
+            versions = index.history.pop(rid, None)
+            if versions is None:
+                continue
+            expunged.update(v.seq for v in (versions if type(versions) is list else (versions,)))
+            index.remove(rid)
+        dropped = len(expunged) - before
+        if len(expunged) > len(self._log) // 2:  # compact the log now and then: O(1) amortized
+            self._log = [v for v in self._log if v.seq not in expunged]
+            expunged.clear()
+        return dropped
+
     def clear(self) -> None:
         self._types.clear()
         self._log.clear()
+        self._last_seq = 0
+        self._expunged.clear()
 
     def close(self) -> None:
         pass

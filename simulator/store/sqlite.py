@@ -9,6 +9,7 @@ history, versions and ids survive a restart exactly. Several sites can share one
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
@@ -73,6 +74,16 @@ class SQLiteStore(MemoryStore):
         with self._db:  # one transaction: all versions or none
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def expunge(self, resource_type: str, resource_ids: Iterable[str]) -> int:
+        ids = list(resource_ids)
+        with self._db:  # gone from disk before it is gone from memory
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "DELETE FROM versions WHERE site = ? AND type = ? AND id = ?",
+                [(self.site_id, resource_type, rid) for rid in ids],
+            )
+        return super().expunge(resource_type, ids)
 
     def clear(self) -> None:
         with self._db:
