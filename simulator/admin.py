@@ -8,6 +8,7 @@ When the server listens on a non-loopback address every route but `health` needs
 
 from __future__ import annotations
 
+import bisect
 import hmac
 import secrets
 from typing import Any
@@ -21,12 +22,16 @@ from starlette.types import Receive, Scope, Send
 
 from simulator import __version__
 from simulator.clock import fhir_instant
+from simulator.dashboard import ASSETS as DASHBOARD_ASSETS
+from simulator.dashboard import dashboard_routes
 from simulator.faults import FaultSpecError, parse_duration
 from simulator.sandbox import Sandbox
 from simulator.scenario import ScenarioError, load_scenario, scenario_from_mapping
 from simulator.verify import FILTER_KEYS, VerifyError, select, verify
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
+# Served without the admin token: the health check and the dashboard's files (no data in them).
+PUBLIC_PATHS = frozenset({"/_admin/health", *DASHBOARD_ASSETS})
 
 
 def json_response(data: Any, status: int = 200) -> Response:
@@ -89,6 +94,7 @@ class AdminApi:
             Route("/_admin/journal/export", self.export, methods=["GET"]),
             Route("/_admin/journal/verify", self.verify, methods=["POST"]),
             Route("/_admin/metrics", self.metrics, methods=["GET"]),
+            *dashboard_routes(),
         ]
         self.feature_routes = list(assembly.admin_routes(sandbox))
         routes += self.feature_routes
@@ -96,7 +102,7 @@ class AdminApi:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = self.token
-        if token is not None and scope["path"] != "/_admin/health":
+        if token is not None and scope["path"] not in PUBLIC_PATHS:
             given = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
                 response = admin_error(
@@ -242,14 +248,24 @@ class AdminApi:
     # -- journal -----------------------------------------------------------------------------------
     def _selected(self, request: Request) -> list[dict[str, Any]]:
         params = request.query_params
-        unknown = sorted(set(params) - {*FILTER_KEYS, "limit", "offset"})
+        unknown = sorted(set(params) - {*FILTER_KEYS, "limit", "offset", "after"})
         if unknown:
             raise BadRequest(f"unknown journal filter(s) {', '.join(unknown)}; use {', '.join(FILTER_KEYS)}")
         try:
             filters = {k: v for k, v in params.items() if k in FILTER_KEYS}
-            return select(self.sandbox.journal, filters, self.sandbox.clock.start)
+            return select(self._after(request), filters, self.sandbox.clock.start)
         except VerifyError as exc:
             raise BadRequest(str(exc)) from None
+
+    def _after(self, request: Request) -> list[dict[str, Any]]:
+        """The entries after the `after` seq (a poller asks for what is new since its last entry)."""
+        entries = list(self.sandbox.journal)
+        after = request.query_params.get("after")
+        if after is None:
+            return entries
+        if not after.isdigit():
+            raise BadRequest("after must be a journal seq (a non-negative integer)")
+        return entries[bisect.bisect_right(entries, int(after), key=lambda e: e["seq"]) :]
 
     def _page(self, request: Request, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         offset, limit = request.query_params.get("offset", "0"), request.query_params.get("limit")

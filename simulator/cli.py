@@ -441,6 +441,7 @@ def serve(args: argparse.Namespace) -> int:
             if tls:
                 print(f"  TLS certificate: {tls[0]} (a client trusts it with e.g. curl --cacert)")
             print(f"  admin: {origin}/_admin/health")
+            print(f"  dashboard: {origin}/_admin/ui")
             if sandbox.options.get("admin_token"):
                 print(f"  admin token: {sandbox.options['admin_token']}")
             sys.stdout.flush()

@@ -56,6 +56,13 @@ _FILTERS = [
 ] + [
     {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
     {"name": "limit", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
+    {
+        "name": "after",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0},
+        "description": "only entries with a higher seq (what is new since a poller's last entry)",
+    },
 ]
 
 _FAULT_ID = [{"name": "fault_id", "in": "path", "required": True, "schema": {"type": "string"}}]
@@ -91,6 +98,13 @@ def openapi_document(extra_routes: Iterable[BaseRoute] = ()) -> dict[str, Any]:
                 "get": _op("Liveness, version, scenario and simulated now", {"200": _ok("ok")})
             },
             "/_admin/openapi.json": {"get": _op("This document", {"200": _ok("OpenAPI 3.1")})},
+            "/_admin/ui": {
+                "get": {
+                    "summary": "The web dashboard (HTML; its script asks for the admin token if needed)",
+                    "security": [{}],
+                    "responses": {"200": _ok("the page", {"type": "string"}, "text/html")},
+                }
+            },
             "/_admin/sites": {
                 "get": _op("Each site's FHIR base and description", {"200": _ok("sites", {"type": "array"})})
             },
@@ -177,7 +191,7 @@ def openapi_document(extra_routes: Iterable[BaseRoute] = ()) -> dict[str, Any]:
             "/_admin/journal": {
                 "get": _op(
                     "Query the journal",
-                    {"200": _ok("entries with size, capacity, dropped, total")},
+                    {"200": _ok("entries with size, capacity, dropped, last_seq, total")},
                     parameters=_FILTERS,
                 ),
                 "delete": _op("Empty the journal", {"200": _ok("journal stats")}),

@@ -237,6 +237,7 @@ class Sandbox:
                 "fhir_base": f"{origin}{r.site.base_path}",
                 "description": r.site.description,
                 "resources": r.site.store.count(),
+                "mllp_host": r.site.extras.get("mllp_host"),
                 "mllp_port": r.site.extras.get("mllp_port"),
                 # Features describe what they add to a site (e.g. SMART endpoints): callables (base) -> dict.
                 **{
