@@ -14,6 +14,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from simulator.dashboard import ASSETS
 from simulator.scenario import Scenario, build_scenario
 from simulator.testing import RunningServer, free_ports, serve_in_thread
+from tests.mllp_support import ack_fields, client, oru
 from tests.process_support import serve
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (.ci/run installs it); not Playwright's download
@@ -197,6 +198,21 @@ def test_a_fhir_request_appears_in_the_tail_with_its_fault(page: Page, server: R
     expect(page.locator("#journal-body tr")).to_have_count(0)
     page.select_option("#journal-protocol", "fhir")
     expect(page.locator("#journal-body tr")).to_have_count(2)
+
+
+def test_an_mllp_message_appears_with_its_control_id_and_ack_code(page: Page, server: RunningServer) -> None:
+    with client(server.sandbox.sites["north"].site.extras["mllp_port"]) as mllp:
+        assert ack_fields(mllp.send(oru("DASH-1")))["code"] == "AA"
+    httpx.get(server.fhir_base + "/metadata")
+    page.select_option("#journal-protocol", "mllp")
+    rows = page.locator("#journal-body tr")
+    expect(rows).to_have_count(3)  # connection open, the message, connection closed: newest first
+    expect(rows.nth(0).locator(".request")).to_have_text("closed by client")
+    expect(rows.nth(1).locator(".request")).to_have_text("ORU^R01 control id DASH-1")
+    expect(rows.nth(1).locator(".result")).to_have_text("AA")
+    expect(rows.nth(2).locator(".request")).to_have_text("open")
+    page.select_option("#journal-protocol", "")
+    expect(rows).to_have_count(4)
 
 
 def test_a_script_in_a_request_path_is_shown_as_text(

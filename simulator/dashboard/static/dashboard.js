@@ -220,7 +220,14 @@ function entryRow(entry) {
   const http = entry.method !== undefined;
   const request = http
     ? `${entry.method} ${entry.path ?? ""}`
-    : [entry.message_type, entry.control_id && `control id ${entry.control_id}`].filter(Boolean).join(" ");
+    : [
+        entry.message_type,
+        entry.control_id && `control id ${entry.control_id}`,
+        entry.event, // MLLP connections: open, closed
+        entry.by && `by ${entry.by}`,
+      ]
+        .filter(Boolean)
+        .join(" ");
   const result = entry.status ?? entry.ack_code ?? entry.outcome ?? "";
   const faults = entry.faults || [];
   const bad = (typeof entry.status === "number" && entry.status >= 400) || ["AE", "AR", "CE", "CR"].includes(entry.ack_code);
