@@ -48,7 +48,7 @@ class Journal:
         self._correlation = itertools.count(1)
         self.dropped = 0
         self.spilled = 0
-        self.last_seq = 0  # a poller that has seen a higher seq knows the journal was cleared
+        self.clears = 0  # times emptied (reset, DELETE): a poller seeing it change starts over
         self.spill_path = Path(spill_path) if spill_path else None
         self._spill: IO[bytes] | None = open(spill_path, "ab") if spill_path else None  # noqa: SIM115
         self._lock = threading.Lock()  # MLLP and HTTP may record from different threads
@@ -88,7 +88,7 @@ class Journal:
         if "sim" not in entry and self.clock is not None:
             entry["sim"] = self.clock.elapsed()
         with self._lock:
-            entry["seq"] = self.last_seq = next(self._seq)
+            entry["seq"] = next(self._seq)
             entry.setdefault("monotonic", time.monotonic())
             self._entries.append(entry)
             if len(self._entries) > self.capacity:
@@ -122,7 +122,7 @@ class Journal:
             "size": len(self._entries),
             "capacity": self.capacity,
             "dropped": self.dropped,
-            "last_seq": self.last_seq,
+            "clears": self.clears,
             "spilled": self.spilled,
             "spill_path": str(self.spill_path) if self.spill_path else None,
             "bodies": self.bodies,
@@ -142,7 +142,7 @@ class Journal:
             self._correlation = itertools.count(1)
             self.dropped = 0
             self.spilled = 0
-            self.last_seq = 0
+            self.clears += 1
 
     def close(self) -> None:
         if self._spill is not None:

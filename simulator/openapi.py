@@ -191,7 +191,7 @@ def openapi_document(extra_routes: Iterable[BaseRoute] = ()) -> dict[str, Any]:
             "/_admin/journal": {
                 "get": _op(
                     "Query the journal",
-                    {"200": _ok("entries with size, capacity, dropped, last_seq, total")},
+                    {"200": _ok("entries with size, capacity, dropped, clears, total")},
                     parameters=_FILTERS,
                 ),
                 "delete": _op("Empty the journal", {"200": _ok("journal stats")}),

@@ -123,18 +123,19 @@ def test_unknown_dashboard_file_is_a_json_404(server: RunningServer) -> None:
     assert response.json()["error"] == "not_found"
 
 
-def test_journal_after_gives_what_is_new_and_last_seq(server: RunningServer) -> None:
+def test_journal_after_gives_what_is_new_and_counts_clears(server: RunningServer) -> None:
     httpx.post(server.admin + "/reset")
+    clears = httpx.get(server.admin + "/journal").json()["clears"]
     for _ in range(3):
         httpx.get(server.fhir_base + "/metadata")
     data = httpx.get(server.admin + "/journal", params={"after": 1}).json()
     assert [e["seq"] for e in data["entries"]] == [2, 3]
-    assert (data["last_seq"], data["total"]) == (3, 2)
+    assert (data["size"], data["total"]) == (3, 2)
     assert httpx.get(server.admin + "/journal", params={"after": 3}).json()["entries"] == []
     bad = httpx.get(server.admin + "/journal", params={"after": "-1"})
     assert bad.status_code == 400 and "after must be a journal seq" in bad.json()["message"]
     httpx.post(server.admin + "/reset")
-    assert httpx.get(server.admin + "/journal").json()["last_seq"] == 0
+    assert httpx.get(server.admin + "/journal").json()["clears"] == clears + 1
 
 
 def test_banner_names_the_dashboard_and_the_token_guards_the_api_not_the_page() -> None:
@@ -198,6 +199,13 @@ def test_a_fhir_request_appears_in_the_tail_with_its_fault(page: Page, server: R
     expect(page.locator("#journal-body tr")).to_have_count(0)
     page.select_option("#journal-protocol", "fhir")
     expect(page.locator("#journal-body tr")).to_have_count(2)
+    # A reset elsewhere empties the journal and its seqs start over: so does the tail.
+    assert httpx.post(server.admin + "/reset").status_code == 200
+    expect(page.locator("#journal-body tr")).to_have_count(0)
+    for _ in range(3):
+        httpx.get(server.fhir_base + "/metadata")
+    expect(page.locator("#journal-body tr")).to_have_count(3)
+    expect(page.locator("#journal-body tr").first).to_have_attribute("data-seq", "3")
 
 
 def test_an_mllp_message_appears_with_its_control_id_and_ack_code(page: Page, server: RunningServer) -> None:

@@ -11,6 +11,7 @@ const POLL_MS = 1000;
 const state = {
   token: sessionStorage.getItem(TOKEN_KEY),
   lastSeq: 0, // highest journal seq shown (0: load the tail afresh)
+  clears: null, // the journal's `clears` when lastSeq was taken: another value means seqs restarted
   tail: 0, // bumped when the tail is cleared, so a poll already under way does not refill it
   protocol: "",
   timer: null,
@@ -247,11 +248,13 @@ function entryRow(entry) {
 }
 
 async function pollJournal() {
-  const tail = state.tail;
+  let tail = state.tail;
   let data = await api(journalQuery({ after: state.lastSeq, limit: 0 }));
-  if (data.last_seq < state.lastSeq) {
-    clearTail(); // the journal was cleared (a reset elsewhere): start over
-    data = await api(journalQuery({ limit: 0 }));
+  if (state.clears !== data.clears) {
+    if (state.clears !== null) clearTail(); // emptied by a reset (here or elsewhere): start over
+    state.clears = data.clears;
+    tail = state.tail;
+    data = await api(journalQuery({ after: state.lastSeq, limit: 0 }));
   }
   if (data.total > 0) {
     // Only the newest TAIL_ROWS of what is new: a long journal is not loaded whole.
