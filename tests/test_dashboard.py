@@ -29,7 +29,10 @@ def scenario() -> Scenario:
             "name": "dashboard",
             "description": "a hospital on a bad day",
             "seed": 7,
-            "sites": [{"id": "north", "base_path": "/fhir", "population": {"patients": 2}}],
+            "sites": [
+                {"id": "north", "base_path": "/fhir", "population": {"patients": 2}},
+                {"id": "south", "base_path": "/south/fhir", "auth": {"required": True}},
+            ],
             "faults": [
                 {
                     "id": "patient-down",
@@ -167,6 +170,8 @@ def test_page_shows_the_scenario_and_its_sites(page: Page, server: RunningServer
     mllp_port = server.sandbox.sites["north"].site.extras["mllp_port"]
     expect(row).to_contain_text(f"127.0.0.1:{mllp_port}")
     expect(row).to_contain_text("no SMART auth")
+    south = page.locator('#sites-body tr[data-site="south"]')
+    expect(south).to_contain_text(server.site_base("south") + "/.well-known/smart-configuration")
 
 
 def test_fault_switch_changes_the_fault_and_the_next_request(page: Page, server: RunningServer) -> None:
