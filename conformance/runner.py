@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from conformance import server_checks  # noqa: F401  (registers the checks)
+from conformance import bulk_checks, server_checks  # noqa: F401  (register the checks)
 from conformance.check import REGISTRY, Check, CheckFailed, CheckSkipped, Target
 
 

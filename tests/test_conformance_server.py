@@ -42,7 +42,12 @@ def broken_app() -> Starlette:
                 "fhirVersion": "3.0.2",
                 "format": ["xml"],
                 "rest": [
-                    {"resource": [{"type": "Patient", "searchParam": [{"name": "name", "type": "string"}]}]}
+                    {
+                        "resource": [
+                            {"type": "Patient", "searchParam": [{"name": "name", "type": "string"}]}
+                        ],
+                        "operation": [{"name": "export", "definition": "http://example.org/export"}],
+                    }
                 ],
             }
         )
@@ -76,11 +81,27 @@ def broken_app() -> Starlette:
             headers={"ETag": 'W/"1"'},
         )
 
+    async def export(request: Request) -> Response:
+        return Response(status_code=202, headers={"Content-Location": "export-status"})  # not absolute
+
+    async def export_status(request: Request) -> Response:
+        if request.method == "DELETE":
+            return Response("no", status_code=405)  # cannot cancel
+        base = str(request.base_url).rstrip("/")
+        # No transactionTime, request or requiresAccessToken; the file is not NDJSON.
+        return JSONResponse({"output": [{"type": "Patient", "url": f"{base}/fhir/export-file"}]})
+
+    async def export_file(request: Request) -> Response:
+        return JSONResponse({"resourceType": "Bundle", "type": "collection", "entry": []})
+
     return Starlette(
         routes=[
             Route("/fhir/metadata", metadata),
             Route("/fhir/Patient", patients),
             Route("/fhir/Patient/{rid}", patient),
+            Route("/fhir/$export", export),
+            Route("/fhir/export-status", export_status, methods=["GET", "DELETE"]),
+            Route("/fhir/export-file", export_file),
         ]
     )
 
