@@ -4,7 +4,8 @@ The integration talks to a sandbox (a scenario with faults); afterwards each che
 sandbox's journal through the admin API and asks `simulator/verify.py` (served at
 `/_admin/journal/verify`) the question its requirement poses: Retry-After honoured, backoff
 during errors, recovery after an outage window, no duplicate writes, new tokens after a 401, MLLP
-resends with the same MSH-10 and without flooding. A check is skipped when the run did not exercise
+resends with the same MSH-10 and without flooding, Bulk Data status polls timed by Retry-After. A
+check is skipped when the run did not exercise
 it (e.g. no 429 was served), and a scenario's own `expect:` list becomes checks of group `expect`.
 
     results = run_client_checks("http://127.0.0.1:8080")   # conformance.report renders them
@@ -29,6 +30,7 @@ CLIENT_CHECKS: dict[str, Check] = {}
 RFC9110 = "https://www.rfc-editor.org/rfc/rfc9110"
 FHIR_HTTP = "https://hl7.org/fhir/R4/http.html"
 HL7V2_ACK = "HL7 v2.5.1 Chapter 2, 2.9 (original acknowledgment mode: resend with the same MSH-10)"
+BULK_STATUS = "https://hl7.org/fhir/uv/bulkdata/STU2/export.html#bulk-data-status-request"
 
 # Timed faults that take a site down; recovery is judged after their windows close.
 OUTAGE_ACTIONS = frozenset({"outage", "status", "reset", "hang", "refuse", "accept_close"})
@@ -142,6 +144,35 @@ def honours_retry_after(t: JournalTarget) -> None:
             problems.append(
                 f"request {describe(early)} came {early['sim'] - answer['sim']:.2f} s after a "
                 f"{answer['status']} (seq {answer['seq']}) that said Retry-After: {_retry_after(answer)} "
+                f"({violation['early_by']:.2f} s early)"
+            )
+    expect(not problems, listed(problems))
+
+
+@check(
+    "client_bulk_polling",
+    "Polls a Bulk Data export no sooner than its Retry-After",
+    BULK_STATUS,
+    "client",
+    CLIENT_CHECKS,
+)
+def bulk_polling(t: JournalTarget) -> None:
+    """While a `$export` is in progress its status URL answers 202 with Retry-After; clients SHOULD use it to time their next poll of that status URL"""
+    told = [
+        e
+        for e in t.entries()
+        if e.get("interaction") == "bulk-status" and e.get("status") == 202 and _retry_after(e)
+    ]
+    if not told:
+        raise CheckSkipped("no Bulk Data status poll was answered 202 with Retry-After in this run")
+    problems = []
+    for site, client in sorted({(e["site"], e.get("client_id") or "") for e in told}):
+        polls = {**_client_filter(site, client), "interaction": exactly("bulk-status")}
+        for violation in t.verify("retry_after", filter=polls)["violations"]:
+            early, answer = t.entry(violation["seq"]), t.entry(violation["after_seq"])
+            problems.append(
+                f"poll {describe(early)} came {early['sim'] - answer['sim']:.2f} s after the 202 of "
+                f"seq {answer['seq']} that said Retry-After: {_retry_after(answer)} "
                 f"({violation['early_by']:.2f} s early)"
             )
     expect(not problems, listed(problems))

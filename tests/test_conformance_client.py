@@ -29,6 +29,7 @@ SCENARIO = {
     "http": str(FIXTURES / "http.yaml"),
     "token": str(FIXTURES / "token.yaml"),
     "mllp": str(FIXTURES / "mllp.yaml"),
+    "bulk": str(FIXTURES / "bulk.yaml"),
 }
 
 
@@ -68,6 +69,7 @@ def test_well_behaved_http_integration_passes() -> None:
         "client_token_refresh": "skipped",
         "client_mllp_resend": "skipped",
         "client_mllp_no_flood": "skipped",
+        "client_bulk_polling": "skipped",
         "expect_patients-read": "passed",
     }
     assert "no MLLP message lost its ACK" in results["client_mllp_resend"].message
@@ -132,7 +134,7 @@ def test_ignoring_retry_after_fails_through_the_cli_with_junit(
     assert "FAIL client_retry_after" in out
     suite = ET.parse(junit).getroot()
     assert suite.get("name") == "ehrsim-conformance-client"
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("9", "1", "0")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("10", "1", "0")
     cases = {case.get("name", "").split()[0]: case for case in suite.iter("testcase")}
     failure = cases["client_retry_after"].find("failure")
     assert failure is not None
@@ -196,6 +198,22 @@ def test_mllp_resends_without_a_pause_fail() -> None:
 
 
 # -- the command itself ----------------------------------------------------------------------------
+# -- Bulk Data: status polls timed by Retry-After ---------------------------------------------------
+def test_bulk_client_that_waits_as_retry_after_says_passes() -> None:
+    results = integrate("bulk", "good")
+    assert results["client_bulk_polling"].status == "passed", results["client_bulk_polling"]
+    assert all(s in ("passed", "skipped") for s in statuses(results).values()), statuses(results)
+
+
+def test_bulk_client_polling_every_tenth_of_a_second_fails() -> None:
+    results = integrate("bulk", "eager")
+    assert_only_failure(
+        results,
+        "client_bulk_polling",
+        r"poll .* came 0\.\d\d s after the 202 of seq \d+ that said Retry-After: \d",
+    )
+
+
 def test_failing_command_fails_the_run(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         [
