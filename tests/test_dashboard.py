@@ -194,7 +194,7 @@ def test_a_fhir_request_appears_in_the_tail_with_its_fault(page: Page, server: R
     httpx.post(server.admin + "/faults/patient-down/enable")
     assert httpx.get(server.fhir_base + "/Patient?_count=1").status_code == 503
     newest = page.locator("#journal-body tr").first
-    expect(newest).to_contain_text("GET /Patient")
+    expect(newest).to_contain_text("GET /Patient?_count=1")
     expect(newest.locator(".result")).to_have_text("503")
     expect(newest.locator(".faults")).to_have_text("patient-down")
     assert httpx.get(server.fhir_base + "/metadata").status_code == 200

@@ -220,7 +220,7 @@ function journalQuery(extra) {
 function entryRow(entry) {
   const http = entry.method !== undefined;
   const request = http
-    ? `${entry.method} ${entry.path ?? ""}`
+    ? `${entry.method} ${entry.path ?? ""}${entry.query ? `?${entry.query}` : ""}`
     : [
         entry.message_type,
         entry.control_id && `control id ${entry.control_id}`,
