@@ -97,6 +97,29 @@ def test_status_changed_follows_orc5_and_finds_the_order_by_filler_number(site, 
     assert order(server, placer)["status"] == status
 
 
+@pytest.mark.parametrize(
+    ("control", "order_status", "status", "warned"),
+    [
+        ("NW", "CM", "completed", False),  # a filler reporting an order it already completed
+        ("NW", "IP", "active", False),
+        ("NW", "ZZ", "active", True),  # not in table 0038: ORC-1 decides, with a warning
+        ("HD", "HD", "on-hold", False),
+    ],
+)
+def test_a_valued_orc5_decides_the_status_for_any_order_control(site, control, order_status, status, warned):
+    server, port = site
+    placer = f"PL-O5-{control}-{order_status}"
+    if control != "NW":
+        assert send(port, orm(f"O5-{control}-{order_status}-0", placer=placer))["code"] == "AA"
+    message = orm(f"O5-{control}-{order_status}", control=control, placer=placer, order_status=order_status)
+    assert send(port, message)["code"] == "AA"
+    assert order(server, placer)["status"] == status
+    entry = next(
+        e for e in journal(server, "mllp.message") if e["control_id"] == f"O5-{control}-{order_status}"
+    )
+    assert any("not in table 0038" in w for w in entry["warnings"]) == warned
+
+
 def test_an_order_created_over_fhir_is_cancelled_over_mllp(site):
     server, port = site
     patient = fhir(server, "/Patient", _count=1)["entry"][0]["resource"]

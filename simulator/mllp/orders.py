@@ -156,7 +156,7 @@ class OrderMapping:
     ) -> dict[str, Any]:
         """The ServiceRequest of one OBR (or of a bare ORC) after this message."""
         orc = order.orc
-        status = self.status(control, orc)  # the message's own content first, then the lookups
+        status = self.status(control, orc, warnings)  # the message's own content first, then the lookups
         numbers = self.numbers(orc, obr, message)
         if not numbers:
             raise HL7Error(
@@ -226,18 +226,29 @@ class OrderMapping:
             "ORC-1 order control '{code}' is not mapped (table 0119; mapped here: {known})",
         )
 
-    def status(self, control: dict[str, Any], orc: Segment) -> str | None:
-        """ServiceRequest.status after the message (None: keep it)."""
+    def status(self, control: dict[str, Any], orc: Segment, warnings: list[str]) -> str | None:
+        """ServiceRequest.status after the message (None: keep it). A valued ORC-5 decides it, as
+        the v2-to-FHIR IG maps it; SC (status changed) must carry one from table 0038. For other
+        ORC-1 codes an ORC-5 outside the table leaves ORC-1's status, with a warning."""
         status = control.get("status")
-        if status != "ORC-5":
+        if status == "ORC-5":
+            return self.coded(
+                orc,
+                5,
+                "order_status",
+                f"ORC-1 {orc.value(1)} (status changed) needs ORC-5 order status",
+                "ORC-5 order status '{code}' is not in table 0038 ({known})",
+            )
+        code = orc.value(5).strip().upper()
+        if not code:
             return status
-        return self.coded(
-            orc,
-            5,
-            "order_status",
-            f"ORC-1 {orc.value(1)} (status changed) needs ORC-5 order status",
-            "ORC-5 order status '{code}' is not in table 0038 ({known})",
-        )
+        mapped = self.tables["order_status"].get(code)
+        if mapped is None:
+            warnings.append(
+                f"ORC-5 order status '{code}' is not in table 0038; the status follows ORC-1 {orc.value(1)}"
+            )
+            return status
+        return mapped
 
     def coded(self, seg: Segment, n: int, table: str, empty: str, unknown: str) -> Any:
         """The `table` entry for the code in field n: AE 101 when it is empty, 103 when the table
