@@ -109,12 +109,13 @@ def self_signed_pair(directory: str | Path, name: str = "ehrsim", reuse: bool = 
     )
     out.mkdir(parents=True, exist_ok=True)
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.touch(mode=0o600)  # owner-only before the key is in it, not after
+    key_path.chmod(0o600)
     key_path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
-    key_path.chmod(0o600)
     return cert_path, key_path
 
 
