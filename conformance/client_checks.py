@@ -136,17 +136,26 @@ def honours_retry_after(t: JournalTarget) -> None:
     told = [e for e in t.entries() if _http(e) and e.get("status") in (429, 503) and _retry_after(e)]
     if not told:
         raise CheckSkipped("no 429 or 503 with Retry-After was served in this run")
-    problems = []
-    for site, client in sorted({(e["site"], e.get("client_id") or "") for e in told}):
-        found = t.verify("retry_after", filter=_client_filter(site, client))
-        for violation in found["violations"]:
-            early, answer = t.entry(violation["seq"]), t.entry(violation["after_seq"])
-            problems.append(
-                f"request {describe(early)} came {early['sim'] - answer['sim']:.2f} s after a "
-                f"{answer['status']} (seq {answer['seq']}) that said Retry-After: {_retry_after(answer)} "
-                f"({violation['early_by']:.2f} s early)"
-            )
+    problems = [
+        f"request {describe(early)} came {early['sim'] - answer['sim']:.2f} s after a "
+        f"{answer['status']} (seq {answer['seq']}) that said Retry-After: {_retry_after(answer)} "
+        f"({early_by:.2f} s early)"
+        for early, answer, early_by in _too_early(t, told)
+    ]
     expect(not problems, listed(problems))
+
+
+def _too_early(
+    t: JournalTarget, told: list[dict[str, Any]], narrow: dict[str, Any] | None = None
+) -> list[tuple[dict[str, Any], dict[str, Any], float]]:
+    """(early request, the answer whose Retry-After it ignored, seconds early) for each client that
+    was told to wait, among its entries (`narrow`: a further journal filter)."""
+    found = []
+    for site, client in sorted({(e["site"], e.get("client_id") or "") for e in told}):
+        spec = {**_client_filter(site, client), **(narrow or {})}
+        for violation in t.verify("retry_after", filter=spec)["violations"]:
+            found.append((t.entry(violation["seq"]), t.entry(violation["after_seq"]), violation["early_by"]))
+    return found
 
 
 @check(
@@ -165,16 +174,11 @@ def bulk_polling(t: JournalTarget) -> None:
     ]
     if not told:
         raise CheckSkipped("no Bulk Data status poll was answered 202 with Retry-After in this run")
-    problems = []
-    for site, client in sorted({(e["site"], e.get("client_id") or "") for e in told}):
-        polls = {**_client_filter(site, client), "interaction": exactly("bulk-status")}
-        for violation in t.verify("retry_after", filter=polls)["violations"]:
-            early, answer = t.entry(violation["seq"]), t.entry(violation["after_seq"])
-            problems.append(
-                f"poll {describe(early)} came {early['sim'] - answer['sim']:.2f} s after the 202 of "
-                f"seq {answer['seq']} that said Retry-After: {_retry_after(answer)} "
-                f"({violation['early_by']:.2f} s early)"
-            )
+    problems = [
+        f"poll {describe(early)} came {early['sim'] - answer['sim']:.2f} s after the 202 of "
+        f"seq {answer['seq']} that said Retry-After: {_retry_after(answer)} ({early_by:.2f} s early)"
+        for early, answer, early_by in _too_early(t, told, {"interaction": exactly("bulk-status")})
+    ]
     expect(not problems, listed(problems))
 
 

@@ -197,7 +197,6 @@ def test_mllp_resends_without_a_pause_fail() -> None:
     )
 
 
-# -- the command itself ----------------------------------------------------------------------------
 # -- Bulk Data: status polls timed by Retry-After ---------------------------------------------------
 def test_bulk_client_that_waits_as_retry_after_says_passes() -> None:
     results = integrate("bulk", "good")
@@ -214,6 +213,7 @@ def test_bulk_client_polling_every_tenth_of_a_second_fails() -> None:
     )
 
 
+# -- the command itself ----------------------------------------------------------------------------
 def test_failing_command_fails_the_run(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(
         [
