@@ -185,6 +185,64 @@ def test_oml_o21_new_order_with_tq1_and_a_known_visit(site):
     validate_resource(request, "ServiceRequest")
 
 
+def oml_with_specimens(control_id, placer, *spms):
+    return (
+        msh("OML^O21^OML_O21", control_id, version="2.5.1") + "\r"
+        "PID|1||SPM-P1^^^GOODHOSP^MR||DOE^JANE||19800101|F\r"
+        f"ORC|NW|{placer}^GOODHOSP\r"
+        f"OBR|1|{placer}^GOODHOSP||2345-7^Glucose^LN\r" + "".join(f"{spm}\r" for spm in spms)
+    )
+
+
+def test_oml_specimens_become_specimen_resources_linked_to_their_order(site):
+    server, port = site
+    message = oml_with_specimens(
+        "ORD-SPM",
+        "PL-SPM",
+        "SPM|1|S-100&LAB^F-200&FILLLAB||BLD^Whole blood^HL70487|||||||P||||||20260105081500+0000|20260105093000+0000",
+        "SPM|2|S-101&LAB||SER^Serum^HL70487|||||||P||||||20260105081500+0000|20260105",
+    )
+    ack = send(port, message)
+    assert ack["code"] == "AA", ack
+    request = order(server, "PL-SPM")
+    specimens = [httpx.get(f"{server.fhir_base}/{ref['reference']}").json() for ref in request["specimen"]]
+    assert [s["type"]["coding"][0]["code"] for s in specimens] == ["BLD", "SER"]
+    first, second = specimens
+    assert first["request"] == [{"reference": f"ServiceRequest/{request['id']}"}]
+    assert first["subject"] == request["subject"]
+    assert [i["value"] for i in first["identifier"]] == ["S-100", "F-200"]
+    assert first["collection"]["collectedDateTime"] == "2026-01-05T08:15:00+00:00"
+    assert first["receivedTime"] == "2026-01-05T09:30:00+00:00"
+    assert "receivedTime" not in second  # a date is no instant
+    entry = next(e for e in journal(server, "mllp.message") if e["control_id"] == "ORD-SPM")
+    assert any("SPM-18 '20260105' is not precise to the second" in w for w in entry["warnings"])
+    for resource in (request, *specimens):
+        validate_resource(resource, resource["resourceType"])
+
+
+@pytest.mark.parametrize(
+    ("message", "location", "why"),
+    [
+        (
+            oml_with_specimens("ORD-SPM-4", "PL-SPM-4", "SPM|1|S-1&LAB||"),
+            "|SPM^1^4|101^",
+            "SPM-4 specimen type is empty",
+        ),
+        (
+            msh("OML^O21^OML_O21", "ORD-SPM-SEQ", version="2.5.1") + "\rPID|1||SPM-P2^^^GOODHOSP^MR\r"
+            "ORC|NW|PL-SPM-SEQ^GOODHOSP\rSPM|1|S-2^LAB||BLD\rOBR|1|PL-SPM-SEQ^GOODHOSP||2345-7^Glucose^LN\r",
+            "|SPM^1^|100^",
+            "SPM comes before the OBR of its order",
+        ),
+    ],
+)
+def test_bad_specimens_get_an_ae_that_points_at_them_and_store_nothing(site, message, location, why):
+    server, port = site
+    ack = send(port, message)
+    assert ack["code"] == "AE" and location in ack["err"] and why in ack["err"], ack
+    assert fhir(server, "/Specimen", identifier="S-1")["total"] == 0
+
+
 def test_timing_quantity_gives_priority_and_start(site):
     server, port = site
     message = orm("ORD-TQ", placer="PL-TQ", timing="1^^^20260104090000+0000^^R", observed="20260101")
@@ -369,6 +427,7 @@ def test_real_samples_create_orders(samples, name, placer, code):
         validate_resource(resource, resource["resourceType"])
     request = fhir(server, "/ServiceRequest", identifier=placer)["entry"][0]["resource"]
     assert request["code"]["coding"][0]["code"] == code and request["status"] == "active"
+    assert any(r.startswith("Specimen/") for r in refs) == (name == "OML-O21-01.hl7")  # its SPM
 
 
 def test_reset_forgets_orders(samples):

@@ -1,7 +1,8 @@
 """HL7 v2 orders to FHIR R4 ServiceRequest: ORM^O01 (v2.3-2.5) and OML^O21 (v2.5+).
 
 Each ORC starts an order; the OBRs after it (up to the next ORC) are the services requested, one
-ServiceRequest each. ORC-1 (order control) says what the message does: create, cancel, hold,
+ServiceRequest each, and the SPMs after an OBR its specimens (a Specimen each, in
+`ServiceRequest.specimen`). ORC-1 (order control) says what the message does: create, cancel, hold,
 release, change status or change the order, as the `order_control` table in data/v2-to-fhir.yaml
 says. An existing order is found by its placer or filler number through an `IdentifierIndex`. The
 writes go into the message's single commit (`V2Mapper.apply`): applied completely or not at all.
@@ -10,6 +11,7 @@ writes go into the message's single commit (`V2Mapper.apply`): applied completel
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,8 @@ from simulator.mllp.identifiers import IdentifierIndex
 from simulator.mllp.mapping import V2_0203, MappingResult, V2Mapper, _spaced, order_number_system, v2_datetime
 from simulator.store.base import Write
 
+_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+
 # ORM^O01 order details other than OBR (supplies, medication, diet): not mapped, said so in the ERR.
 UNMAPPED_DETAILS = {
     "RQD": "requisition detail",
@@ -46,11 +50,12 @@ Numbered = tuple[dict[str, Any], Segment, int]  # an order identifier and the fi
 
 @dataclass
 class Order:
-    """One ORC and what follows it up to the next ORC: its OBRs and its first TQ1."""
+    """One ORC and what follows it up to the next ORC: its OBRs, their SPMs and its first TQ1."""
 
     orc: Segment
     requests: list[Segment] = field(default_factory=list)
     timing: Segment | None = None
+    specimens: list[tuple[Segment, Segment]] = field(default_factory=list)  # (OBR, an SPM of it)
 
 
 def orders_of(message: Message) -> list[Order]:
@@ -79,6 +84,15 @@ def orders_of(message: Message) -> list[Order]:
             orders[-1].requests.append(seg)
         elif name == "TQ1" and orders and orders[-1].timing is None:
             orders[-1].timing = seg
+        elif name == "SPM":
+            if not orders or not orders[-1].requests:
+                raise HL7Error(
+                    SEGMENT_SEQUENCE_ERROR,
+                    "SPM comes before the OBR of its order: a specimen belongs to an observation request",
+                    "SPM",
+                    sequence=seg.occurrence,
+                )
+            orders[-1].specimens.append((orders[-1].requests[-1], seg))
     if not orders:
         raise HL7Error(
             SEGMENT_SEQUENCE_ERROR,
@@ -140,9 +154,63 @@ class OrderMapping:
                     request["encounter"] = encounter
                 if not any(w.resource is request for w in writes):
                     self.mapper._put(request, writes)
+                if control["action"] in ("new", "change"):
+                    for spm in (spm for of, spm in order.specimens if of is obr):
+                        specimen = self.specimen(spm, request, message, result.warnings)
+                        self.mapper._put(specimen, writes)
+                        request["specimen"] = [
+                            *request.get("specimen", []),
+                            {"reference": f"Specimen/{specimen['id']}"},
+                        ]
                 for ident in request["identifier"]:
                     touched[(ident["system"], ident["value"])] = request
         return writes
+
+    def specimen(
+        self, spm: Segment, request: dict[str, Any], message: Message, warnings: list[str]
+    ) -> dict[str, Any]:
+        """A Specimen from an SPM of the order's OBR: type (SPM-4), the placer's and filler's
+        specimen ids (SPM-2), collection (SPM-17.1) and receipt (SPM-18) times."""
+        kind = self.mapper.concept(spm, 4, message)
+        if kind is None:
+            raise HL7Error(
+                REQUIRED_FIELD_MISSING,
+                "SPM-4 specimen type is empty",
+                "SPM",
+                sequence=spm.occurrence,
+                field=4,
+            )
+        specimen: dict[str, Any] = {
+            "resourceType": "Specimen",
+            "status": "available",
+            "type": kind,
+            "subject": request["subject"],
+            "request": [{"reference": f"ServiceRequest/{request['id']}"}],
+        }
+        identifiers = []
+        for component, kind_of in ((1, "placer"), (2, "filler")):  # SPM-2: EIP (placer ^ filler EI)
+            value = spm.value(2, component)
+            if value:
+                namespace = spm.value(2, component, 2) or self.mapper._facility(message)
+                identifiers.append(
+                    {"system": order_number_system(f"specimen-{kind_of}", namespace), "value": value}
+                )
+        if identifiers:
+            specimen["identifier"] = identifiers
+        tz = self.mapper.default_tz
+        if spm.value(17):
+            specimen["collection"] = {
+                "collectedDateTime": v2_datetime(spm.value(17), tz, ("SPM", 17), warnings)
+            }
+        if spm.value(18):
+            received = v2_datetime(spm.value(18), tz, ("SPM", 18), warnings)
+            if _INSTANT.match(received):
+                specimen["receivedTime"] = received
+            else:  # FHIR's instant needs the second and a zone
+                warnings.append(
+                    f"SPM-18 '{spm.value(18)}' is not precise to the second: receivedTime left out"
+                )
+        return specimen
 
     def request(
         self,
