@@ -188,6 +188,71 @@ def test_patient_export_is_the_patients_compartments(bulk: RunningServer, fhir: 
             assert all(patient_refs(r) & {f"Patient/{p}" for p in patients} for r in resources)
 
 
+def post_kick_off(client: httpx.Client, path: str, *parameters: dict[str, Any]) -> httpx.Response:
+    body = {"resourceType": "Parameters", "parameter": list(parameters)}
+    return client.post(path, json=body, headers={**KICK_OFF, "Content-Type": "application/fhir+json"})
+
+
+def test_post_kick_off_takes_parameters_and_patients(bulk: RunningServer, fhir: httpx.Client) -> None:
+    chosen, *_ = list(live(bulk, "Patient"))
+    response = post_kick_off(
+        fhir,
+        "/Patient/$export",
+        {"name": "_type", "valueString": "Patient,Observation"},
+        {"name": "patient", "valueReference": {"reference": f"Patient/{chosen}"}},
+    )
+    assert response.status_code == 202, response.text
+    exported = download(fhir, finish(bulk, fhir, response.headers["content-location"]))
+    assert set(exported) == {"Patient", "Observation"}
+    assert ids(exported["Patient"]) == {chosen}
+    assert exported["Observation"] and all(
+        o["subject"]["reference"] == f"Patient/{chosen}" for o in exported["Observation"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("path", "parameter", "status", "says"),
+    [
+        (
+            "/$export",
+            {"name": "patient", "valueReference": {"reference": "Patient/x"}},
+            400,
+            "Patient- and Group-level",
+        ),
+        (
+            "/Patient/$export",
+            {"name": "patient", "valueReference": {"reference": "Patient/nobody"}},
+            404,
+            "Patient/nobody is not on this server",
+        ),
+        (
+            "/Patient/$export",
+            {"name": "patient", "valueString": "nobody"},
+            400,
+            "valueReference Patient/[id]",
+        ),
+        ("/$export", {"name": "_type"}, 400, "needs one value"),
+        ("/$export", {"name": "_elements", "valueString": "id"}, 400, "'_elements' is not supported"),
+    ],
+)
+def test_bad_post_parameters_get_a_precise_answer(
+    fhir: httpx.Client, path: str, parameter: dict[str, Any], status: int, says: str
+) -> None:
+    response = post_kick_off(fhir, path, parameter)
+    assert response.status_code == status, response.text
+    assert says in response.json()["issue"][0]["diagnostics"]
+
+
+def test_a_post_body_that_is_not_parameters_is_refused(fhir: httpx.Client) -> None:
+    response = fhir.post(
+        "/$export",
+        json={"resourceType": "Patient"},
+        headers={**KICK_OFF, "Content-Type": "application/fhir+json"},
+    )
+    assert response.status_code == 400
+    assert "needs a Parameters resource" in response.json()["issue"][0]["diagnostics"]
+
+
 def test_group_export_covers_only_the_members(bulk: RunningServer, fhir: httpx.Client) -> None:
     member, *others = list(live(bulk, "Patient"))
     group = {
@@ -270,7 +335,8 @@ def test_a_file_is_not_served_before_the_export_completes(bulk: RunningServer, f
         ("GET", "/$export", KICK_OFF, {"_typeFilter": "Patient?gender=male"}, 400, "'_typeFilter' is not"),
         ("GET", "/$export", KICK_OFF, {"colour": "red"}, 400, "Unknown $export parameter 'colour'"),
         ("GET", "/$export", KICK_OFF, [("_type", "Patient"), ("_type", "Condition")], 400, "more than once"),
-        ("POST", "/$export", KICK_OFF, {}, 405, "GET kick-off"),
+        ("POST", "/$export", KICK_OFF, {}, 400, "The request body is empty"),
+        ("POST", "/$export", KICK_OFF, {"_type": "Patient"}, 400, "in the Parameters body, not the URL"),
         (
             "GET",
             "/Patient/$export",

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from simulator.clock import http_date
-from simulator.fhir.bulk import BULK_PATH, MANIFEST, NDJSON, BulkExports
+from simulator.fhir.bulk import BULK_PATH, MANIFEST, NDJSON, BulkExports, export_parameters
 from simulator.fhir.capability import capability_statement
 from simulator.fhir.errors import FHIRError
 from simulator.fhir.jsonbody import dumps, parse_json
@@ -155,7 +155,7 @@ class FhirApi:
             raise _method_not_allowed(method, "[base]", ("GET", "POST"))
         head = parts[0]
         if n == 1 and head == "$export":
-            return self._export(request, "system", items, base, path)
+            return await self._export(request, "system", items, base, path)
         if n == 1 and head == "metadata":
             _only(method, ("GET",), "metadata")
             return fhir_response(200, capability_statement(self.site, base))
@@ -191,7 +191,7 @@ class FhirApi:
             _only(method, ("GET",), f"{head}/_history")
             return fhir_response(200, svc.history(base, head, items=items))
         if n == 2 and second == "$export" and head == "Patient":
-            return self._export(request, "Patient", items, base, path)
+            return await self._export(request, "Patient", items, base, path)
         if n == 2 and second.startswith("$"):
             raise FHIRError.of(400, "not-supported", f"Operation {second} is not supported on {head}")
         if n == 2:
@@ -216,7 +216,7 @@ class FhirApi:
             _only(method, ("GET", "POST"), "Patient/[id]/$everything")
             return fhir_response(200, svc.everything(second, base, items))
         if n == 3 and third == "$export" and head == "Group":
-            return self._export(request, "Group", items, base, path, group_id=second)
+            return await self._export(request, "Group", items, base, path, group_id=second)
         if n == 3 and third.startswith("$"):
             raise FHIRError.of(400, "not-supported", f"Operation {third} is not supported on {head}")
         if n == 4 and third == "_history":
@@ -225,7 +225,7 @@ class FhirApi:
             return fhir_response(200, version.resource, _version_headers(version))
         raise FHIRError.of(404, "not-found", f"No FHIR endpoint at '{path}'")
 
-    def _export(
+    async def _export(
         self,
         request: Request,
         level: str,
@@ -234,8 +234,15 @@ class FhirApi:
         path: str,
         group_id: str | None = None,
     ) -> Response:
-        _only(request.method, ("GET",), f"{path.strip('/')} (ehrsim takes the GET kick-off)")
+        _only(request.method, ("GET", "POST"), path.strip("/"))
         query = _query(request)
+        patients = None
+        if request.method == "POST":  # the parameters come as a Parameters resource
+            if items:
+                raise FHIRError.of(
+                    400, "invalid", "A POST $export takes its parameters in the Parameters body, not the URL"
+                )
+            items, patients = export_parameters(await self._body(request), level)
         job = self.exports.kick_off(
             level,
             items,
@@ -243,6 +250,7 @@ class FhirApi:
             header(request, "prefer") or "",
             header(request, "accept") or "",
             group_id,
+            patients,
         )
         status_url = f"{base}/{BULK_PATH}/{job.id}"
         outcome = information_outcome(f"Bulk export {job.id} accepted; poll {status_url}")

@@ -35,7 +35,13 @@ NDJSON = "application/fhir+ndjson"
 MANIFEST = "application/json"
 OUTPUT_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
 # IG parameters ehrsim does not implement: refused by name rather than ignored.
-UNSUPPORTED = ("_elements", "_typeFilter", "includeAssociatedData", "patient", "organizeOutputBy")
+UNSUPPORTED = (
+    "_elements",
+    "_typeFilter",
+    "includeAssociatedData",
+    "patient",
+    "organizeOutputBy",
+)  # patient: POST only
 OPERATIONS = {
     "system": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
     "Patient": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export",
@@ -121,8 +127,10 @@ class BulkExports:
         prefer: str,
         accept: str,
         group_id: str | None = None,
+        patients: list[str] | None = None,
     ) -> ExportJob:
-        """Start an export of `level` (system, Patient or Group) and return its job."""
+        """Start an export of `level` (system, Patient or Group) and return its job; `patients`
+        (a POST's `patient` parameters) narrows a Patient or Group export to those patients."""
         if "respond-async" not in [p.strip() for p in prefer.replace(";", ",").split(",")]:
             raise FHIRError.of(
                 400, "required", "$export is asynchronous: send the header 'Prefer: respond-async'"
@@ -135,6 +143,17 @@ class BulkExports:
             )
         params = _parameters(items)
         members = self._members(level, group_id)
+        if patients is not None and members is not None:
+            unknown = [pid for pid in patients if pid not in members]
+            if unknown:
+                raise FHIRError.of(
+                    404 if level == "Patient" else 400,
+                    "not-found" if level == "Patient" else "invalid",
+                    f"patient: Patient/{unknown[0]} is not "
+                    + ("on this server" if level == "Patient" else f"a member of Group/{group_id}"),
+                    expression=["patient"],
+                )
+            members = set(patients)
         since = _since(params.get("_since"))
         types = self._types(level, params.get("_type"))
         settings = self._settings()
@@ -309,6 +328,44 @@ def _may_read(policy: Any, resource_type: str) -> bool:
     except FHIRError:
         return False
     return True
+
+
+def export_parameters(body: Any, level: str) -> tuple[list[tuple[str, str]], list[str] | None]:
+    """A POST kick-off's Parameters resource as (name, value) pairs like a GET's query, and the
+    ids its `patient` parameters name (None without any); 400 for anything else."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise FHIRError.of(400, "invalid", "A POST $export needs a Parameters resource as its body")
+    items: list[tuple[str, str]] = []
+    patients: list[str] = []
+    for parameter in body.get("parameter") or []:
+        name = parameter.get("name") if isinstance(parameter, dict) else None
+        if name == "patient":
+            if level == "system":
+                raise FHIRError.of(
+                    400,
+                    "not-supported",
+                    "patient applies to Patient- and Group-level exports",
+                    expression=["patient"],
+                )
+            reference = (parameter.get("valueReference") or {}).get("reference", "")
+            if not reference.startswith("Patient/") or not reference[len("Patient/") :]:
+                raise FHIRError.of(
+                    400,
+                    "invalid",
+                    f"patient needs valueReference Patient/[id], not {reference!r}",
+                    expression=["patient"],
+                )
+            patients.append(reference[len("Patient/") :])
+            continue
+        values = (
+            [v for k, v in parameter.items() if k.startswith("value") and isinstance(v, str)] if name else []
+        )
+        if len(values) != 1:
+            raise FHIRError.of(
+                400, "invalid", f"$export parameter {name!r} needs one value (valueString, valueInstant, ...)"
+            )
+        items.append((name, values[0]))
+    return items, patients or None
 
 
 def _parameters(items: list[tuple[str, str]]) -> dict[str, str]:
