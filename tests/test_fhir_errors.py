@@ -192,6 +192,13 @@ def test_fuzzed_queries_never_500(fhir: httpx.Client, name: str, value: str) -> 
     assert response.status_code in (200, 400), response.text
 
 
+@pytest.mark.parametrize("value", ["NAN", "inf", "-Infinity", "gtsNaN", "NaN|http://unitsofmeasure.org|mg"])
+def test_non_finite_numbers_in_searches_are_a_400(fhir: httpx.Client, value: str) -> None:
+    response = fhir.get("/Observation", params={"value-quantity": value})
+    assert response.status_code == 400, response.text
+    assert "is not a number" in response.json()["issue"][0]["diagnostics"]
+
+
 @pytest.mark.parametrize("path", ["/Patient/../../etc/passwd", "/Patient/%2e%2e", "/Patient/a%00b"])
 def test_odd_paths(fhir: httpx.Client, path: str) -> None:
     response = fhir.get(path)

@@ -210,8 +210,10 @@ class QueryParser:
             _, rest = split_prefix(value)
             number = rest.split("|", 1)[0]
             try:
-                Decimal(number)
+                finite = Decimal(number).is_finite()
             except InvalidOperation:
+                finite = False
+            if not finite:  # NaN and Infinity parse as Decimals but compare with nothing
                 raise _bad(name, f"'{number}' is not a number") from None
 
     def _result_parameter(self, query: SearchQuery, name: str, value: str) -> None:
