@@ -75,7 +75,7 @@ def test_plain_number_is_what_decimal_gives(text: str) -> None:
     plain = _plain_number(text)
     if plain is None:
         return
-    general = V2Mapper.quantity(None, Decimal(text), {}, OBX)["value"]  # type: ignore[arg-type]
+    general = V2Mapper.quantity(Decimal(text), {}, OBX)["value"]
     assert plain == general and type(plain) is type(general)
 
 

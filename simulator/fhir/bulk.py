@@ -25,7 +25,7 @@ from simulator.faults.schedule import parse_duration
 from simulator.fhir.access import current_policy
 from simulator.fhir.errors import FHIRError
 from simulator.fhir.service import FhirService, compartment_param
-from simulator.fhir.values import BadValue, date_range
+from simulator.fhir.values import BadValue, date_range, is_instant
 from simulator.population.export import ndjson_line
 from simulator.site import Site
 from simulator.store.base import StoredVersion
@@ -49,7 +49,6 @@ OPERATIONS = {
 }
 DEFAULT_DELAY = 2.0
 DEFAULT_PER_FILE = 10_000
-_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 _FILE = re.compile(r"^([A-Z][A-Za-z]*)-(\d+)\.ndjson$")
 
 
@@ -407,7 +406,7 @@ def _since(value: str | None) -> float | None:
     if value is None:
         return None
     text = value.replace(" ", "+")  # an unencoded '+' in the query string arrives as a space
-    if not _INSTANT.match(text):
+    if not is_instant(text):
         raise FHIRError.of(
             400,
             "invalid",

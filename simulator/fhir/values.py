@@ -32,6 +32,14 @@ class BadValue(ValueError):
     """A query value that cannot mean anything for its parameter type."""
 
 
+# A FHIR `instant`: to the second at least, with a zone (what `receivedTime` and `_since` need).
+_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+
+
+def is_instant(text: str) -> bool:
+    return _INSTANT.match(text) is not None
+
+
 def normalise_text(text: str) -> str:
     """Case- and accent-insensitive form used by string search."""
     decomposed = unicodedata.normalize("NFKD", text)

@@ -892,7 +892,9 @@ class V2Mapper:
             field=2,
         )
 
-    def quantity(self, number: Decimal | int | float, unit: dict[str, str], obx: Segment) -> dict[str, Any]:
+    @staticmethod
+    def quantity(number: Decimal | int | float, unit: dict[str, str], obx: Segment) -> dict[str, Any]:
+        """A Quantity of `number` (int when integral, else float) with `unit`'s fields."""
         if isinstance(number, Decimal):
             if not number.is_finite():
                 raise HL7Error(

@@ -11,10 +11,10 @@ writes go into the message's single commit (`V2Mapper.apply`): applied completel
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from simulator.fhir.values import is_instant
 from simulator.mllp.er7 import (
     DUPLICATE_KEY,
     INTERNAL_ERROR,
@@ -30,8 +30,6 @@ from simulator.mllp.er7 import (
 from simulator.mllp.identifiers import IdentifierIndex
 from simulator.mllp.mapping import V2_0203, MappingResult, V2Mapper, _spaced, order_number_system, v2_datetime
 from simulator.store.base import Write
-
-_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
 # ORM^O01 order details other than OBR (supplies, medication, diet): not mapped, said so in the ERR.
 UNMAPPED_DETAILS = {
@@ -204,7 +202,7 @@ class OrderMapping:
             }
         if spm.value(18):
             received = v2_datetime(spm.value(18), tz, ("SPM", 18), warnings)
-            if _INSTANT.match(received):
+            if is_instant(received):
                 specimen["receivedTime"] = received
             else:  # FHIR's instant needs the second and a zone
                 warnings.append(
