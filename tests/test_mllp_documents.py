@@ -6,6 +6,8 @@ import base64
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from simulator.fhir.validation import validate_resource
 from simulator.mllp.client import ack_fields
@@ -576,3 +578,40 @@ def test_site_without_document_reference_answers_ae_and_stores_nothing():
         assert ack["code"] == "AE", ack
         assert "|MSH^1^9|207^" in ack["err"] and "does not offer DocumentReference" in ack["err"]
         assert fhir(server, "/Patient", identifier="DOC-NODR")["total"] == 0
+
+
+@pytest.fixture(scope="module")
+def fuzz_site():
+    with mllp_site({"duplicate_window": 0}) as running:
+        yield running
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    trigger=st.sampled_from([f"T{n:02d}" for n in range(1, 13)]),
+    number=st.sampled_from(["", "DN-FZ-1", "DN-FZ-2"]),
+    parent=st.sampled_from(["", "DN-FZ-1", "DN-FZ-3"]),
+    status=st.sampled_from(["", "AU", "IP", "QQ"]),
+    content=st.sampled_from(["", "TX", "ED", "EDBAD", "NM"]),
+    cuts=st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from("|^~\\&\rX")), max_size=4),
+)
+def test_near_valid_documents_get_a_precise_answer(fuzz_site, trigger, number, parent, status, content, cuts):
+    """Documents in any state, in any order, lightly garbled: an AA or an AE/AR that says why, never
+    a mapping crash (which the endpoint would answer as an internal error)."""
+    _, port = fuzz_site
+    message = mdm(trigger, "FZ", number, f13=parent, f17=status)
+    obx = {
+        "TX": "OBX|1|TX|N^N^L||some text||||||F\r",
+        "ED": f"OBX|1|ED|P^P^L||^application^pdf^Base64^{PDF}||||||F\r",
+        "EDBAD": "OBX|1|ED|P^P^L||^application^pdf^Base64^%%%||||||F\r",
+        "NM": "OBX|1|NM|N^N^L||12||||||F\r",
+    }
+    text = list(message + obx.get(content, ""))
+    body = text.index("\r") + 1  # garble the document, not the header (which decides the ACK mode)
+    for pos, ch in cuts:
+        text.insert(body + pos % (len(text) - body), ch)
+    ack = send(port, "".join(text))
+    assert ack["code"] in ("AA", "AE", "AR"), ack
+    assert "internal error" not in ack["err"], ack["err"]
+    if ack["code"] != "AA":
+        assert ack["err"], ack
