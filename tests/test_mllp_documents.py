@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 
 from simulator.fhir.validation import validate_resource
 from simulator.mllp.client import ack_fields
+from simulator.mllp.documents import check_tables
+from simulator.mllp.mapping import default_tables
 from simulator.scenario import build_scenario, check_semantics
 from simulator.testing import serve_in_thread
 from tests.mllp_support import (
@@ -528,6 +530,12 @@ def test_document_tables_are_overridable_per_site():
         assert document(server, "DN-OVR")["docStatus"] == "final"
         assert send(port, mdm("T03", "DOC-OVR-2", "DN-OVR"))["code"] == "AA"
         assert document(server, "DN-OVR")["status"] == "superseded"
+
+
+def test_packaged_document_tables_cover_t01_to_t11_and_pass_their_check():
+    tables = default_tables()
+    check_tables(tables)  # raises ValueError naming a bad entry
+    assert sorted(tables["document_events"]) == [f"T{n:02d}" for n in range(1, 12)]
 
 
 @pytest.mark.parametrize(

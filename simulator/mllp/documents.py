@@ -171,7 +171,7 @@ class DocumentMapping:
             document: dict[str, Any] = {
                 "resourceType": "DocumentReference",
                 "masterIdentifier": number,
-                "identifier": [number],
+                "identifier": [dict(number)],
                 "status": "current",
                 "subject": self.mapper.subject(patient_id),
             }
