@@ -282,7 +282,7 @@ class DocumentMapping:
         """TXA-17 (table 0271) as `docStatus`; None (left out, or kept on an update) when empty."""
         code = txa.value(17).strip().upper()
         if not code:
-            warnings.append("TXA-17 document completion status is empty; docStatus left out")
+            warnings.append("TXA-17 document completion status is empty; docStatus not set from it")
             return None
         table = self.tables["document_completion_status"]
         status = table.get(code)
