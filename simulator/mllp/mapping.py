@@ -205,6 +205,9 @@ class V2Mapper:
         from simulator.mllp.orders import OrderMapping  # orders.py builds on this module
 
         self.orders = OrderMapping(self)
+        from simulator.mllp.documents import DocumentMapping  # documents.py builds on this module
+
+        self.documents = DocumentMapping(self)
         self.handlers: dict[str, Callable[[Message, MappingResult], list[Write]]] = {
             "ADT^A01": self.admit,
             "ADT^A04": self.admit,
@@ -217,12 +220,24 @@ class V2Mapper:
             "ORU^R01": self.results,
             "ORM^O01": self.orders.apply,
             "OML^O21": self.orders.apply,
+            "MDM^T01": self.documents.apply,
+            "MDM^T02": self.documents.apply,
+            "MDM^T03": self.documents.apply,
+            "MDM^T04": self.documents.apply,
+            "MDM^T05": self.documents.apply,
+            "MDM^T06": self.documents.apply,
+            "MDM^T07": self.documents.apply,
+            "MDM^T08": self.documents.apply,
+            "MDM^T09": self.documents.apply,
+            "MDM^T10": self.documents.apply,
+            "MDM^T11": self.documents.apply,
         }
 
     def close(self) -> None:
         self.patients.close()
         self.encounters.close()
         self.orders.close()
+        self.documents.close()
 
     def reindex(self) -> None:
         """Rebuild the identifier indexes from the store (after the sandbox's reset)."""
@@ -230,6 +245,7 @@ class V2Mapper:
         self.patients = IdentifierIndex(self.service, "Patient")
         self.encounters = IdentifierIndex(self.service, "Encounter")
         self.orders.reindex()
+        self.documents.reindex()
 
     def supports(self, message: Message) -> bool:
         return message.message_type in self.handlers
@@ -957,3 +973,20 @@ def _uri_part(text: str) -> str:
 
 
 _NOT_URI = re.compile(r"[^A-Za-z0-9.\-_]+")
+
+
+def xcn_reference(seg: Segment, n: int, rep: int = 0) -> dict[str, Any] | None:
+    """A person in an XCN (or PPN) field as a Reference: `display` "given family", `identifier.value`
+    XCN-1; None when the repetition is empty."""
+    parts = seg.components(n, rep)
+    if not any(parts):
+        return None
+    parts = parts + [""] * 3
+    family = parts[1].split(seg.enc.subcomponent)[0]
+    reference: dict[str, Any] = {}
+    display = " ".join(p for p in (parts[2], family) if p)
+    if display:
+        reference["display"] = display
+    if parts[0]:
+        reference["identifier"] = {"value": parts[0]}
+    return reference or None
