@@ -202,9 +202,11 @@ class V2Mapper:
             name: [{"coding": [{"system": OBS_CATEGORY, "code": name, "display": display}]}]
             for name, display in (("vital-signs", "Vital Signs"), ("laboratory", "Laboratory"))
         }
+        from simulator.mllp.immunizations import ImmunizationMapping  # builds on this module
         from simulator.mllp.orders import OrderMapping  # orders.py builds on this module
 
         self.orders = OrderMapping(self)
+        self.immunizations = ImmunizationMapping(self)
         self.handlers: dict[str, Callable[[Message, MappingResult], list[Write]]] = {
             "ADT^A01": self.admit,
             "ADT^A04": self.admit,
@@ -217,12 +219,14 @@ class V2Mapper:
             "ORU^R01": self.results,
             "ORM^O01": self.orders.apply,
             "OML^O21": self.orders.apply,
+            "VXU^V04": self.immunizations.apply,
         }
 
     def close(self) -> None:
         self.patients.close()
         self.encounters.close()
         self.orders.close()
+        self.immunizations.close()
 
     def reindex(self) -> None:
         """Rebuild the identifier indexes from the store (after the sandbox's reset)."""
@@ -230,6 +234,7 @@ class V2Mapper:
         self.patients = IdentifierIndex(self.service, "Patient")
         self.encounters = IdentifierIndex(self.service, "Encounter")
         self.orders.reindex()
+        self.immunizations.reindex()
 
     def supports(self, message: Message) -> bool:
         return message.message_type in self.handlers

@@ -80,6 +80,11 @@ def check_site_section(data: dict[str, Any] | None, where: str) -> None:
     settings = MllpSettings.from_mapping(data, where)
     for index, feed in enumerate(settings.feeds):
         FeedSpec.from_mapping(feed, f"{where}.feeds[{index}]")
+    if settings.mapping:
+        from simulator.mllp.immunizations import check_tables
+        from simulator.mllp.mapping import mapping_tables
+
+        check_tables(mapping_tables(settings.mapping), f"{where}.mapping.immunization")
     if settings.tls:
         from simulator.mllp.tls import server_context
 
