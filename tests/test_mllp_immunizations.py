@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from simulator.fhir.validation import validate_resource
 from simulator.mllp.immunizations import check_tables
@@ -391,6 +393,53 @@ def test_duplicate_control_id_is_not_applied_twice(site):
     assert immunization(server, "F-DUP")["meta"]["versionId"] == "1"  # applied once
     entries = [e for e in journal(server, "mllp.message") if e.get("control_id") == "IZ-DUP"]
     assert [e.get("duplicate", False) for e in entries] == [False, True]
+
+
+def test_rxa_without_orc_is_an_add_without_identifier(site):
+    """Older senders (v2.3.1) send RXA without ORC: recorded, but nothing names it for later."""
+    server, port = site
+    with_orc = vxu("IZ-NOORC", mrn="IZ-P-NOORC", version="2.3.1")
+    message = "\r".join(seg for seg in with_orc.split("\r") if not seg.startswith("ORC|"))
+    assert send(port, message)["code"] == "AA"
+    patient = one(server, "/Patient", identifier=f"{PATIENTS}|IZ-P-NOORC")
+    found = one(server, "/Immunization", patient=f"Patient/{patient['id']}")
+    assert "identifier" not in found and [p["function"]["coding"][0]["code"] for p in found["performer"]] == [
+        "AP"
+    ]
+    validate_resource(found, "Immunization")
+    ack = send(port, message.replace("IZ-NOORC", "IZ-NOORC-U").replace("|CP|A|", "|CP|U|"))
+    assert ack["code"] == "AE" and ack["err"].startswith("ERR|RXA^1^21^101&"), ack  # ERR-1 before v2.5
+
+
+@pytest.fixture(scope="module")
+def fuzz_site():
+    with mllp_site({"duplicate_window": 0}) as running:
+        yield running
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    action=st.sampled_from(["A", "U", "D", "Q", ""]),
+    status=st.sampled_from(["CP", "PA", "RE", "NA", "XX", ""]),
+    filler=st.sampled_from(["", "F-FZ-1", "F-FZ-2"]),
+    amount=st.sampled_from(["0.5", "999", "", "1e9999", "-.5", "5."]),
+    when=st.sampled_from(["20260105", "2026010509", "202601", "", "2026-01-05"]),
+    cuts=st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from("|^~\\&\rX")), max_size=4),
+)
+def test_near_valid_immunizations_get_a_precise_answer(fuzz_site, action, status, filler, amount, when, cuts):
+    """Administrations in any state and order, lightly garbled: an AA or an AE/AR that says why,
+    never a mapping crash (which the endpoint would answer as an internal error)."""
+    _, port = fuzz_site
+    message = vxu("FZ", filler=filler, action=action, status=status, amount=amount, when=when)
+    text = list(message)
+    body = text.index("\r") + 1  # garble the message, not the header (which decides the ACK mode)
+    for pos, ch in cuts:
+        text.insert(body + pos % (len(text) - body), ch)
+    ack = send(port, "".join(text))
+    assert ack["code"] in ("AA", "AE", "AR"), ack
+    assert "internal error" not in ack["err"], ack["err"]
+    if ack["code"] != "AA":
+        assert ack["err"], ack
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ single commit (`V2Mapper.apply`): applied completely or not at all.
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from simulator.mllp.er7 import (
@@ -51,6 +52,7 @@ DATES = ("DT", "TS", "DTM")
 NUMBERS = ((3, "FILL", "filler"), (2, "PLAC", "placer"))
 
 Key = tuple[str, str]
+_NM = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)$", re.ASCII)
 
 
 def check_tables(tables: dict[str, Any], where: str = "mllp.mapping.immunization") -> None:
@@ -436,11 +438,7 @@ class ImmunizationMapping:
                 f"RXA {rxa.occurrence}: RXA-6 amount {amount} means unknown; doseQuantity left out"
             )
             return None
-        try:
-            number = Decimal(amount)
-        except InvalidOperation:
-            number = Decimal("NaN")
-        if not number.is_finite():
+        if len(amount) > 32 or not _NM.match(amount):  # v2 NM: digits, a sign and a point, no exponent
             raise HL7Error(
                 DATA_TYPE_ERROR,
                 f"RXA-6 administered amount '{amount}' is not a number",
@@ -458,7 +456,7 @@ class ImmunizationMapping:
             if ucum is not None:
                 unit["system"] = UCUM
                 unit["code"] = ucum
-        return V2Mapper.quantity(number, unit, rxa)
+        return V2Mapper.quantity(Decimal(amount), unit, rxa)
 
     def observations(
         self,
@@ -488,18 +486,16 @@ class ImmunizationMapping:
                     f"{where} is {value_type or 'untyped'} '{obx.value(5)}', not {expected}; {element} left out"
                 )
                 continue
-            entry = education.setdefault(obx.value(4), {})
             if element == "fundingSource":
                 immunization["fundingSource"] = self.mapper.concept(obx, 5, message)
             elif element == "programEligibility":
                 immunization.setdefault("programEligibility", []).append(self.mapper.concept(obx, 5, message))
             elif element == "education.documentType":
-                entry["documentType"] = obx.value(5, 2) or obx.value(5)
+                education.setdefault(obx.value(4), {})["documentType"] = obx.value(5, 2) or obx.value(5)
             else:
-                entry[element.partition(".")[2]] = self.when(obx, 5, warnings)
+                date = self.when(obx, 5, warnings)
+                education.setdefault(obx.value(4), {})[element.partition(".")[2]] = date
         for sub_id, entry in education.items():
-            if not entry:
-                continue
             if "documentType" not in entry:  # FHIR's imm-1: a document type or reference
                 warnings.append(
                     f"RXA {rxa.occurrence}: VIS dates (OBX-4 '{sub_id}') without a document type (69764-9 or "
