@@ -202,12 +202,14 @@ class V2Mapper:
             name: [{"coding": [{"system": OBS_CATEGORY, "code": name, "display": display}]}]
             for name, display in (("vital-signs", "Vital Signs"), ("laboratory", "Laboratory"))
         }
-        from simulator.mllp.orders import OrderMapping  # orders.py builds on this module
+        # These modules build on this one, hence imported here.
+        from simulator.mllp.documents import DocumentMapping
+        from simulator.mllp.immunizations import ImmunizationMapping
+        from simulator.mllp.orders import OrderMapping
 
         self.orders = OrderMapping(self)
-        from simulator.mllp.documents import DocumentMapping  # documents.py builds on this module
-
         self.documents = DocumentMapping(self)
+        self.immunizations = ImmunizationMapping(self)
         self.handlers: dict[str, Callable[[Message, MappingResult], list[Write]]] = {
             "ADT^A01": self.admit,
             "ADT^A04": self.admit,
@@ -231,6 +233,7 @@ class V2Mapper:
             "MDM^T09": self.documents.apply,
             "MDM^T10": self.documents.apply,
             "MDM^T11": self.documents.apply,
+            "VXU^V04": self.immunizations.apply,
         }
 
     def close(self) -> None:
@@ -238,6 +241,7 @@ class V2Mapper:
         self.encounters.close()
         self.orders.close()
         self.documents.close()
+        self.immunizations.close()
 
     def reindex(self) -> None:
         """Rebuild the identifier indexes from the store (after the sandbox's reset)."""
@@ -246,6 +250,7 @@ class V2Mapper:
         self.encounters = IdentifierIndex(self.service, "Encounter")
         self.orders.reindex()
         self.documents.reindex()
+        self.immunizations.reindex()
 
     def supports(self, message: Message) -> bool:
         return message.message_type in self.handlers

@@ -79,10 +79,12 @@ def check_site_section(data: dict[str, Any] | None, where: str) -> None:
 
     settings = MllpSettings.from_mapping(data, where)
     if settings.mapping:  # the packaged tables are checked by the tests; a site's overrides here
-        from simulator.mllp.documents import check_tables
+        from simulator.mllp import documents, immunizations
         from simulator.mllp.mapping import mapping_tables
 
-        check_tables(mapping_tables(settings.mapping), f"{where}.mapping")
+        tables = mapping_tables(settings.mapping)
+        documents.check_tables(tables, f"{where}.mapping")
+        immunizations.check_tables(tables, f"{where}.mapping.immunization")
     for index, feed in enumerate(settings.feeds):
         FeedSpec.from_mapping(feed, f"{where}.feeds[{index}]")
     if settings.tls:
