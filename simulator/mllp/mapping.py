@@ -205,6 +205,9 @@ class V2Mapper:
         from simulator.mllp.orders import OrderMapping  # orders.py builds on this module
 
         self.orders = OrderMapping(self)
+        from simulator.mllp.scheduling import SchedulingMapping  # scheduling.py builds on this module
+
+        self.scheduling = SchedulingMapping(self)
         self.handlers: dict[str, Callable[[Message, MappingResult], list[Write]]] = {
             "ADT^A01": self.admit,
             "ADT^A04": self.admit,
@@ -217,12 +220,20 @@ class V2Mapper:
             "ORU^R01": self.results,
             "ORM^O01": self.orders.apply,
             "OML^O21": self.orders.apply,
+            "SIU^S12": self.scheduling.apply,
+            "SIU^S13": self.scheduling.apply,
+            "SIU^S14": self.scheduling.apply,
+            "SIU^S15": self.scheduling.apply,
+            "SIU^S16": self.scheduling.apply,
+            "SIU^S17": self.scheduling.apply,
+            "SIU^S26": self.scheduling.apply,
         }
 
     def close(self) -> None:
         self.patients.close()
         self.encounters.close()
         self.orders.close()
+        self.scheduling.close()
 
     def reindex(self) -> None:
         """Rebuild the identifier indexes from the store (after the sandbox's reset)."""
@@ -230,6 +241,7 @@ class V2Mapper:
         self.patients = IdentifierIndex(self.service, "Patient")
         self.encounters = IdentifierIndex(self.service, "Encounter")
         self.orders.reindex()
+        self.scheduling.reindex()
 
     def supports(self, message: Message) -> bool:
         return message.message_type in self.handlers

@@ -78,6 +78,11 @@ def check_site_section(data: dict[str, Any] | None, where: str) -> None:
     from simulator.mllp.feeds import FeedSpec
 
     settings = MllpSettings.from_mapping(data, where)
+    if settings.mapping:
+        from simulator.mllp.mapping import mapping_tables
+        from simulator.mllp.scheduling import check_scheduling_tables
+
+        check_scheduling_tables(mapping_tables(settings.mapping), f"{where}.mapping")
     for index, feed in enumerate(settings.feeds):
         FeedSpec.from_mapping(feed, f"{where}.feeds[{index}]")
     if settings.tls:
