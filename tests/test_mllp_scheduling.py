@@ -534,12 +534,31 @@ def test_scheduling_tables_are_overridable_per_site():
         ({"appointment_event": {"S15": {"action": "erase"}}}, "appointment_event.S15: action must be one of"),
         ({"appointment_participant_status": {"Booked": "booked"}}, "appointment_participant_status.Booked"),
         ({"appointment_duration_units": {"min": 0}}, "appointment_duration_units.min: seconds must be"),
+        (
+            {"appointment_event": {"S12": {"action": "new", "status": None}}},
+            "a new appointment needs a status",
+        ),
+        ({"appointment_status": ["Booked"]}, "appointment_status must be a mapping"),
     ],
 )
 def test_bad_scheduling_tables_are_scenario_errors(mapping, why):
     with pytest.raises(ValueError, match=r"sites\[h1\]\.mllp\.mapping") as caught:
         check_semantics(mllp_scenario({"mapping": mapping}))
     assert why in str(caught.value)
+
+
+def test_the_packaged_tables_and_a_good_override_pass_the_check():
+    check_semantics(mllp_scenario({"mapping": {"appointment_status": {"Blocked": "booked"}}}))
+
+
+def test_an_event_a_site_maps_to_nothing_is_ae_201():
+    # Served without the scenario check (as build_scenario allows): the message says why.
+    with mllp_site({"mapping": {"appointment_event": {"S26": None}}}) as (server, port):
+        book(port, "PL-S26-OFF")
+        ack = send(port, siu("S26", "S26-OFF", placer="PL-S26-OFF"))
+        assert ack["code"] == "AE" and "|MSH^1^9^1^2|201^" in ack["err"], ack
+        assert "no usable entry in this site's appointment_event table" in ack["err"]
+        assert appointment(server, "PL-S26-OFF")["status"] == "booked"
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from simulator.mllp.er7 import (
     SEGMENT_SEQUENCE_ERROR,
     TABLE_VALUE_NOT_FOUND,
     UNKNOWN_KEY,
+    UNSUPPORTED_EVENT_CODE,
     HL7Error,
     Message,
     Segment,
@@ -64,11 +65,16 @@ Timing = tuple[str, Segment, int]  # a FHIR instant and the field it came from
 
 def check_scheduling_tables(tables: dict[str, Any], where: str = "mllp.mapping") -> None:
     """The scheduling tables hold FHIR codes this module can write (raises ValueError)."""
-    for trigger, event in (tables.get("appointment_event") or {}).items():
+    for table in ("appointment_event", "appointment_status", "appointment_participant_status"):
+        if not isinstance(tables.get(table), dict):
+            raise ValueError(f"{where}.{table} must be a mapping")
+    for trigger, event in tables["appointment_event"].items():
         if not isinstance(event, dict) or event.get("action") not in EVENT_ACTIONS:
             raise ValueError(
                 f"{where}.appointment_event.{trigger}: action must be one of {', '.join(sorted(EVENT_ACTIONS))}"
             )
+        if event["action"] == "new" and event.get("status") is None:
+            raise ValueError(f"{where}.appointment_event.{trigger}: a new appointment needs a status")
         if event.get("status") is not None and event["status"] not in APPOINTMENT_STATUSES:
             raise ValueError(
                 f"{where}.appointment_event.{trigger}.status '{event['status']}' is not an R4 Appointment status"
@@ -77,12 +83,15 @@ def check_scheduling_tables(tables: dict[str, Any], where: str = "mllp.mapping")
         ("appointment_status", APPOINTMENT_STATUSES),
         ("appointment_participant_status", PARTICIPANT_STATUSES),
     ):
-        for code, status in (tables.get(table) or {}).items():
+        for code, status in tables[table].items():
             if status not in allowed:
                 raise ValueError(
                     f"{where}.{table}.{code}: '{status}' is not one of {', '.join(sorted(allowed))}"
                 )
-    for unit, seconds in (tables.get("appointment_duration_units") or {}).items():
+    units = tables.get("appointment_duration_units")
+    if not isinstance(units, dict):
+        raise ValueError(f"{where}.appointment_duration_units must be a mapping")
+    for unit, seconds in units.items():
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds <= 0:
             raise ValueError(f"{where}.appointment_duration_units.{unit}: seconds must be a positive number")
 
@@ -138,7 +147,15 @@ class SchedulingMapping:
                 f"{_spaced(message.message_type)} needs an SCH segment (schedule activity information)",
                 "SCH",
             )
-        event = self.events[message.trigger]
+        event = self.events.get(message.trigger)
+        if not isinstance(event, dict) or event.get("action") not in EVENT_ACTIONS:  # a site's bad override
+            raise HL7Error(
+                UNSUPPORTED_EVENT_CODE,
+                f"{_spaced(message.message_type)} has no usable entry in this site's appointment_event table",
+                "MSH",
+                field=9,
+                component=2,
+            )
         action = event["action"]
         ids = self.ids(sch, message)
         if not ids:
