@@ -448,14 +448,7 @@ class SchedulingMapping:
         name = seg.name
         participant: dict[str, Any] = {}
         if name == "AIP":
-            parts = seg.components(3) + [""] * 3
-            family = parts[1].split(seg.enc.subcomponent)[0]
-            actor: dict[str, Any] = {}
-            display = " ".join(p for p in (parts[2], family) if p)
-            if display:
-                actor["display"] = display
-            if parts[0]:
-                actor["identifier"] = {"value": parts[0]}
+            actor = self.mapper.person(seg, 3)
             kind = self.mapper.concept(seg, 4, message)
         elif name == "AIL":
             parts = seg.components(3)
