@@ -15,6 +15,7 @@ from tests.mllp_support import fhir, fixture, journal, mllp_scenario, mllp_site,
 PLACER = "urn:ehrsim:appointment:placer:GOODHOSP"
 FILLER = "urn:ehrsim:appointment:filler:GOODHOSP"
 START, END = "20260301090000+0000", "20260301093000+0000"
+AIG = {1: "1", 3: "US-1^Ultrasound 1^L", 4: "EQ^Equipment^L", 14: "Booked"}  # the messages' AIG fields
 
 
 def segment(name: str, fields: dict[int, str]) -> str:
@@ -66,7 +67,7 @@ def siu(
             "RGS|1|A",
             segment("AIS", {1: "1", 3: "11429006^Consultation^SCT", 10: "Booked", **(ais or {})}),
             "NTE|1||Fast from midnight",
-            segment("AIG", {1: "1", 3: "US-1^Ultrasound 1^L", 4: "EQ^Equipment^L", 14: "Booked"}),
+            segment("AIG", AIG),
             segment("AIL", {1: "1", 3: "CLINIC^Room 4^^GOODHOSP", 12: "Booked"}),
             segment(
                 "AIP", {1: "1", 3: "1234^SMITH^ANNA", 4: "ATND^attender^v3-ParticipationType", 12: "Booked"}
@@ -328,6 +329,16 @@ def test_the_patient_status_follows_the_first_service(site):
             "not precise to the minute",
         ),
         (
+            siu("S12", "SIU-BAD-6B", placer="PL-B6B", start="20260231090000+0000"),
+            "|TQ1^1^7|102^",
+            "'20260231090000+0000' is not a date and time that exists",
+        ),
+        (
+            siu("S12", "SIU-BAD-6C", placer="PL-B6C", end="20260301096100+2500"),
+            "|TQ1^1^8|102^",
+            "is not a date and time that exists",
+        ),
+        (
             siu("S12", "SIU-BAD-7", placer="PL-B7", end="20260301080000+0000"),
             "|TQ1^1^8|102^",
             "is before the start",
@@ -337,6 +348,18 @@ def test_the_patient_status_follows_the_first_service(site):
             siu("S12", "SIU-BAD-9", placer="PL-B9", status="Blocked"),
             "|SCH^1^25|103^",
             "SCH-25 filler status 'Blocked' is not mapped to an Appointment status (table 0278",
+        ),
+        (
+            siu("S12", "SIU-BAD-10B", placer="PL-B10B", end="", sch={9: "1e400"}),
+            "|SCH^1^9|102^",
+            "SCH-9 duration ends past the year 9999",
+        ),
+        (
+            siu("S12", "SIU-BAD-10C", placer="PL-B10C").replace(
+                segment("AIG", AIG), segment("AIG", {**AIG, 8: START, 11: "99999999999", 12: "d"})
+            ),
+            "|AIG^1^11|102^",
+            "AIG-11 duration ends past the year 9999",
         ),
         (
             siu("S12", "SIU-BAD-10", placer="PL-B10", end="", sch={9: "half an hour"}),
@@ -573,7 +596,7 @@ def fuzz_site():
     status=st.sampled_from(["", "Booked", "Noshow", "Blocked", "zz"]),
     placer=st.sampled_from(["", "PL-FZ-1", "PL-FZ-2"]),
     filler=st.sampled_from(["", "FI-FZ-1"]),
-    start=st.sampled_from(["", START, "2026", "20260301"]),
+    start=st.sampled_from(["", START, "2026", "20260301", "20260231090000+0000"]),
     cuts=st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from("|^~\\&\rX")), max_size=4),
 )
 def test_near_valid_scheduling_gets_a_precise_answer(fuzz_site, trigger, status, placer, filler, start, cuts):

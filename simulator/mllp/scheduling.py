@@ -96,6 +96,20 @@ def check_scheduling_tables(tables: dict[str, Any], where: str = "mllp.mapping")
             raise ValueError(f"{where}.appointment_duration_units.{unit}: seconds must be a positive number")
 
 
+def _after(start: str, seconds: float, seg: Segment, n: int) -> str:
+    """The instant `seconds` after `start` (AE 102 at the duration's field when out of range)."""
+    try:
+        return (datetime.fromisoformat(start) + timedelta(seconds=seconds)).isoformat()
+    except (OverflowError, ValueError):
+        raise HL7Error(
+            DATA_TYPE_ERROR,
+            f"{seg.name}-{n} duration ends past the year 9999",
+            seg.name,
+            sequence=seg.occurrence,
+            field=n,
+        ) from None
+
+
 def _by_code(table: dict[str, Any]) -> dict[str, Any]:
     """A table of v2 codes, looked up case-insensitively (senders write Booked, BOOKED, booked)."""
     return {str(code).upper(): value for code, value in (table or {}).items()}
@@ -331,9 +345,9 @@ class SchedulingMapping:
                     field=7 if tq1 is not None else 11,
                 )
             return  # a change that does not say when keeps the stored times
-        duration = self.duration(sch, 9, 10, warnings)
+        duration, lasting = self.duration(sch, 9, 10, warnings), (sch, 9)
         if duration is None and ais is not None:
-            duration = self.duration(ais, 7, 8, warnings)
+            duration, lasting = self.duration(ais, 7, 8, warnings), (ais, 7)
         if end is not None:
             seconds = (datetime.fromisoformat(end[0]) - datetime.fromisoformat(start[0])).total_seconds()
             if seconds < 0:
@@ -348,8 +362,7 @@ class SchedulingMapping:
         elif duration is None and not new and appointment.get("minutesDuration"):
             duration = appointment["minutesDuration"] * 60.0  # a reschedule keeps the length
         if end is None and duration is not None:
-            end_text = (datetime.fromisoformat(start[0]) + timedelta(seconds=duration)).isoformat()
-            end = (end_text, start[1], start[2])
+            end = (_after(start[0], duration, *lasting), start[1], start[2])
         if end is None and appointment.get("status", "booked") not in UNTIMED_STATUSES:
             raise HL7Error(
                 REQUIRED_FIELD_MISSING,
@@ -369,12 +382,21 @@ class SchedulingMapping:
             appointment.pop("minutesDuration", None)
 
     def instant(self, value: str, seg: Segment, n: int, warnings: list[str]) -> Timing:
-        """A v2 timestamp as an R4 instant (AE 102 when it is not one, or not to the minute)."""
+        """A v2 timestamp as an R4 instant (AE 102 when it is not one, not to the minute, or not a
+        date and time that exists, such as February 31st)."""
         text = v2_datetime(value, self.mapper.default_tz, (seg.name, n), warnings)
-        if not is_instant(text):
+        problem = (
+            None if is_instant(text) else "is not precise to the minute: an appointment's times are instants"
+        )
+        if problem is None:
+            try:
+                datetime.fromisoformat(text)  # the arithmetic on start, end and durations reads it
+            except ValueError:
+                problem = "is not a date and time that exists"
+        if problem is not None:
             raise HL7Error(
                 DATA_TYPE_ERROR,
-                f"{seg.name}-{n} '{value}' is not precise to the minute: an appointment's times are instants",
+                f"{seg.name}-{n} '{value}' {problem}",
                 seg.name,
                 sequence=seg.occurrence,
                 field=n,
@@ -476,7 +498,7 @@ class SchedulingMapping:
             period = {"start": start}
             seconds = self.duration(seg, duration_n, units_n, warnings)
             if seconds is not None:
-                period["end"] = (datetime.fromisoformat(start) + timedelta(seconds=seconds)).isoformat()
+                period["end"] = _after(start, seconds, seg, duration_n)
             participant["period"] = period
         return participant
 
