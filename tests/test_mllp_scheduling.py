@@ -574,14 +574,17 @@ def test_the_packaged_tables_and_a_good_override_pass_the_check():
     check_semantics(mllp_scenario({"mapping": {"appointment_status": {"Blocked": "booked"}}}))
 
 
-def test_an_event_a_site_maps_to_nothing_is_ae_201():
-    # Served without the scenario check (as build_scenario allows): the message says why.
-    with mllp_site({"mapping": {"appointment_event": {"S26": None}}}) as (server, port):
+def test_broken_site_tables_get_an_ae_not_a_crash():
+    # Served without the scenario check (as build_scenario allows): each message says why.
+    mapping = {"appointment_event": {"S26": None}, "appointment_status": ["Booked"]}
+    with mllp_site({"mapping": mapping}) as (server, port):
         book(port, "PL-S26-OFF")
         ack = send(port, siu("S26", "S26-OFF", placer="PL-S26-OFF"))
         assert ack["code"] == "AE" and "|MSH^1^9^1^2|201^" in ack["err"], ack
         assert "no usable entry in this site's appointment_event table" in ack["err"]
         assert appointment(server, "PL-S26-OFF")["status"] == "booked"
+        ack = send(port, siu("S14", "S14-BROKEN", placer="PL-S26-OFF", status="Booked"))
+        assert ack["code"] == "AE" and "|SCH^1^25|103^" in ack["err"], ack
 
 
 @pytest.fixture(scope="module")

@@ -110,9 +110,11 @@ def _after(start: str, seconds: float, seg: Segment, n: int) -> str:
         ) from None
 
 
-def _by_code(table: dict[str, Any]) -> dict[str, Any]:
+def _by_code(table: Any) -> dict[str, Any]:
     """A table of v2 codes, looked up case-insensitively (senders write Booked, BOOKED, booked)."""
-    return {str(code).upper(): value for code, value in (table or {}).items()}
+    if not isinstance(table, dict):  # a site's broken override (the scenario check names it)
+        return {}
+    return {str(code).upper(): value for code, value in table.items()}
 
 
 class SchedulingMapping:
@@ -121,10 +123,10 @@ class SchedulingMapping:
     def __init__(self, mapper: V2Mapper) -> None:
         self.mapper = mapper
         tables = mapper.tables
-        self.events = tables["appointment_event"]
-        self.statuses = _by_code(tables["appointment_status"])
-        self.participant_statuses = _by_code(tables["appointment_participant_status"])
-        self.duration_units = _by_code(tables["appointment_duration_units"])
+        self.events = _by_code(tables.get("appointment_event"))
+        self.statuses = _by_code(tables.get("appointment_status"))
+        self.participant_statuses = _by_code(tables.get("appointment_participant_status"))
+        self.duration_units = _by_code(tables.get("appointment_duration_units"))
         self._index: IdentifierIndex | None = None
 
     @property
@@ -161,7 +163,7 @@ class SchedulingMapping:
                 f"{_spaced(message.message_type)} needs an SCH segment (schedule activity information)",
                 "SCH",
             )
-        event = self.events.get(message.trigger)
+        event = self.events.get(message.trigger.upper())
         if not isinstance(event, dict) or event.get("action") not in EVENT_ACTIONS:  # a site's bad override
             raise HL7Error(
                 UNSUPPORTED_EVENT_CODE,
@@ -180,11 +182,11 @@ class SchedulingMapping:
                 field=2,
             )
         status = self.status(sch) or event.get("status")
-        existing, found_by = self.find(ids)
+        found = self.find(ids)
         writes: list[Write] = []
         if action == "new":
-            if existing is not None:
-                ident, n = found_by  # type: ignore[misc]
+            if found is not None:
+                existing, ident, n = found
                 raise HL7Error(
                     DUPLICATE_KEY,
                     f"appointment id {ident['value']} ({ident['system']}) is already booked as "
@@ -194,7 +196,7 @@ class SchedulingMapping:
                 )
             appointment: dict[str, Any] = {"resourceType": "Appointment", "identifier": [i for i, _ in ids]}
         else:
-            if existing is None:
+            if found is None:
                 ident, n = next(((i, n) for i, n in ids if n == 2), ids[0])  # SCH-2 when valued
                 raise HL7Error(
                     UNKNOWN_KEY,
@@ -203,7 +205,7 @@ class SchedulingMapping:
                     "SCH",
                     field=n,
                 )
-            appointment = copy.deepcopy(existing)
+            appointment = copy.deepcopy(found[0])
             # An id the appointment did not have yet (e.g. the filler's, assigned later) joins it.
             known = {(i.get("system"), i.get("value")) for i in appointment.get("identifier", [])}
             appointment["identifier"] = appointment.get("identifier", []) + [
@@ -236,13 +238,14 @@ class SchedulingMapping:
 
     def find(
         self, ids: list[tuple[dict[str, Any], int]]
-    ) -> tuple[dict[str, Any] | None, tuple[dict[str, Any], int] | None]:
-        """The stored appointment with any of these ids (not a copy) and the id that found it."""
+    ) -> tuple[dict[str, Any], dict[str, Any], int] | None:
+        """The stored appointment with any of these ids (not a copy), the id that found it and its
+        SCH field; None when no appointment has them."""
         for ident, n in ids:
             found = self.index.find(ident["system"], ident["value"])
             if found is not None:
-                return found, (ident, n)
-        return None, None
+                return found, ident, n
+        return None
 
     def status(self, sch: Segment) -> str | None:
         """SCH-25 filler status through `appointment_status` (None when empty: the event decides)."""
@@ -254,7 +257,7 @@ class SchedulingMapping:
             raise HL7Error(
                 TABLE_VALUE_NOT_FOUND,
                 f"SCH-25 filler status '{code}' is not mapped to an Appointment status "
-                f"(table 0278; mapped here: {', '.join(self.mapper.tables['appointment_status'])})",
+                f"(table 0278; mapped here, in any case: {', '.join(self.statuses)})",
                 "SCH",
                 field=25,
             )
@@ -416,7 +419,7 @@ class SchedulingMapping:
         if not amount.is_finite() or amount < 0:
             raise HL7Error(
                 DATA_TYPE_ERROR,
-                f"{seg.name}-{n} duration '{text}' is not a number",
+                f"{seg.name}-{n} duration '{text}' is not a number of units (0 or more)",
                 seg.name,
                 sequence=seg.occurrence,
                 field=n,
@@ -426,7 +429,7 @@ class SchedulingMapping:
         if seconds is None:
             warnings.append(
                 f"{seg.name}-{units} duration unit '{unit}' is not known "
-                f"(known: {', '.join(self.mapper.tables['appointment_duration_units'])}); {seg.name}-{n} left out"
+                f"(known, in any case: {', '.join(self.duration_units)}); {seg.name}-{n} left out"
             )
             return None
         return float(amount) * seconds
