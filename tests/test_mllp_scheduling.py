@@ -193,6 +193,25 @@ def test_a_modification_without_times_or_resources_keeps_them(site):
     assert after["meta"]["versionId"] != before["meta"]["versionId"]
 
 
+def test_a_change_without_pid_keeps_the_patient_and_a_new_pid_replaces_it(site):
+    server, port = site
+    book(port, "PL-PID", mrn="SIU-P6")
+    patient = one(server, "/Patient", identifier="urn:ehrsim:id:GOODHOSP|SIU-P6")
+    no_pid = siu("S14", "PID-2", placer="PL-PID", resources=False, ais=None)
+    no_pid = "\r".join(seg for seg in no_pid.split("\r") if not seg.startswith("PID|"))
+    assert send(port, no_pid)["code"] == "AA"
+    found = appointment(server, "PL-PID")
+    assert [p["actor"].get("reference") for p in found["participant"]].count(f"Patient/{patient['id']}") == 1
+    assert len(found["participant"]) == 4  # the resources kept too
+    # A modification for another patient (the booking named the wrong one) moves it, resources kept.
+    assert send(port, siu("S14", "PID-3", placer="PL-PID", mrn="SIU-P7", resources=False))["code"] == "AA"
+    other = one(server, "/Patient", identifier="urn:ehrsim:id:GOODHOSP|SIU-P7")
+    found = appointment(server, "PL-PID")
+    references = [p["actor"].get("reference") for p in found["participant"]]
+    assert references[0] == f"Patient/{other['id']}" and f"Patient/{patient['id']}" not in references
+    assert len(found["participant"]) == 4
+
+
 def test_reschedule_with_a_start_only_keeps_the_length(site):
     server, port = site
     book(port, "PL-LEN")
@@ -312,6 +331,13 @@ def test_the_patient_status_follows_the_first_service(site):
             msh("SIU^S12^SIU_S12", "SIU-BAD-1") + "\rPID|1||B1^^^GOODHOSP^MR\r",
             "|SCH^1^|100^",
             "SIU S12 needs an SCH segment",
+        ),
+        (
+            "\r".join(
+                seg for seg in siu("S12", "SIU-BAD-1B", placer="PL-B1B").split("\r") if seg[:4] != "PID|"
+            ),
+            "|PID^1^|100^",
+            "S12 needs a PID segment",
         ),
         (siu("S12", "SIU-BAD-2"), "|SCH^1^2|101^", "SCH-1 placer and SCH-2 filler appointment ids are empty"),
         (siu("S12", "SIU-BAD-3", placer="PL-B3", start="", end=""), "|SCH^1^11|101^", "no start time: TQ1-7"),

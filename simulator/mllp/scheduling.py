@@ -110,6 +110,10 @@ def _after(start: str, seconds: float, seg: Segment, n: int) -> str:
         ) from None
 
 
+def _is_patient(participant: dict[str, Any]) -> bool:
+    return str(participant.get("actor", {}).get("reference", "")).startswith("Patient/")
+
+
 def _by_code(table: Any) -> dict[str, Any]:
     """A table of v2 codes, looked up case-insensitively (senders write Booked, BOOKED, booked)."""
     if not isinstance(table, dict):  # a site's broken override (the scenario check names it)
@@ -214,7 +218,10 @@ class SchedulingMapping:
         if status is not None:
             appointment["status"] = status
         if action in ("new", "change"):
-            patient_id = self.mapper.upsert_patient(message, result, writes, create_only=True)
+            # A booking needs its patient (PID); a change without PID keeps the stored one.
+            patient_id = None
+            if action == "new" or message.segment("PID") is not None:
+                patient_id = self.mapper.upsert_patient(message, result, writes, create_only=True)
             self.fill(appointment, message, sch, patient_id, action == "new", result.warnings)
         if appointment.get("status") == "cancelled" and sch.value(6):
             appointment["cancelationReason"] = self.mapper.concept(sch, 6, message)
@@ -269,7 +276,7 @@ class SchedulingMapping:
         appointment: dict[str, Any],
         message: Message,
         sch: Segment,
-        patient_id: str,
+        patient_id: str | None,
         new: bool,
         warnings: list[str],
     ) -> None:
@@ -296,8 +303,13 @@ class SchedulingMapping:
         based_on = self.based_on(sch, message, warnings)
         if based_on:
             appointment["basedOn"] = based_on
-        patient_status = self.participant_status(services[0], warnings) if services else "accepted"
-        participants = [{"actor": self.mapper.subject(patient_id), "status": patient_status}]
+        stored = appointment.get("participant", [])
+        patients = [p for p in stored if _is_patient(p)]
+        if patient_id is not None:
+            patients = [{"actor": self.mapper.subject(patient_id), "status": "accepted"}]
+        if services:
+            patients = [{**p, "status": self.participant_status(services[0], warnings)} for p in patients]
+        participants = list(patients)
         if resources:
             for seg in resources:
                 if seg.name == "AIS":  # the service: serviceType, and the patient's status above
@@ -306,11 +318,7 @@ class SchedulingMapping:
                 if participant is not None:
                     participants.append(participant)
         else:  # a change without resource segments keeps the stored resources
-            participants += [
-                p
-                for p in appointment.get("participant", [])
-                if not p.get("actor", {}).get("reference", "").startswith("Patient/")
-            ]
+            participants += [p for p in stored if not _is_patient(p)]
         appointment["participant"] = participants
 
     def timing(
