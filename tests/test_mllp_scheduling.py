@@ -50,7 +50,6 @@ def siu(
     sch_fields = {
         1: ident(placer),
         2: ident(filler),
-        6: "",
         7: "FOLLOWUP^Follow-up visit^HL70276",
         8: "Normal^Routine^HL70277",
         25: status,
@@ -197,7 +196,7 @@ def test_a_change_without_pid_keeps_the_patient_and_a_new_pid_replaces_it(site):
     server, port = site
     book(port, "PL-PID", mrn="SIU-P6")
     patient = one(server, "/Patient", identifier="urn:ehrsim:id:GOODHOSP|SIU-P6")
-    no_pid = siu("S14", "PID-2", placer="PL-PID", resources=False, ais=None)
+    no_pid = siu("S14", "PID-2", placer="PL-PID", resources=False)
     no_pid = "\r".join(seg for seg in no_pid.split("\r") if not seg.startswith("PID|"))
     assert send(port, no_pid)["code"] == "AA"
     found = appointment(server, "PL-PID")
