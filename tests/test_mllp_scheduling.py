@@ -575,6 +575,17 @@ def test_scheduling_tables_are_overridable_per_site():
         assert appointment(server, "PL-OVR")["status"] == "fulfilled"
 
 
+def test_a_sender_with_the_appointment_type_in_sch7_is_a_site_setting():
+    # The public samples send EMERGENCY / CHECKUP (table 0276, appointment types) in SCH-7.
+    with mllp_site({"mapping": {"appointment_sch7": "appointmentType"}}) as (server, port):
+        assert send(port, fixture("SIU-S12-01.hl7"))["code"] == "AA"
+        found = one(server, "/Appointment", identifier="12345")
+        assert found["appointmentType"]["coding"][0]["code"] == "EMERGENCY"
+        assert found["reasonCode"] == found["serviceType"]  # AIS-3: biopsy of colon
+        assert found["reasonCode"][0]["coding"][0]["code"] == "76164006"
+        validate_resource(found, "Appointment")
+
+
 @pytest.mark.parametrize(
     ("mapping", "why"),
     [
@@ -587,6 +598,7 @@ def test_scheduling_tables_are_overridable_per_site():
             "a new appointment needs a status",
         ),
         ({"appointment_status": ["Booked"]}, "appointment_status must be a mapping"),
+        ({"appointment_sch7": "serviceType"}, "appointment_sch7 must be one of reasonCode, appointmentType"),
     ],
 )
 def test_bad_scheduling_tables_are_scenario_errors(mapping, why):

@@ -57,6 +57,7 @@ APPOINTMENT_STATUSES = frozenset(
 )
 PARTICIPANT_STATUSES = frozenset(("accepted", "declined", "tentative", "needs-action"))
 EVENT_ACTIONS = frozenset(("new", "change", "update"))
+SCH7_TARGETS = ("reasonCode", "appointmentType")
 # R4 app-3: only these may lack start and end.
 UNTIMED_STATUSES = frozenset(("proposed", "cancelled", "waitlist"))
 
@@ -88,6 +89,8 @@ def check_scheduling_tables(tables: dict[str, Any], where: str = "mllp.mapping")
                 raise ValueError(
                     f"{where}.{table}.{code}: '{status}' is not one of {', '.join(sorted(allowed))}"
                 )
+    if tables.get("appointment_sch7", "reasonCode") not in SCH7_TARGETS:
+        raise ValueError(f"{where}.appointment_sch7 must be one of {', '.join(SCH7_TARGETS)}")
     units = tables.get("appointment_duration_units")
     if not isinstance(units, dict):
         raise ValueError(f"{where}.appointment_duration_units must be a mapping")
@@ -131,6 +134,7 @@ class SchedulingMapping:
         self.statuses = _by_code(tables.get("appointment_status"))
         self.participant_statuses = _by_code(tables.get("appointment_participant_status"))
         self.duration_units = _by_code(tables.get("appointment_duration_units"))
+        self.sch7 = tables.get("appointment_sch7", "reasonCode")
         self._index: IdentifierIndex | None = None
 
     @property
@@ -284,7 +288,9 @@ class SchedulingMapping:
         resources = [seg for seg in message.segments if seg.name in RESOURCE_FIELDS]
         services = [seg for seg in resources if seg.name == "AIS"]
         self.timing(appointment, message, sch, services, new, warnings)
-        reason = self.mapper.concept(sch, 7, message)
+        # SCH-7 holds a reason (table 0277 senders) or the type (0276: CHECKUP, EMERGENCY, ...).
+        sch7_is_type = self.sch7 == "appointmentType"
+        reason = None if sch7_is_type else self.mapper.concept(sch, 7, message)
         service_types = [c for c in (self.mapper.concept(ais, 3, message) for ais in services) if c]
         if reason is not None:
             appointment["reasonCode"] = [reason]
@@ -292,7 +298,7 @@ class SchedulingMapping:
             appointment["reasonCode"] = service_types
         if service_types:
             appointment["serviceType"] = service_types
-        kind = self.mapper.concept(sch, 8, message)
+        kind = self.mapper.concept(sch, 7 if sch7_is_type else 8, message)
         if kind is not None:
             appointment["appointmentType"] = kind
         notes = self.notes(message)
