@@ -206,10 +206,12 @@ class V2Mapper:
         from simulator.mllp.documents import DocumentMapping
         from simulator.mllp.immunizations import ImmunizationMapping
         from simulator.mllp.orders import OrderMapping
+        from simulator.mllp.scheduling import SchedulingMapping
 
         self.orders = OrderMapping(self)
         self.documents = DocumentMapping(self)
         self.immunizations = ImmunizationMapping(self)
+        self.scheduling = SchedulingMapping(self)
         self.handlers: dict[str, Callable[[Message, MappingResult], list[Write]]] = {
             "ADT^A01": self.admit,
             "ADT^A04": self.admit,
@@ -234,6 +236,13 @@ class V2Mapper:
             "MDM^T10": self.documents.apply,
             "MDM^T11": self.documents.apply,
             "VXU^V04": self.immunizations.apply,
+            "SIU^S12": self.scheduling.apply,
+            "SIU^S13": self.scheduling.apply,
+            "SIU^S14": self.scheduling.apply,
+            "SIU^S15": self.scheduling.apply,
+            "SIU^S16": self.scheduling.apply,
+            "SIU^S17": self.scheduling.apply,
+            "SIU^S26": self.scheduling.apply,
         }
 
     def close(self) -> None:
@@ -242,6 +251,7 @@ class V2Mapper:
         self.orders.close()
         self.documents.close()
         self.immunizations.close()
+        self.scheduling.close()
 
     def reindex(self) -> None:
         """Rebuild the identifier indexes from the store (after the sandbox's reset)."""
@@ -251,6 +261,7 @@ class V2Mapper:
         self.orders.reindex()
         self.documents.reindex()
         self.immunizations.reindex()
+        self.scheduling.reindex()
 
     def supports(self, message: Message) -> bool:
         return message.message_type in self.handlers
@@ -385,6 +396,19 @@ class V2Mapper:
         if ref is None:
             ref = _memo(self._subjects, patient_id, {"reference": f"Patient/{patient_id}"})
         return ref
+
+    @staticmethod
+    def person(seg: Segment, n: int) -> dict[str, Any]:
+        """An XCN field (a person) as a Reference by `display` "given family" and `identifier` XCN-1;
+        {} when it names nobody."""
+        parts = seg.components(n) + [""] * 3
+        reference: dict[str, Any] = {}
+        display = " ".join(p for p in (parts[2], parts[1].split(seg.enc.subcomponent)[0]) if p)
+        if display:
+            reference["display"] = display
+        if parts[0]:
+            reference["identifier"] = {"value": parts[0]}
+        return reference
 
     # -- Patient ---------------------------------------------------------------------------------
     def find_patient(self, identifiers: list[dict[str, Any]]) -> dict[str, Any] | None:
