@@ -28,7 +28,15 @@ from simulator.mllp.er7 import (
     Segment,
 )
 from simulator.mllp.identifiers import IdentifierIndex
-from simulator.mllp.mapping import UCUM, V2_0203, MappingResult, V2Mapper, order_number_system, v2_datetime
+from simulator.mllp.mapping import (
+    UCUM,
+    V2_0203,
+    MappingResult,
+    V2Mapper,
+    order_number_system,
+    v2_datetime,
+    xcn_reference,
+)
 from simulator.store.base import Write
 
 LOINC = "http://loinc.org"
@@ -361,7 +369,7 @@ class ImmunizationMapping:
         performers = [
             {"function": {"coding": [{"system": PARTICIPATION, "code": code}]}, "actor": actor}
             for seg, n, code in ((rxa, 10, "AP"), (orc, 12, "OP"))
-            if seg is not None and (actor := practitioner(seg, n)) is not None
+            if seg is not None and (actor := xcn_reference(seg, n)) is not None
         ]
         if performers:
             immunization["performer"] = performers
@@ -518,19 +526,3 @@ class ImmunizationMapping:
             )
             return None
         return {"reference": f"Encounter/{rid}"}
-
-
-def practitioner(seg: Segment, n: int) -> dict[str, Any] | None:
-    """An XCN field (first repetition) as a reference: display "given family", identifier XCN-1."""
-    parts = seg.components(n)
-    if not any(parts):
-        return None
-    parts = [*parts, "", "", ""]
-    family = parts[1].split(seg.enc.subcomponent)[0]
-    reference: dict[str, Any] = {}
-    display = " ".join(p for p in (parts[2], family) if p)
-    if display:
-        reference["display"] = display
-    if parts[0]:
-        reference["identifier"] = {"value": parts[0]}
-    return reference or None

@@ -397,19 +397,6 @@ class V2Mapper:
             ref = _memo(self._subjects, patient_id, {"reference": f"Patient/{patient_id}"})
         return ref
 
-    @staticmethod
-    def person(seg: Segment, n: int) -> dict[str, Any]:
-        """An XCN field (a person) as a Reference by `display` "given family" and `identifier` XCN-1;
-        {} when it names nobody."""
-        parts = seg.components(n) + [""] * 3
-        reference: dict[str, Any] = {}
-        display = " ".join(p for p in (parts[2], parts[1].split(seg.enc.subcomponent)[0]) if p)
-        if display:
-            reference["display"] = display
-        if parts[0]:
-            reference["identifier"] = {"value": parts[0]}
-        return reference
-
     # -- Patient ---------------------------------------------------------------------------------
     def find_patient(self, identifiers: list[dict[str, Any]]) -> dict[str, Any] | None:
         """The stored Patient with any of these identifiers (not a copy: copy before changing it)."""

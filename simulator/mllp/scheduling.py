@@ -31,7 +31,15 @@ from simulator.mllp.er7 import (
     Segment,
 )
 from simulator.mllp.identifiers import IdentifierIndex
-from simulator.mllp.mapping import V2_0203, MappingResult, V2Mapper, _spaced, order_number_system, v2_datetime
+from simulator.mllp.mapping import (
+    V2_0203,
+    MappingResult,
+    V2Mapper,
+    _spaced,
+    order_number_system,
+    v2_datetime,
+    xcn_reference,
+)
 from simulator.store.base import Write
 
 # (SCH field, identifier type in table 0203, system kind): the placer's and the filler's appointment id.
@@ -487,7 +495,7 @@ class SchedulingMapping:
         name = seg.name
         participant: dict[str, Any] = {}
         if name == "AIP":
-            actor = self.mapper.person(seg, 3)
+            actor = xcn_reference(seg, 3) or {}
             kind = self.mapper.concept(seg, 4, message)
         elif name == "AIL":
             parts = seg.components(3)
