@@ -20,7 +20,6 @@ from simulator.fhir.values import is_instant
 from simulator.mllp.er7 import (
     DATA_TYPE_ERROR,
     DUPLICATE_KEY,
-    INTERNAL_ERROR,
     REQUIRED_FIELD_MISSING,
     SEGMENT_SEQUENCE_ERROR,
     TABLE_VALUE_NOT_FOUND,
@@ -30,8 +29,14 @@ from simulator.mllp.er7 import (
     Message,
     Segment,
 )
-from simulator.mllp.identifiers import IdentifierIndex
-from simulator.mllp.mapping import MappingResult, V2Mapper, order_number_system, v2_datetime, xcn_reference
+from simulator.mllp.mapping import (
+    IndexedHandler,
+    MappingResult,
+    V2Mapper,
+    order_number_system,
+    v2_datetime,
+    xcn_reference,
+)
 from simulator.mllp.orders import ORDER_NUMBERS
 from simulator.store.base import Write
 
@@ -91,40 +96,18 @@ def check_tables(tables: dict[str, Any], where: str = "mllp.mapping") -> None:
         )
 
 
-class DocumentMapping:
+class DocumentMapping(IndexedHandler):
     """The MDM^T01-T11 handler of one site's `V2Mapper`, with its document number index."""
 
+    resource_type = "DocumentReference"
+    noun = "documents"
+
     def __init__(self, mapper: V2Mapper) -> None:
-        self.mapper = mapper
+        super().__init__(mapper)
         self.tables = mapper.tables
-        self._index: IdentifierIndex | None = None
-
-    @property
-    def index(self) -> IdentifierIndex:
-        # Built at the first document message, as for orders: sites without documents pay nothing.
-        if self._index is None:
-            self._index = IdentifierIndex(self.mapper.service, "DocumentReference")
-        return self._index
-
-    def close(self) -> None:
-        if self._index is not None:
-            self._index.close()
-            self._index = None
-
-    def reindex(self) -> None:
-        """Forget the document index (after the sandbox's reset): rebuilt when next needed."""
-        self.close()
 
     def apply(self, message: Message, result: MappingResult) -> list[Write]:
-        site = self.mapper.service.site
-        if not site.supports("DocumentReference"):
-            raise HL7Error(
-                INTERNAL_ERROR,
-                f"site '{site.id}' does not offer DocumentReference (its resource_types), "
-                "so documents cannot be stored",
-                "MSH",
-                field=9,
-            )
+        self.require_resource_type()
         event = self.tables["document_events"].get(message.trigger)
         if event is None:
             raise HL7Error(

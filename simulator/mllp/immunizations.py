@@ -18,7 +18,6 @@ from typing import Any
 
 from simulator.mllp.er7 import (
     DATA_TYPE_ERROR,
-    INTERNAL_ERROR,
     REQUIRED_FIELD_MISSING,
     SEGMENT_SEQUENCE_ERROR,
     TABLE_VALUE_NOT_FOUND,
@@ -27,10 +26,10 @@ from simulator.mllp.er7 import (
     Message,
     Segment,
 )
-from simulator.mllp.identifiers import IdentifierIndex
 from simulator.mllp.mapping import (
     UCUM,
     V2_0203,
+    IndexedHandler,
     MappingResult,
     V2Mapper,
     order_number_system,
@@ -134,40 +133,19 @@ def administrations_of(message: Message, warnings: list[str]) -> list[Administra
     return out
 
 
-class ImmunizationMapping:
+class ImmunizationMapping(IndexedHandler):
     """The VXU^V04 handler of one site's `V2Mapper`, with its Immunization identifier index."""
 
+    resource_type = "Immunization"
+    noun = "immunizations"
+
     def __init__(self, mapper: V2Mapper) -> None:
-        self.mapper = mapper
+        super().__init__(mapper)
         self.tables: dict[str, Any] = mapper.tables.get("immunization") or {}
-        self._index: IdentifierIndex | None = None
-
-    @property
-    def index(self) -> IdentifierIndex:
-        # Built at the first VXU: until then no commit listener runs for it (as for orders).
-        if self._index is None:
-            self._index = IdentifierIndex(self.mapper.service, "Immunization")
-        return self._index
-
-    def close(self) -> None:
-        if self._index is not None:
-            self._index.close()
-            self._index = None
-
-    def reindex(self) -> None:
-        """Forget the index (after the sandbox's reset): rebuilt when the next VXU needs it."""
-        self.close()
 
     def apply(self, message: Message, result: MappingResult) -> list[Write]:
         """The writes of a VXU^V04: its patient and an Immunization per RXA."""
-        site = self.mapper.service.site
-        if not site.supports("Immunization"):
-            raise HL7Error(
-                INTERNAL_ERROR,
-                f"site '{site.id}' does not offer Immunization (its resource_types), so immunizations cannot be stored",
-                "MSH",
-                field=9,
-            )
+        self.require_resource_type()
         warnings = result.warnings
         administrations = administrations_of(message, warnings)
         actions = [self.action(a.rxa) for a in administrations]  # the message's own content first

@@ -27,6 +27,7 @@ from simulator.mllp.er7 import (
     DATA_TYPE_ERROR,
     DEFAULT_ENCODING,
     DUPLICATE_KEY,
+    INTERNAL_ERROR,
     REQUIRED_FIELD_MISSING,
     SEGMENT_SEQUENCE_ERROR,
     TABLE_VALUE_NOT_FOUND,
@@ -989,6 +990,47 @@ def _uri_part(text: str) -> str:
 
 
 _NOT_URI = re.compile(r"[^A-Za-z0-9.\-_]+")
+
+
+class IndexedHandler:
+    """A message family's handler on one site's `V2Mapper` (orders, documents, immunizations,
+    scheduling) with an identifier index of the resource type it writes and finds again. The index
+    is built at the family's first message: until then no commit listener runs for it, so a site
+    that only takes ADT and ORU pays nothing on its hot path."""
+
+    resource_type: str
+    noun: str  # what the family stores, for the error when the site does not offer resource_type
+
+    def __init__(self, mapper: V2Mapper) -> None:
+        self.mapper = mapper
+        self._index: IdentifierIndex | None = None
+
+    @property
+    def index(self) -> IdentifierIndex:
+        if self._index is None:
+            self._index = IdentifierIndex(self.mapper.service, self.resource_type)
+        return self._index
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    def reindex(self) -> None:
+        """Forget the index (after the sandbox's reset): rebuilt from the store when next needed."""
+        self.close()
+
+    def require_resource_type(self) -> None:
+        """AE 207 when the site's resource_types leave out what this family writes."""
+        site = self.mapper.service.site
+        if not site.supports(self.resource_type):
+            raise HL7Error(
+                INTERNAL_ERROR,
+                f"site '{site.id}' does not offer {self.resource_type} (its resource_types), "
+                f"so {self.noun} cannot be stored",
+                "MSH",
+                field=9,
+            )
 
 
 def xcn_reference(seg: Segment, n: int, rep: int = 0) -> dict[str, Any] | None:

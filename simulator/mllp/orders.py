@@ -17,7 +17,6 @@ from typing import Any
 from simulator.fhir.values import is_instant
 from simulator.mllp.er7 import (
     DUPLICATE_KEY,
-    INTERNAL_ERROR,
     REQUIRED_FIELD_MISSING,
     SEGMENT_SEQUENCE_ERROR,
     TABLE_VALUE_NOT_FOUND,
@@ -27,9 +26,9 @@ from simulator.mllp.er7 import (
     Message,
     Segment,
 )
-from simulator.mllp.identifiers import IdentifierIndex
 from simulator.mllp.mapping import (
     V2_0203,
+    IndexedHandler,
     MappingResult,
     V2Mapper,
     _spaced,
@@ -108,42 +107,19 @@ def orders_of(message: Message) -> list[Order]:
     return orders
 
 
-class OrderMapping:
+class OrderMapping(IndexedHandler):
     """The ORM^O01 / OML^O21 handler of one site's `V2Mapper`, with its order number index."""
 
+    resource_type = "ServiceRequest"
+    noun = "orders"
+
     def __init__(self, mapper: V2Mapper) -> None:
-        self.mapper = mapper
+        super().__init__(mapper)
         self.tables = mapper.tables
-        self._index: IdentifierIndex | None = None
-
-    @property
-    def index(self) -> IdentifierIndex:
-        # Built at the first order message: until then no commit listener runs for it, so a site
-        # that only takes ADT and ORU pays nothing on its hot path.
-        if self._index is None:
-            self._index = IdentifierIndex(self.mapper.service, "ServiceRequest")
-        return self._index
-
-    def close(self) -> None:
-        if self._index is not None:
-            self._index.close()
-            self._index = None
-
-    def reindex(self) -> None:
-        """Forget the order number index (after the sandbox's reset): rebuilt from the store when
-        the next order message needs it."""
-        self.close()
 
     def apply(self, message: Message, result: MappingResult) -> list[Write]:
         """The writes of an order message: its patient (for new orders) and its ServiceRequests."""
-        site = self.mapper.service.site
-        if not site.supports("ServiceRequest"):
-            raise HL7Error(
-                INTERNAL_ERROR,
-                f"site '{site.id}' does not offer ServiceRequest (its resource_types), so orders cannot be stored",
-                "MSH",
-                field=9,
-            )
+        self.require_resource_type()
         orders = orders_of(message)
         controls = [self.control(order.orc) for order in orders]
         writes: list[Write] = []

@@ -20,7 +20,6 @@ from simulator.fhir.values import is_instant
 from simulator.mllp.er7 import (
     DATA_TYPE_ERROR,
     DUPLICATE_KEY,
-    INTERNAL_ERROR,
     REQUIRED_FIELD_MISSING,
     SEGMENT_SEQUENCE_ERROR,
     TABLE_VALUE_NOT_FOUND,
@@ -30,9 +29,9 @@ from simulator.mllp.er7 import (
     Message,
     Segment,
 )
-from simulator.mllp.identifiers import IdentifierIndex
 from simulator.mllp.mapping import (
     V2_0203,
+    IndexedHandler,
     MappingResult,
     V2Mapper,
     _spaced,
@@ -132,46 +131,24 @@ def _by_code(table: Any) -> dict[str, Any]:
     return {str(code).upper(): value for code, value in table.items()}
 
 
-class SchedulingMapping:
+class SchedulingMapping(IndexedHandler):
     """The SIU handler of one site's `V2Mapper`, with its appointment id index."""
 
+    resource_type = "Appointment"
+    noun = "appointments"
+
     def __init__(self, mapper: V2Mapper) -> None:
-        self.mapper = mapper
+        super().__init__(mapper)
         tables = mapper.tables
         self.events = _by_code(tables.get("appointment_event"))
         self.statuses = _by_code(tables.get("appointment_status"))
         self.participant_statuses = _by_code(tables.get("appointment_participant_status"))
         self.duration_units = _by_code(tables.get("appointment_duration_units"))
         self.sch7 = tables.get("appointment_sch7", "reasonCode")
-        self._index: IdentifierIndex | None = None
 
-    @property
-    def index(self) -> IdentifierIndex:
-        # Built at the first SIU: a site that takes no scheduling pays nothing on its hot path.
-        if self._index is None:
-            self._index = IdentifierIndex(self.mapper.service, "Appointment")
-        return self._index
-
-    def close(self) -> None:
-        if self._index is not None:
-            self._index.close()
-            self._index = None
-
-    def reindex(self) -> None:
-        """Forget the appointment id index (after the sandbox's reset): rebuilt when needed."""
-        self.close()
-
-    # -- the message -----------------------------------------------------------------------------
     def apply(self, message: Message, result: MappingResult) -> list[Write]:
         """The writes of a scheduling message: its patient (booking and changes) and its Appointment."""
-        site = self.mapper.service.site
-        if not site.supports("Appointment"):
-            raise HL7Error(
-                INTERNAL_ERROR,
-                f"site '{site.id}' does not offer Appointment (its resource_types), so appointments cannot be stored",
-                "MSH",
-                field=9,
-            )
+        self.require_resource_type()
         sch = message.segment("SCH")
         if sch is None:
             raise HL7Error(
