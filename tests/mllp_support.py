@@ -26,10 +26,13 @@ def mllp_scenario(
     patients: int = 2,
     clock: dict | None = None,
     faults: list[dict[str, Any]] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> Scenario:
     site: dict[str, Any] = {"id": "h1", "base_path": "/fhir", "population": {"patients": patients}}
     if mllp is not None:
         site["mllp"] = mllp
+    if settings is not None:
+        site["settings"] = settings
     data: dict[str, Any] = {"name": "mllp-test", "seed": 7, "clock": clock or {}, "sites": [site]}
     if faults:
         data["faults"] = faults

@@ -13,8 +13,7 @@ from simulator.fhir.validation import validate_resource
 from simulator.mllp.client import ack_fields
 from simulator.mllp.documents import check_tables
 from simulator.mllp.mapping import default_tables
-from simulator.scenario import build_scenario, check_semantics
-from simulator.testing import serve_in_thread
+from simulator.scenario import check_semantics
 from tests.mllp_support import (
     adt,
     client,
@@ -566,22 +565,8 @@ def test_reset_forgets_documents(samples):
 
 
 def test_site_without_document_reference_answers_ae_and_stores_nothing():
-    scenario = build_scenario(
-        {
-            "name": "no-documents",
-            "seed": 7,
-            "sites": [
-                {
-                    "id": "h1",
-                    "base_path": "/fhir",
-                    "population": {"patients": 1},
-                    "settings": {"resource_types": ["Patient", "Encounter", "Observation"]},
-                }
-            ],
-        }
-    )
-    with serve_in_thread(scenario) as server:
-        port = server.sandbox.sites["h1"].site.extras["mllp_port"]
+    adt_and_oru_only = {"resource_types": ["Patient", "Encounter", "Observation"]}
+    with mllp_site(patients=1, settings=adt_and_oru_only) as (server, port):
         ack = send(port, mdm("T01", "DOC-NODR", "DN-NODR", mrn="DOC-NODR"))
         assert ack["code"] == "AE", ack
         assert "|MSH^1^9|207^" in ack["err"] and "does not offer DocumentReference" in ack["err"]

@@ -11,7 +11,6 @@ from simulator.fhir.validation import validate_resource
 from simulator.mllp.immunizations import check_tables
 from simulator.mllp.mapping import default_tables
 from simulator.scenario import build_scenario, check_semantics
-from simulator.testing import serve_in_thread
 from tests.mllp_support import adt, fhir, fixture, journal, mllp_site, msh, one, send
 
 FILLER = "urn:ehrsim:filler:GOODHOSP"
@@ -492,22 +491,8 @@ def test_sample_resent_after_a_reset_index_is_fresh(samples):
 
 
 def test_site_without_immunization_answers_ae_and_stores_nothing():
-    scenario = build_scenario(
-        {
-            "name": "no-immunizations",
-            "seed": 7,
-            "sites": [
-                {
-                    "id": "h1",
-                    "base_path": "/fhir",
-                    "population": {"patients": 1},
-                    "settings": {"resource_types": ["Patient", "Encounter", "Observation"]},
-                }
-            ],
-        }
-    )
-    with serve_in_thread(scenario) as server:
-        port = server.sandbox.sites["h1"].site.extras["mllp_port"]
+    adt_and_oru_only = {"resource_types": ["Patient", "Encounter", "Observation"]}
+    with mllp_site(patients=1, settings=adt_and_oru_only) as (server, port):
         ack = send(port, vxu("IZ-NOIMM", filler="F-NOIMM", mrn="IZ-P-NOIMM"))
         assert ack["code"] == "AE", ack
         assert "|MSH^1^9|207^" in ack["err"] and "does not offer Immunization" in ack["err"]

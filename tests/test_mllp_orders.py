@@ -8,8 +8,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simulator.fhir.validation import validate_resource
-from simulator.scenario import build_scenario
-from simulator.testing import serve_in_thread
 from tests.mllp_support import adt, fhir, fixture, journal, mllp_site, msh, one, orm, send
 
 PLACER = "urn:ehrsim:placer:GOODHOSP"
@@ -442,22 +440,8 @@ def test_reset_forgets_orders(samples):
 
 
 def test_site_without_service_request_answers_ae_and_stores_nothing():
-    scenario = build_scenario(
-        {
-            "name": "no-orders",
-            "seed": 7,
-            "sites": [
-                {
-                    "id": "h1",
-                    "base_path": "/fhir",
-                    "population": {"patients": 1},
-                    "settings": {"resource_types": ["Patient", "Encounter", "Observation"]},
-                }
-            ],
-        }
-    )
-    with serve_in_thread(scenario) as server:
-        port = server.sandbox.sites["h1"].site.extras["mllp_port"]
+    adt_and_oru_only = {"resource_types": ["Patient", "Encounter", "Observation"]}
+    with mllp_site(patients=1, settings=adt_and_oru_only) as (server, port):
         ack = send(port, orm("ORD-NOSR", placer="PL-NOSR", mrn="ORD-NOSR"))
         assert ack["code"] == "AE", ack
         assert "|MSH^1^9|207^" in ack["err"] and "does not offer ServiceRequest" in ack["err"]

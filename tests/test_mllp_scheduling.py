@@ -8,8 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simulator.fhir.validation import validate_resource
-from simulator.scenario import build_scenario, check_semantics
-from simulator.testing import serve_in_thread
+from simulator.scenario import check_semantics
 from tests.mllp_support import fhir, fixture, journal, mllp_scenario, mllp_site, msh, one, orm, send
 
 PLACER = "urn:ehrsim:appointment:placer:GOODHOSP"
@@ -538,22 +537,8 @@ def test_reset_forgets_appointments(samples):
 
 
 def test_site_without_appointment_answers_ae_and_stores_nothing():
-    scenario = build_scenario(
-        {
-            "name": "no-appointments",
-            "seed": 7,
-            "sites": [
-                {
-                    "id": "h1",
-                    "base_path": "/fhir",
-                    "population": {"patients": 1},
-                    "settings": {"resource_types": ["Patient", "Encounter", "Observation"]},
-                }
-            ],
-        }
-    )
-    with serve_in_thread(scenario) as server:
-        port = server.sandbox.sites["h1"].site.extras["mllp_port"]
+    adt_and_oru_only = {"resource_types": ["Patient", "Encounter", "Observation"]}
+    with mllp_site(patients=1, settings=adt_and_oru_only) as (server, port):
         ack = send(port, siu("S12", "NO-APPT", placer="PL-NOAPPT", mrn="SIU-NOAPPT"))
         assert ack["code"] == "AE", ack
         assert "|MSH^1^9|207^" in ack["err"] and "does not offer Appointment" in ack["err"]
