@@ -310,7 +310,7 @@ class DocumentMapping(IndexedHandler):
             if ident not in document["identifier"]:
                 document["identifier"] = [*document["identifier"], ident]
         context = dict(document.get("context", {}))
-        encounter = self.encounter(message, warnings)
+        encounter = self.encounter(message, warnings, "context.encounter")
         if encounter is not None:
             context["encounter"] = [encounter]
         related = self.related(message, txa, warnings)
@@ -431,21 +431,6 @@ class DocumentMapping(IndexedHandler):
         return attachment
 
     # -- context ---------------------------------------------------------------------------------
-    def encounter(self, message: Message, warnings: list[str]) -> dict[str, str] | None:
-        """The encounter PV1-19 names, when it is known (else a warning)."""
-        pv1 = message.segment("PV1")
-        ident = self.mapper._visit_identifier(pv1, message) if pv1 is not None else None
-        if ident is None:
-            return None
-        rid = self.mapper.encounters.find_id(ident["system"], ident["value"])
-        if rid is None:
-            warnings.append(
-                f"PV1-19 visit number {ident['value']} ({ident['system']}) is not a known encounter; "
-                "context.encounter left out"
-            )
-            return None
-        return {"reference": f"Encounter/{rid}"}
-
     def related(self, message: Message, txa: Segment, warnings: list[str]) -> list[dict[str, str]]:
         """The orders the document belongs to, by the placer/filler numbers of its ORC and OBR
         segments and TXA-14/15, as `context.related` (unknown numbers: a warning)."""

@@ -28,11 +28,9 @@ from simulator.mllp.er7 import (
 )
 from simulator.mllp.mapping import (
     UCUM,
-    V2_0203,
     IndexedHandler,
     MappingResult,
     V2Mapper,
-    order_number_system,
     v2_datetime,
     xcn_reference,
 )
@@ -153,7 +151,7 @@ class ImmunizationMapping(IndexedHandler):
         subject = encounter = None
         if any(action != "delete" for action in actions):  # a delete alone creates no patient
             subject = self.mapper.subject(self.mapper.upsert_patient(message, result, writes))
-            encounter = self.encounter(message, warnings)
+            encounter = self.encounter(message, warnings, "Immunization.encounter")
         touched: dict[Key, dict[str, Any]] = {}  # Immunizations this message already writes
         for administration, action in zip(administrations, actions, strict=True):
             numbers = self.numbers(administration.orc, message)
@@ -216,14 +214,8 @@ class ImmunizationMapping(IndexedHandler):
         if orc is None:
             return out
         for n, type_code, kind in NUMBERS:
-            value = orc.value(n)
-            if value:
-                namespace = orc.value(n, 2) or self.mapper._facility(message)
-                ident = {
-                    "type": {"coding": [{"system": V2_0203, "code": type_code}]},
-                    "system": order_number_system(kind, namespace),
-                    "value": value,
-                }
+            ident = self.typed_identifier(orc, n, type_code, kind, message)
+            if ident is not None:
                 out.append((ident, n))
         return out
 
@@ -489,18 +481,3 @@ class ImmunizationMapping(IndexedHandler):
                 )
                 continue
             immunization.setdefault("education", []).append(entry)
-
-    def encounter(self, message: Message, warnings: list[str]) -> dict[str, str] | None:
-        """The encounter PV1-19 names, when it is known (else a warning)."""
-        pv1 = message.segment("PV1")
-        ident = self.mapper._visit_identifier(pv1, message) if pv1 is not None else None
-        if ident is None:
-            return None
-        rid = self.mapper.encounters.find_id(ident["system"], ident["value"])
-        if rid is None:
-            warnings.append(
-                f"PV1-19 visit number {ident['value']} ({ident['system']}) is not a known encounter; "
-                "Immunization.encounter left out"
-            )
-            return None
-        return {"reference": f"Encounter/{rid}"}

@@ -1020,6 +1020,38 @@ class IndexedHandler:
         """Forget the index (after the sandbox's reset): rebuilt from the store when next needed."""
         self.close()
 
+    def typed_identifier(
+        self, seg: Segment, n: int, type_code: str, kind: str, message: Message
+    ) -> dict[str, Any] | None:
+        """An EI field (placer or filler number, appointment id) as an identifier typed by table
+        0203 (PLAC, FILL), its system named by `kind` and EI-2, else the sending facility; None
+        when the field is empty."""
+        value = seg.value(n)
+        if not value:
+            return None
+        namespace = seg.value(n, 2) or self.mapper._facility(message)
+        return {
+            "type": {"coding": [{"system": V2_0203, "code": type_code}]},
+            "system": order_number_system(kind, namespace),
+            "value": value,
+        }
+
+    def encounter(self, message: Message, warnings: list[str], element: str) -> dict[str, str] | None:
+        """A reference to the encounter PV1-19 names, when it is known; else a warning that
+        `element` is left out."""
+        pv1 = message.segment("PV1")
+        ident = self.mapper._visit_identifier(pv1, message) if pv1 is not None else None
+        if ident is None:
+            return None
+        rid = self.mapper.encounters.find_id(ident["system"], ident["value"])
+        if rid is None:
+            warnings.append(
+                f"PV1-19 visit number {ident['value']} ({ident['system']}) is not a known encounter; "
+                f"{element} left out"
+            )
+            return None
+        return {"reference": f"Encounter/{rid}"}
+
     def require_resource_type(self) -> None:
         """AE 207 when the site's resource_types leave out what this family writes."""
         site = self.mapper.service.site

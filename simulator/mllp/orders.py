@@ -27,7 +27,6 @@ from simulator.mllp.er7 import (
     Segment,
 )
 from simulator.mllp.mapping import (
-    V2_0203,
     IndexedHandler,
     MappingResult,
     V2Mapper,
@@ -127,7 +126,7 @@ class OrderMapping(IndexedHandler):
         if any(c["action"] == "new" for c in controls):  # a cancel or hold creates no patient
             patient_id = self.mapper.upsert_patient(message, result, writes, create_only=True)
             subject = {"reference": f"Patient/{patient_id}"}
-        encounter = self.encounter(message, result.warnings)
+        encounter = self.encounter(message, result.warnings, "ServiceRequest.encounter")
         touched: dict[tuple[str, str], dict[str, Any]] = {}  # orders this message already writes
         for order, control in zip(orders, controls, strict=True):
             for obr in order.requests or [None]:
@@ -325,16 +324,9 @@ class OrderMapping(IndexedHandler):
         out = []
         for n, type_code, kind in ORDER_NUMBERS:
             seg = obr if obr is not None and obr.value(n) else orc
-            value = seg.value(n)
-            if not value:
-                continue
-            namespace = seg.value(n, 2) or self.mapper._facility(message)
-            ident = {
-                "type": {"coding": [{"system": V2_0203, "code": type_code}]},
-                "system": order_number_system(kind, namespace),
-                "value": value,
-            }
-            out.append((ident, seg, n))
+            ident = self.typed_identifier(seg, n, type_code, kind, message)
+            if ident is not None:
+                out.append((ident, seg, n))
         return out
 
     def find(
@@ -440,18 +432,3 @@ class OrderMapping(IndexedHandler):
     def requester(self, orc: Segment, obr: Segment | None) -> dict[str, Any] | None:
         """ORC-12 ordering provider, else OBR-16: display "given family", identifier XCN-1."""
         return xcn_reference(orc, 12) or (xcn_reference(obr, 16) if obr is not None else None)
-
-    def encounter(self, message: Message, warnings: list[str]) -> dict[str, str] | None:
-        """The encounter PV1-19 names, when it is known (else a warning)."""
-        pv1 = message.segment("PV1")
-        ident = self.mapper._visit_identifier(pv1, message) if pv1 is not None else None
-        if ident is None:
-            return None
-        found = self.mapper.encounters.find(ident["system"], ident["value"])
-        if found is None:
-            warnings.append(
-                f"PV1-19 visit number {ident['value']} ({ident['system']}) is not a known encounter; "
-                "ServiceRequest.encounter left out"
-            )
-            return None
-        return {"reference": f"Encounter/{found['id']}"}

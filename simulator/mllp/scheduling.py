@@ -30,7 +30,6 @@ from simulator.mllp.er7 import (
     Segment,
 )
 from simulator.mllp.mapping import (
-    V2_0203,
     IndexedHandler,
     MappingResult,
     V2Mapper,
@@ -221,14 +220,8 @@ class SchedulingMapping(IndexedHandler):
         """SCH-1 and SCH-2 as typed identifiers; an id without a namespace (EI-2) is MSH-4's."""
         out = []
         for n, type_code, kind in APPOINTMENT_IDS:
-            value = sch.value(n)
-            if value:
-                namespace = sch.value(n, 2) or self.mapper._facility(message)
-                ident = {
-                    "type": {"coding": [{"system": V2_0203, "code": type_code}]},
-                    "system": order_number_system(kind, namespace),
-                    "value": value,
-                }
+            ident = self.typed_identifier(sch, n, type_code, kind, message)
+            if ident is not None:
                 out.append((ident, n))
         return out
 
