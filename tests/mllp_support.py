@@ -88,6 +88,19 @@ def journal(server: RunningServer, name: str) -> list[dict[str, Any]]:
     return [e for e in server.sandbox.journal if e.get("protocol") == protocol and e.get("kind") == kind]
 
 
+def assert_refused(
+    server: RunningServer, port: int, message: str | bytes, where: str, why: str
+) -> dict[str, str]:
+    """The message is answered AE whose ERR has `where` (e.g. "|ORC^1^5|101^") and `why`, and
+    the journal shows nothing of it applied; the ACK's fields."""
+    ack = send(port, message)
+    assert ack["code"] == "AE", ack
+    assert where in ack["err"] and why in ack["err"], ack["err"]
+    entry = [e for e in journal(server, "mllp.message") if e.get("control_id") == ack["control_id"]][-1]
+    assert entry["applied"] is False and "written" not in entry
+    return ack
+
+
 def msh(message_type: str, control_id: str, version: str = "2.5", extra: str = "") -> str:
     return f"MSH|^~\\&|LAB|GOODHOSP|EHR|EHRSIM|20260101120000+0000||{message_type}|{control_id}|P|{version}{extra}"
 

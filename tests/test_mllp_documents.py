@@ -16,6 +16,7 @@ from simulator.mllp.mapping import default_tables
 from simulator.scenario import check_semantics
 from tests.mllp_support import (
     adt,
+    assert_refused,
     client,
     fhir,
     fixture,
@@ -325,11 +326,7 @@ def no_txa(control_id: str) -> str:
 )
 def test_bad_documents_are_ae_saying_why_and_store_nothing(site, message, where, why):
     server, port = site
-    ack = send(port, message)
-    assert ack["code"] == "AE", ack
-    assert where in ack["err"] and why in ack["err"], ack["err"]
-    entry = entry_of(server, ack["control_id"])
-    assert entry["applied"] is False and "written" not in entry
+    ack = assert_refused(server, port, message, where, why)
     number = ack["control_id"].replace("DOC-", "DN-")
     assert fhir(server, "/DocumentReference", identifier=f"{DOCS}|{number}")["total"] == 0
 
