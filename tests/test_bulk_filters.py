@@ -179,8 +179,23 @@ def test_lenient_handling_drops_unknown_filter_parameters_as_a_search_does(
         "/$export", params=params, headers={**KICK_OFF, "Prefer": "respond-async, handling=lenient"}
     )
     assert response.status_code == 202, response.text
-    exported = download(fhir, finish(bulk, fhir, response.headers["content-location"]))
-    assert exported["Observation"] == searched(fhir, "Observation", code="8867-4")
+    manifest = finish(bulk, fhir, response.headers["content-location"])
+    assert download(fhir, manifest)["Observation"] == searched(fhir, "Observation", code="8867-4")
+    # The IG: a parameter processed leniently gets an OperationOutcome in the `error` files.
+    (item,) = manifest["error"]
+    assert (item["type"], item["count"]) == ("OperationOutcome", 1)
+    response = fhir.get(item["url"])
+    assert response.headers["content-type"] == "application/fhir+ndjson"
+    (outcome,) = [json.loads(line) for line in response.text.splitlines()]
+    assert outcome["issue"] == [
+        {
+            "severity": "warning",
+            "code": "not-supported",
+            "diagnostics": "_typeFilter 'Observation?colour=red&code=8867-4': unknown search parameter "
+            "'colour' was ignored",
+            "expression": ["_typeFilter"],
+        }
+    ]
 
 
 # -- _elements -------------------------------------------------------------------------------------

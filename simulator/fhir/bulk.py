@@ -27,7 +27,7 @@ from simulator.faults.schedule import parse_duration
 from simulator.fhir.access import current_policy
 from simulator.fhir.bulk_filters import element_lists, matching_ids, split_type_filters, type_filters
 from simulator.fhir.bundles import subset
-from simulator.fhir.errors import FHIRError
+from simulator.fhir.errors import FHIRError, operation_outcome
 from simulator.fhir.service import FhirService, compartment_param
 from simulator.fhir.values import BadValue, date_range, is_instant
 from simulator.population.export import ndjson_line
@@ -57,7 +57,8 @@ DEFAULT_DELAY = 2.0
 DEFAULT_PER_FILE = 10_000
 DEFAULT_EXPIRES_AFTER = 3600.0
 SETTINGS = ("delay", "resources_per_file", "expires_after")
-_FILE = re.compile(r"^([A-Z][A-Za-z]*)(?:-deleted)?-(\d+)\.ndjson$")
+_FILE = re.compile(r"^([A-Z][A-Za-z]*)(?:-deleted|-error)?-(\d+)\.ndjson$")
+ERROR_FILE = "OperationOutcome-error-1.ndjson"  # the messages of a job, when it has any
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +110,7 @@ class ExportJob:
     types: tuple[str, ...]  # what a token must be allowed to read to see the status and files
     files: dict[str, ExportFile] = field(default_factory=dict)
     deleted: dict[str, ExportFile] = field(default_factory=dict)  # the manifest's `deleted` files
+    messages: list[dict[str, Any]] = field(default_factory=list)  # OperationOutcomes for `error`
 
 
 class BulkExports:
@@ -179,7 +181,7 @@ class BulkExports:
         types = self._types(level, params.get("_type"))
         exportable, scope = self._exportable(level, params.get("_type"))
         lenient = lenient or self.site.settings.unknown_parameters == "lenient"  # as search does
-        queries = type_filters(self.service, filters, exportable, scope, base_url, lenient)
+        queries, dropped = type_filters(self.service, filters, exportable, scope, base_url, lenient)
         elements = (
             element_lists(params["_elements"], exportable, scope, self.site.resource_types())
             if "_elements" in params
@@ -197,6 +199,7 @@ class BulkExports:
             expires_at=started + settings.delay + settings.expires_after,
             requires_token=current_policy() is not None,
             types=tuple(types),
+            messages=[operation_outcome([issue]) for issue in dropped],
         )
         per_file = settings.resources_per_file
         for rtype in types:
@@ -353,6 +356,7 @@ class BulkExports:
         if self.site.clock.elapsed() >= job.expires_at:
             job.files.clear()  # what an expired job held is not needed again
             job.deleted.clear()
+            job.messages.clear()
             expired = fhir_instant(self.site.clock.at(job.expires_at))
             raise FHIRError.of(
                 404,
@@ -389,7 +393,15 @@ class BulkExports:
             "requiresAccessToken": job.requires_token,
             "output": listed(job.files),
             "deleted": listed(job.deleted),
-            "error": [],
+            "error": [
+                {
+                    "type": "OperationOutcome",
+                    "url": f"{base_url}/{BULK_PATH}/{job.id}/{ERROR_FILE}",
+                    "count": len(job.messages),
+                }
+            ]
+            if job.messages
+            else [],
         }
 
     def cancel(self, job_id: str) -> None:
@@ -400,6 +412,8 @@ class BulkExports:
         job = self.job(job_id)
         if self.progress(job) is not None:
             raise FHIRError.of(404, "not-found", f"Bulk export job '{job_id}' is still in progress")
+        if name == ERROR_FILE and job.messages:
+            return b"".join(ndjson_line(outcome) for outcome in job.messages)
         found = job.files.get(name) or job.deleted.get(name)
         if found is None:
             raise FHIRError.of(404, "not-found", f"Bulk export job '{job_id}' has no file '{name}'")

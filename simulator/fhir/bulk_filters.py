@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
-from simulator.fhir.errors import FHIRError
+from simulator.fhir.errors import FHIRError, Issue
 from simulator.fhir.search import SearchQuery
 from simulator.fhir.searchparams import RESULT_PARAMETERS
 from simulator.fhir.service import FhirService
@@ -36,10 +36,12 @@ def type_filters(
     scope: str,
     base_url: str,
     lenient: bool = False,
-) -> dict[str, list[SearchQuery]]:
-    """The parsed `_typeFilter` queries by resource type; 400 naming the filter for a type outside
-    `exportable` (`scope` says why), a result parameter, or whatever the search parser refuses."""
+) -> tuple[dict[str, list[SearchQuery]], list[Issue]]:
+    """The parsed `_typeFilter` queries by resource type, and a warning for each unknown parameter
+    that lenient handling dropped; 400 naming the filter for a type outside `exportable` (`scope`
+    says why), a result parameter, or whatever the search parser refuses."""
     out: dict[str, list[SearchQuery]] = {}
+    dropped: list[Issue] = []
     parser = service.parser(base_url)
     for text in filters:
         rtype, mark, query = text.partition("?")
@@ -60,7 +62,16 @@ def type_filters(
         except FHIRError as exc:
             raise _bad(text, "; ".join(i.diagnostics for i in exc.issues), exc.status) from None
         out.setdefault(rtype, []).append(parsed)
-    return out
+        dropped.extend(
+            Issue(
+                "warning",
+                "not-supported",
+                f"_typeFilter '{text}': unknown search parameter '{name}' was ignored",
+                ("_typeFilter",),
+            )
+            for name in parsed.ignored
+        )
+    return out, dropped
 
 
 def matching_ids(service: FhirService, queries: list[SearchQuery], base_url: str) -> set[str]:
