@@ -17,6 +17,7 @@ from simulator.clock import http_date
 from simulator.sandbox import Sandbox
 from simulator.scenario import build_scenario, validate_file
 from simulator.testing import RunningServer, heart_rate, serve_in_thread
+from tests.smart_support import CLIENTS, auth_scenario, serve_auth
 from tests.test_bulk_export import (
     DELAY,
     KICK_OFF,
@@ -391,6 +392,44 @@ def test_a_bad_expires_after_is_refused_by_the_schema_and_the_site(tmp_path: Any
     )
     with pytest.raises(ValueError, match=r"site a: settings.bulk_export: bulk_export.expires_after must be"):
         Sandbox(scenario, service_factories=[])
+
+
+# -- SMART auth on ---------------------------------------------------------------------------------
+
+
+def test_a_patient_context_token_gets_only_its_patients_filtered_resources_and_deletions() -> None:
+    with serve_auth(auth_scenario(clients=CLIENTS)) as server:
+        admin = AdminClient(server.origin)
+        store = server.sandbox.sites["s"].site.store
+        mine, theirs, *_ = list(store.current("Patient"))
+        by_patient: dict[str, str] = {}
+        for oid, version in store.current("Observation").items():
+            by_patient.setdefault(version.resource["subject"]["reference"], oid)
+        writer = admin.token(client_id="confidential-app", scope="system/*.cruds")
+        reader = admin.token(client_id="confidential-app", scope="patient/*.rs", patient=mine)
+        write = {"Authorization": f"Bearer {writer['access_token']}"}
+        read = {"Authorization": f"Bearer {reader['access_token']}"}
+        admin.advance(60)
+        with httpx.Client(base_url=server.fhir_base, timeout=30) as client:
+            added = {}
+            for pid in (mine, theirs):
+                gone = by_patient[f"Patient/{pid}"]
+                assert client.delete(f"/Observation/{gone}", headers=write).status_code in (200, 204)
+                created = client.post("/Observation", json=heart_rate(f"Patient/{pid}"), headers=write)
+                assert created.status_code == 201, created.text
+                added[pid] = created.json()["id"]
+            params = {"_since": "2026-03-01T08:00:30Z", "_typeFilter": "Observation?code=8867-4"}
+            kicked = client.get("/$export", params=params, headers={**KICK_OFF, **read})
+            assert kicked.status_code == 202, kicked.text
+            admin.advance(5)
+            manifest = client.get(kicked.headers["content-location"], headers=read).json()
+            assert [i["type"] for i in manifest["output"]] == ["Observation"]
+            lines = client.get(manifest["output"][0]["url"], headers=read).text.splitlines()
+            assert [json.loads(line)["id"] for line in lines] == [added[mine]]
+            (deleted,) = manifest["deleted"]
+            bundles = client.get(deleted["url"], headers=read).text.splitlines()
+            urls = [json.loads(b)["entry"][0]["request"]["url"] for b in bundles]
+            assert urls == [f"Observation/{by_patient[f'Patient/{mine}']}"]
 
 
 # -- capability and determinism --------------------------------------------------------------------
