@@ -235,6 +235,27 @@ def test_an_unknown_element_name_keeps_only_the_mandatory_elements_as_a_search_d
     assert all(set(p) == {"resourceType", "id", "meta"} for p in exported["Patient"])
 
 
+def test_post_elements_and_a_bad_post_filter(bulk: RunningServer, fhir: httpx.Client) -> None:
+    response = post_kick_off(
+        fhir,
+        "/Patient/$export",
+        {"name": "_type", "valueString": "Patient"},
+        {"name": "_elements", "valueString": "Patient.gender"},
+    )
+    assert response.status_code == 202, response.text
+    exported = download(fhir, finish(bulk, fhir, response.headers["content-location"]))
+    assert exported["Patient"] == searched(fhir, "Patient", _elements="gender")
+    assert all(set(p) == {"resourceType", "id", "meta", "gender"} for p in exported["Patient"])
+    refused = post_kick_off(
+        fhir, "/$export", {"name": "_typeFilter", "valueString": "Observation?code=8867-4&_sort=date"}
+    )
+    assert refused.status_code == 400
+    assert refused.json()["issue"][0]["diagnostics"] == (
+        "_typeFilter 'Observation?code=8867-4&_sort=date': _sort is not allowed in a filter "
+        "(only parameters that select resources)"
+    )
+
+
 @pytest.mark.parametrize(
     ("params", "says"),
     [
