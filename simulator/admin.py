@@ -85,8 +85,9 @@ class AdminApi:
             Route("/_admin/scenario", self.scenario, methods=["GET", "PUT"]),
             Route("/_admin/reset", self.reset, methods=["POST"]),
             Route("/_admin/faults", self.faults, methods=["GET", "POST"]),
-            Route("/_admin/faults/{fault_id}", self.fault, methods=["GET", "PATCH"]),
-            Route("/_admin/faults/{fault_id}/{switch:str}", self.fault_switch, methods=["POST"]),
+            # `path`: a fault id may contain "/" (sent as %2F, which the server decodes)
+            Route("/_admin/faults/{fault_id:path}", self.fault, methods=["GET", "PATCH"]),
+            Route("/_admin/faults/{fault_id:path}/{switch:str}", self.fault_switch, methods=["POST"]),
             Route("/_admin/rate-limits", self.rate_limits, methods=["GET"]),
             Route("/_admin/clock", self.clock, methods=["GET"]),
             Route("/_admin/clock/advance", self.advance, methods=["POST"]),
@@ -206,7 +207,7 @@ class AdminApi:
             body = await json_body(request)
             if not isinstance(body.get("enabled"), bool):
                 raise BadRequest("PATCH takes {'enabled': true|false}")
-            fault.enabled = body["enabled"]
+            self.sandbox.faults.set_enabled(fault.id, body["enabled"])
         return json_response(fault.to_mapping())
 
     async def fault_switch(self, request: Request) -> Response:
@@ -214,7 +215,7 @@ class AdminApi:
         if switch not in ("enable", "disable"):
             raise BadRequest(f"use .../enable or .../disable, not .../{switch}", 404, "not_found")
         fault = self._fault(request.path_params["fault_id"])
-        fault.enabled = switch == "enable"
+        self.sandbox.faults.set_enabled(fault.id, switch == "enable")
         return json_response(fault.to_mapping())
 
     async def rate_limits(self, request: Request) -> Response:

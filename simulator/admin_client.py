@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ssl
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -98,16 +99,16 @@ class AdminClient:
         return self._call("GET", "/faults")
 
     def fault(self, fault_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/faults/{fault_id}")
+        return self._call("GET", _fault_path(fault_id))
 
     def add_fault(self, spec: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", "/faults", json=spec)
 
     def enable_fault(self, fault_id: str) -> dict[str, Any]:
-        return self._call("POST", f"/faults/{fault_id}/enable")
+        return self._call("POST", _fault_path(fault_id) + "/enable")
 
     def disable_fault(self, fault_id: str) -> dict[str, Any]:
-        return self._call("POST", f"/faults/{fault_id}/disable")
+        return self._call("POST", _fault_path(fault_id) + "/disable")
 
     def rate_limits(self) -> list[dict[str, Any]]:
         return self._call("GET", "/rate-limits")
@@ -173,3 +174,8 @@ class AdminClient:
         """Start an EHR launch: `patient`, `encounter`, `user` ("Practitioner/id"), `site`,
         `launch_url` (the app's); returns `launch`, `iss` and, with a launch_url, the `url`."""
         return self._call("POST", "/launch", json={k: v for k, v in context.items() if v is not None})
+
+
+def _fault_path(fault_id: str) -> str:
+    # Fault ids are free text in scenario files: "/", "?", "#" or spaces must not change the route.
+    return "/faults/" + quote(fault_id, safe="")

@@ -65,7 +65,15 @@ _FILTERS = [
     },
 ]
 
-_FAULT_ID = [{"name": "fault_id", "in": "path", "required": True, "schema": {"type": "string"}}]
+_FAULT_ID = [
+    {
+        "name": "fault_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": "percent-encoded (a '/' in an id as %2F)",
+    }
+]
 
 
 def feature_paths(routes: Iterable[BaseRoute]) -> dict[str, Any]:

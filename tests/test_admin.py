@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -75,6 +76,28 @@ def test_faults_add_list_disable_enable(admin: AdminClient, admin_server: Runnin
     # while disabled, a fault neither matches nor fires
     assert [(f["id"], f["matched"], f["hits"]) for f in admin.faults()] == [("down", 2, 2)]
     assert 'ehrsim_fault_hits_total{fault="down"} 2' in admin.metrics()
+
+
+@pytest.mark.parametrize("fault_id", ["ward 5/flags", "a/b/enable", "50%?#x"])
+def test_fault_ids_with_route_characters(
+    admin: AdminClient, admin_server: RunningServer, fault_id: str
+) -> None:
+    """Fault ids are free text: a "/", "?", "#" or "%" in one must not change the route."""
+    spec = {"id": fault_id, "match": {"resource_type": "Flag"}, "action": {"type": "status", "status": 503}}
+    assert admin.add_fault(spec)["id"] == fault_id
+    flags = admin_server.fhir_base + "/Flag"
+    assert httpx.get(flags).status_code == 503
+    assert admin.disable_fault(fault_id)["enabled"] is False
+    assert httpx.get(flags).status_code == 200
+    assert admin.fault(fault_id)["id"] == fault_id
+    assert admin.enable_fault(fault_id)["enabled"] is True
+    assert httpx.get(flags).status_code == 503
+    encoded = admin_server.admin + "/faults/" + quote(fault_id, safe="")
+    assert httpx.patch(encoded, json={"enabled": False}).json() | {"hits": 0} == admin.fault(fault_id) | {
+        "hits": 0
+    }
+    assert admin.fault(fault_id)["enabled"] is False
+    assert httpx.get(flags).status_code == 200
 
 
 def test_bad_admin_requests_get_precise_errors(admin: AdminClient, admin_server: RunningServer) -> None:

@@ -40,7 +40,13 @@ def scenario() -> Scenario:
                     "enabled": False,
                     "match": {"resource_type": "Patient"},
                     "action": {"type": "status", "status": 503},
-                }
+                },
+                {  # an id with a "/" must still be switchable (the page percent-encodes it)
+                    "id": "flags/down now",
+                    "enabled": False,
+                    "match": {"resource_type": "Flag"},
+                    "action": {"type": "status", "status": 503},
+                },
             ],
         }
     )
@@ -188,6 +194,15 @@ def test_fault_switch_changes_the_fault_and_the_next_request(page: Page, server:
     row.get_by_role("switch").click()
     expect(row).to_have_attribute("data-enabled", "false")
     assert httpx.get(patients).status_code == 200
+
+
+def test_a_fault_whose_id_has_a_slash_switches_too(page: Page, server: RunningServer) -> None:
+    row = page.locator('#faults-body tr[data-fault="flags/down now"]')
+    expect(row).to_have_attribute("data-enabled", "false")
+    row.get_by_role("switch").click()
+    expect(row).to_have_attribute("data-enabled", "true")
+    assert httpx.get(server.fhir_base + "/Flag").status_code == 503
+    assert httpx.get(server.fhir_base + "/Patient?_count=1").status_code == 200
 
 
 def test_a_fhir_request_appears_in_the_tail_with_its_fault(page: Page, server: RunningServer) -> None:

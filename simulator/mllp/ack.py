@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable
 
 from simulator.mllp.er7 import DEFAULT_ENCODING, ERROR_NAMES, Encoding, HL7Error, Message, Segment, escape
 
@@ -168,6 +167,3 @@ class AckIds:
     def __call__(self) -> str:
         self._n += 1
         return f"{self.prefix}{self._n}"
-
-
-AckIdSource = Callable[[], str]
