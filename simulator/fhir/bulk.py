@@ -4,9 +4,10 @@ Kick-off (`[base]/$export`, `Patient/$export`, `Group/[id]/$export`) freezes the
 at once: stored versions are immutable, so holding them is a snapshot that later writes cannot
 touch, and `transactionTime` is the kick-off instant. The export then "runs" for the site's
 `bulk_export.delay` of simulated time: the status URL answers 202 (`X-Progress`, `Retry-After`)
-until the site's clock passes it, then 200 with the manifest. Files are NDJSON rendered on download, and
-both expire `bulk_export.expires_after` (simulated) after completion. `_typeFilter` and `_elements`
-are in `bulk_filters.py`; with `_since`, deletions after it are listed as `deleted` Bundles.
+until the site's clock passes it, then 200 with the manifest. Files are NDJSON rendered on
+download; manifest and files expire `bulk_export.expires_after` (simulated) after completion.
+`_typeFilter` and `_elements` are in `bulk_filters.py`; with `_since`, the deletions after it are
+listed as `deleted` files of transaction Bundles.
 
     status: [base]/_bulk/{job}              GET (poll), DELETE (cancel / forget)
     files:  [base]/_bulk/{job}/{Type}-{n}.ndjson, [base]/_bulk/{job}/Bundle-deleted-{n}.ndjson
