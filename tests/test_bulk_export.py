@@ -246,9 +246,9 @@ def test_post_kick_off_takes_parameters_and_patients(bulk: RunningServer, fhir: 
         ("/$export", {"name": "_type"}, 400, "needs one value"),
         (
             "/$export",
-            {"name": "includeAssociatedData", "valueString": "LatestProvenanceResources"},
+            {"name": "organizeOutputBy", "valueString": "Patient"},
             400,
-            "'includeAssociatedData' is not supported",
+            "'organizeOutputBy' is not supported",
         ),
     ],
 )

@@ -415,6 +415,70 @@ def test_a_bad_expires_after_is_refused_by_the_schema_and_the_site(tmp_path: Any
         Sandbox(scenario, service_factories=[])
 
 
+# -- includeAssociatedData --------------------------------------------------------------------------
+
+
+def provenance(target: str, by: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Provenance",
+        "target": [{"reference": target}],
+        "recorded": "2026-03-01T08:00:00Z",
+        "agent": [{"who": {"reference": by}}],
+    }
+
+
+def test_associated_provenance_is_the_latest_or_every_one_targeting_an_exported_resource(
+    bulk: RunningServer, fhir: httpx.Client
+) -> None:
+    first, second, *_ = list(live(bulk, "Observation"))
+    organization = next(iter(live(bulk, "Organization")))
+    written = []
+    for target in (f"Observation/{first}", f"Observation/{second}", f"Observation/{first}"):
+        created = fhir.post("/Provenance", json=provenance(target, f"Organization/{organization}"))
+        assert created.status_code == 201, created.text
+        written.append(created.json()["id"])
+    older, other, newer = written
+    on_patients = set(live(bulk, "Provenance")) - set(written)  # the population's: they target Patients
+    assert on_patients
+
+    def exported_provenance(value: str, types: str = "Observation") -> list[str]:
+        params = {"_type": types, "includeAssociatedData": value}
+        exported = download(fhir, export(fhir, bulk, params))
+        assert exported["Observation"] == list(live(bulk, "Observation").values())
+        return [p["id"] for p in exported.get("Provenance", [])]
+
+    assert exported_provenance("LatestProvenanceResources") == [other, newer]  # store order
+    assert exported_provenance("RelevantProvenanceResources") == [older, other, newer]
+    # Conflicting values: the least restrictive applies.
+    assert exported_provenance("LatestProvenanceResources,RelevantProvenanceResources") == written
+    # Provenance asked for by _type too: still only the associated ones (the IG: no others).
+    assert exported_provenance("LatestProvenanceResources", "Observation,Provenance") == [other, newer]
+    plain = download(fhir, export(fhir, bulk, {"_type": "Provenance"}))
+    assert set(ids(plain["Provenance"])) == on_patients | set(written)
+
+
+def test_an_unsupported_associated_data_value_is_a_400_or_with_lenient_handling_a_warning(
+    bulk: RunningServer, fhir: httpx.Client
+) -> None:
+    params = {"_type": "Patient", "includeAssociatedData": "LatestProvenanceResources,_myPreset"}
+    refused = fhir.get("/$export", params=params, headers=KICK_OFF)
+    assert refused.status_code == 400
+    issue = refused.json()["issue"][0]
+    assert issue["diagnostics"].startswith("includeAssociatedData: '_myPreset' is not supported")
+    assert issue["expression"] == ["includeAssociatedData"]
+    lenient = {**KICK_OFF, "Prefer": "respond-async, handling=lenient"}
+    accepted = fhir.get("/$export", params=params, headers=lenient)
+    assert accepted.status_code == 202
+    manifest = finish(bulk, fhir, accepted.headers["content-location"])
+    exported = download(fhir, manifest)
+    assert ids(exported["Provenance"]) == set(live(bulk, "Provenance"))  # each targets a Patient
+    (item,) = manifest["error"]
+    (outcome,) = [json.loads(line) for line in fhir.get(item["url"]).text.splitlines()]
+    assert outcome["issue"][0]["diagnostics"] == (
+        "includeAssociatedData: '_myPreset' is not supported and was ignored"
+    )
+
+
 # -- SMART auth on ---------------------------------------------------------------------------------
 
 
@@ -464,7 +528,8 @@ def test_the_capability_statement_lists_the_supported_export_parameters(fhir: ht
     assert len(documented) == 2
     for text in documented:
         assert "_typeFilter" in text and "_elements" in text
-        assert "Not supported: includeAssociatedData" in text
+        assert "includeAssociatedData (LatestProvenanceResources, RelevantProvenanceResources)" in text
+        assert "Not supported: organizeOutputBy" in text
 
 
 def test_filtered_exports_are_byte_identical_for_the_same_seed_and_requests() -> None:

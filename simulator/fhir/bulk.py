@@ -27,8 +27,10 @@ from simulator.clock import fhir_instant, http_date
 from simulator.faults.schedule import parse_duration
 from simulator.fhir.access import current_policy
 from simulator.fhir.bulk_filters import element_lists, matching_ids, split_type_filters, type_filters
+from simulator.fhir.bulk_provenance import associated_data, provenance_of
 from simulator.fhir.bundles import subset
 from simulator.fhir.errors import FHIRError, operation_outcome
+from simulator.fhir.search import SearchQuery
 from simulator.fhir.service import FhirService, compartment_param
 from simulator.fhir.values import BadValue, date_range, is_instant
 from simulator.population.export import ndjson_line
@@ -40,8 +42,8 @@ NDJSON = "application/fhir+ndjson"
 MANIFEST = "application/json"
 OUTPUT_FORMATS = ("application/fhir+ndjson", "application/ndjson", "ndjson")
 # IG parameters ehrsim does not implement: refused by name rather than ignored.
-UNSUPPORTED = ("includeAssociatedData", "patient", "organizeOutputBy")  # patient: POST only
-SUPPORTED = ("_type", "_since", "_outputFormat", "_typeFilter", "_elements")
+UNSUPPORTED = ("patient", "organizeOutputBy")  # patient: POST only
+SUPPORTED = ("_type", "_since", "_outputFormat", "_typeFilter", "_elements", "includeAssociatedData")
 REPEATABLE = ("_typeFilter",)
 OPERATIONS = {
     "system": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export",
@@ -51,8 +53,9 @@ OPERATIONS = {
 # For the CapabilityStatement's export operations: what a client may send.
 OPERATION_DOCUMENTATION = (
     "Supported parameters: _type, _since, _outputFormat (application/fhir+ndjson), _typeFilter, "
-    "_elements, and (POST, Patient and Group level) patient. Not supported: includeAssociatedData, "
-    "organizeOutputBy. With _since the manifest lists deletions in `deleted`."
+    "_elements, includeAssociatedData (LatestProvenanceResources, RelevantProvenanceResources), and "
+    "(POST, Patient and Group level) patient. Not supported: organizeOutputBy. With _since the "
+    "manifest lists deletions in `deleted`."
 )
 DEFAULT_DELAY = 2.0
 DEFAULT_PER_FILE = 10_000
@@ -183,11 +186,26 @@ class BulkExports:
         exportable, scope = self._exportable(level, params.get("_type"))
         lenient = lenient or self.site.settings.unknown_parameters == "lenient"  # as search does
         queries, dropped = type_filters(self.service, filters, exportable, scope, base_url, lenient)
+        associated, ignored = (
+            associated_data(params["includeAssociatedData"], lenient)
+            if "includeAssociatedData" in params
+            else (None, [])
+        )
+        if associated is not None and "Provenance" not in exportable:
+            exportable = [*exportable, "Provenance"]  # so that `_elements` may name it
         elements = (
             element_lists(params["_elements"], exportable, scope, self.site.resource_types())
             if "_elements" in params
             else {}
         )
+        by_type: dict[str, list[StoredVersion]] = {}
+        for rtype in types:
+            if rtype == "Provenance" and associated is not None:
+                continue  # replaced by the Provenance of what is exported
+            matched = matching_ids(self.service, queries[rtype], base_url) if rtype in queries else None
+            by_type[rtype] = self._versions(rtype, members, since, matched)
+        if associated is not None:
+            by_type["Provenance"] = self._provenance(by_type, associated, queries, base_url)
         settings = self._settings()
         clock = self.site.clock
         started = clock.elapsed()
@@ -199,13 +217,11 @@ class BulkExports:
             ready_at=started + settings.delay,
             expires_at=started + settings.delay + settings.expires_after,
             requires_token=current_policy() is not None,
-            types=tuple(types),
-            messages=[operation_outcome([issue]) for issue in dropped],
+            types=tuple(sorted(by_type)),
+            messages=[operation_outcome([issue]) for issue in [*dropped, *ignored]],
         )
         per_file = settings.resources_per_file
-        for rtype in types:
-            matched = matching_ids(self.service, queries[rtype], base_url) if rtype in queries else None
-            versions = self._versions(rtype, members, since, matched)
+        for rtype, versions in sorted(by_type.items()):
             for n, at in enumerate(range(0, len(versions), per_file), 1):
                 name = f"{rtype}-{n}.ndjson"
                 chunk = tuple(versions[at : at + per_file])
@@ -217,6 +233,23 @@ class BulkExports:
                 job.deleted[name] = ExportFile("Bundle", name, tuple(markers[at : at + per_file]))
         self.jobs[job.id] = job
         return job
+
+    def _provenance(
+        self,
+        by_type: dict[str, list[StoredVersion]],
+        mode: str,
+        queries: dict[str, list[SearchQuery]],
+        base_url: str,
+    ) -> list[StoredVersion]:
+        """`includeAssociatedData`: the Provenance of the exported resources, readable under the
+        token, in store order; a Provenance `_typeFilter` narrows it too."""
+        policy = current_policy()
+        if policy is not None:
+            policy.require("Provenance", "r")
+        chosen = provenance_of(self.service, (v for vs in by_type.values() for v in vs), mode)
+        if "Provenance" in queries:
+            chosen &= matching_ids(self.service, queries["Provenance"], base_url)
+        return self._versions("Provenance", None, None, chosen)
 
     def _members(self, level: str, group_id: str | None) -> set[str] | None:
         """The patient ids whose compartments are exported; None: the whole system."""
