@@ -457,6 +457,41 @@ def test_associated_provenance_is_the_latest_or_every_one_targeting_an_exported_
     assert set(ids(plain["Provenance"])) == on_patients | set(written)
 
 
+def test_a_patient_level_export_holds_the_provenance_of_its_compartment(
+    bulk: RunningServer, fhir: httpx.Client
+) -> None:
+    chosen, other, *_ = list(live(bulk, "Patient"))
+    observations = live(bulk, "Observation")
+    mine = next(oid for oid, o in observations.items() if o["subject"]["reference"] == f"Patient/{chosen}")
+    theirs = next(oid for oid, o in observations.items() if o["subject"]["reference"] == f"Patient/{other}")
+    practitioner = next(iter(live(bulk, "Practitioner")))
+    organization = f"Organization/{next(iter(live(bulk, 'Organization')))}"
+    written = {}
+    for key, target in (
+        ("mine", f"Observation/{mine}"),
+        ("theirs", f"Observation/{theirs}"),
+        ("practitioner", f"Practitioner/{practitioner}"),
+    ):
+        created = fhir.post("/Provenance", json=provenance(target, organization))
+        assert created.status_code == 201, created.text
+        written[key] = created.json()["id"]
+    on_chosen = {
+        pid
+        for pid, p in live(bulk, "Provenance").items()
+        if p["target"][0]["reference"] == f"Patient/{chosen}"
+    }
+    response = post_kick_off(
+        fhir,
+        "/Patient/$export",
+        {"name": "_type", "valueString": "Patient,Observation,Provenance"},
+        {"name": "patient", "valueReference": {"reference": f"Patient/{chosen}"}},
+    )
+    assert response.status_code == 202, response.text
+    exported = download(fhir, finish(bulk, fhir, response.headers["content-location"]))
+    # The IG: every Provenance whose target is in the compartment, not only those on the Patient.
+    assert on_chosen and ids(exported["Provenance"]) == on_chosen | {written["mine"]}
+
+
 def test_an_unsupported_associated_data_value_is_a_400_or_with_lenient_handling_a_warning(
     bulk: RunningServer, fhir: httpx.Client
 ) -> None:

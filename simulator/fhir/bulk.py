@@ -27,7 +27,7 @@ from simulator.clock import fhir_instant, http_date
 from simulator.faults.schedule import parse_duration
 from simulator.fhir.access import current_policy
 from simulator.fhir.bulk_filters import element_lists, matching_ids, split_type_filters, type_filters
-from simulator.fhir.bulk_provenance import associated_data, provenance_of
+from simulator.fhir.bulk_provenance import RELEVANT, associated_data, provenance_of
 from simulator.fhir.bundles import subset
 from simulator.fhir.errors import FHIRError, operation_outcome
 from simulator.fhir.search import SearchQuery
@@ -205,7 +205,16 @@ class BulkExports:
             matched = matching_ids(self.service, queries[rtype], base_url) if rtype in queries else None
             by_type[rtype] = self._versions(rtype, members, since, matched)
         if associated is not None:
-            by_type["Provenance"] = self._provenance(by_type, associated, queries, base_url)
+            chosen = self._provenance(by_type, associated, queries, base_url)
+            by_type["Provenance"] = self._versions("Provenance", None, None, chosen)
+        elif members is not None and "Provenance" in by_type:
+            # The IG: without includeAssociatedData a patient-level export holds every Provenance
+            # whose target is in the compartment, not only those that target the Patient itself.
+            own = {v.id for v in by_type["Provenance"]}
+            others = {t: vs for t, vs in by_type.items() if t != "Provenance"}
+            extra = self._provenance(others, RELEVANT, queries, base_url)
+            if extra - own:
+                by_type["Provenance"] = self._versions("Provenance", None, since, own | extra)
         settings = self._settings()
         clock = self.site.clock
         started = clock.elapsed()
@@ -240,16 +249,16 @@ class BulkExports:
         mode: str,
         queries: dict[str, list[SearchQuery]],
         base_url: str,
-    ) -> list[StoredVersion]:
-        """`includeAssociatedData`: the Provenance of the exported resources, readable under the
-        token, in store order; a Provenance `_typeFilter` narrows it too."""
+    ) -> set[str]:
+        """Ids of the Provenance (`mode`) of the resources in `by_type`, narrowed by a Provenance
+        `_typeFilter`; 403 unless the token may read Provenance."""
         policy = current_policy()
         if policy is not None:
             policy.require("Provenance", "r")
         chosen = provenance_of(self.service, (v for vs in by_type.values() for v in vs), mode)
         if "Provenance" in queries:
             chosen &= matching_ids(self.service, queries["Provenance"], base_url)
-        return self._versions("Provenance", None, None, chosen)
+        return chosen
 
     def _members(self, level: str, group_id: str | None) -> set[str] | None:
         """The patient ids whose compartments are exported; None: the whole system."""
