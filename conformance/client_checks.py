@@ -4,9 +4,10 @@ The integration talks to a sandbox (a scenario with faults); afterwards each che
 sandbox's journal through the admin API and asks `simulator/verify.py` (served at
 `/_admin/journal/verify`) the question its requirement poses: Retry-After honoured, backoff
 during errors, recovery after an outage window, no duplicate writes, new tokens after a 401, MLLP
-resends with the same MSH-10 and without flooding, Bulk Data status polls timed by Retry-After. A
-check is skipped when the run did not exercise
-it (e.g. no 429 was served), and a scenario's own `expect:` list becomes checks of group `expect`.
+resends with the same MSH-10 and without flooding, Bulk Data status polls timed by Retry-After, and
+the integration's own MLLP listener (fed by the scenario's outbound feeds) acknowledging every
+message and accepting valid ones. A check is skipped when the run did not exercise it (e.g. no 429
+was served), and a scenario's own `expect:` list becomes checks of group `expect`.
 
     results = run_client_checks("http://127.0.0.1:8080")   # conformance.report renders them
 
@@ -25,11 +26,13 @@ from conformance.check import Check, CheckSkipped, Target, check, expect
 from conformance.runner import Result, run_checks
 from simulator.admin_client import AdminClient, AdminError
 from simulator.faults.schedule import Schedule
+from simulator.mllp.feeds import VALID_DEFECTS
 
 CLIENT_CHECKS: dict[str, Check] = {}
 RFC9110 = "https://www.rfc-editor.org/rfc/rfc9110"
 FHIR_HTTP = "https://hl7.org/fhir/R4/http.html"
 HL7V2_ACK = "HL7 v2.5.1 Chapter 2, 2.9 (original acknowledgment mode: resend with the same MSH-10)"
+HL7V2_RESPONDER = "HL7 v2.5.1 Chapter 2, 2.9.2 (the receiver acknowledges each message; MSA-2 = its MSH-10)"
 BULK_STATUS = "https://hl7.org/fhir/uv/bulkdata/STU2/export.html#bulk-data-status-request"
 
 # Timed faults that take a site down; recovery is judged after their windows close.
@@ -95,7 +98,13 @@ def exactly(value: Any) -> str:
 
 def describe(entry: dict[str, Any]) -> str:
     """`seq 41 (GET /Patient -> 429, 12.3 s)`: an entry as a failure message names it."""
-    if entry.get("protocol") == "mllp" and entry.get("kind") != "message":
+    if entry.get("protocol") == "outbound":
+        what = f"feed {entry.get('feed')} {entry.get('kind')} MSH-10 {entry.get('control_id')!r}"
+        if entry.get("kind") == "delivery":
+            what += f" ({entry.get('message_type')}, attempt {entry.get('attempt')})"
+        elif entry.get("kind") == "ack":
+            what += f" -> {entry.get('ack_code') or entry.get('outcome')}"
+    elif entry.get("protocol") == "mllp" and entry.get("kind") != "message":
         what = f"MLLP {entry.get('kind')} {entry.get('event') or ''}".rstrip()
     elif entry.get("protocol") == "mllp":
         what = f"{entry.get('message_type')} MSH-10 {entry.get('control_id')!r} -> {entry.get('ack_code')}"
@@ -442,6 +451,88 @@ def mllp_no_flood(t: JournalTarget) -> None:
                 f"MSH-10 {control_id!r} was sent {len(seqs)} times (seqs {', '.join(map(str, seqs))}): "
                 + ", ".join(found["problems"][:3])
             )
+    expect(not problems, listed(problems))
+
+
+def _feed_answers(t: JournalTarget) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(delivery, what came of it) for every message an outbound feed wrote to the integration's
+    listener: the ACK entry that ended the wait for it (accepted, error, rejected, timeout or a
+    dropped connection) or each ACK with a wrong MSA-2 while it waited."""
+    answers = []
+    waiting: dict[str, list[dict[str, Any]]] = {}  # per feed: deliveries written, not yet answered
+    for entry in t.entries():
+        if entry.get("protocol") != "outbound":
+            continue
+        pending = waiting.setdefault(f"{entry.get('site')}/{entry.get('feed')}", [])
+        kind, outcome = entry.get("kind"), entry.get("outcome")
+        if kind == "delivery":
+            pending.append(entry)
+        elif kind == "ack" and pending:
+            if outcome == "mismatch":
+                answers.append((pending[0], entry))  # the sender goes on waiting for the right one
+            elif outcome in ("timeout", "connection"):
+                answers.append((pending[0], entry))
+                pending.clear()  # the attempt is over; the rest are written again
+            else:
+                answers.append((pending.pop(0), entry))
+    return answers
+
+
+@check(
+    "client_listener_acks",
+    "Its MLLP listener acknowledges every message it receives",
+    HL7V2_RESPONDER,
+    "client",
+    CLIENT_CHECKS,
+)
+def listener_acks(t: JournalTarget) -> None:
+    """Every message an outbound feed delivers to the integration's listener is answered on the same connection, within the feed's ack_timeout, by an ACK whose MSA-2 is the message's MSH-10 (an AE or AR is an answer; silence, a wrong MSA-2 or a dropped connection is not)"""
+    answers = _feed_answers(t)
+    if not answers:
+        raise CheckSkipped("no outbound feed delivered a message to the integration's listener in this run")
+    failures: dict[str, list[str]] = {}  # per message (feed and MSH-10): what each attempt got
+    for delivery, answer in answers:
+        outcome = answer.get("outcome")
+        if outcome == "timeout":
+            why = f"no ACK within {answer.get('after')} s"
+        elif outcome == "mismatch":
+            why = f"an ACK with MSA-2 {answer.get('msa2')!r}"
+        elif outcome == "connection":
+            why = f"the connection ended before an ACK ({answer.get('error')})"
+        else:
+            continue
+        key = f"{delivery.get('feed')}/{delivery.get('control_id')}"
+        failures.setdefault(key, []).append(f"{describe(delivery)} got {why} (seq {answer['seq']})")
+    problems = [
+        got[0] + (f"; {len(got) - 1} more time(s) for this message" if len(got) > 1 else "")
+        for got in failures.values()
+    ]
+    expect(not problems, listed(problems))
+
+
+@check(
+    "client_listener_accepts",
+    "Its MLLP listener accepts valid messages, messy ones included",
+    "HL7 v2.5.1 Chapter 2, 2.5.4 (Z segments), 2.A (repetitions, local code systems, optional time zone)",
+    "client",
+    CLIENT_CHECKS,
+)
+def listener_accepts(t: JournalTarget) -> None:
+    """The integration's listener answers AA (or CA) to valid messages: clean ones and those whose only defects keep them valid HL7 v2 (Z-segments, several patient identifiers, local codes, timestamps without a time zone, a large embedded document, two frames in one write)"""
+    judged = [
+        (delivery, answer)
+        for delivery, answer in _feed_answers(t)
+        if answer.get("outcome") in ("accepted", "error", "rejected")
+        and set(delivery.get("defects") or ()) <= VALID_DEFECTS
+    ]
+    if not judged:
+        raise CheckSkipped("the integration's listener acknowledged no valid message in this run")
+    problems = [
+        f"{describe(delivery)} was answered {answer.get('ack_code')} (seq {answer['seq']})"
+        + (f"; its defects: {', '.join(delivery['defects'])}" if delivery.get("defects") else "")
+        for delivery, answer in judged
+        if answer.get("outcome") != "accepted"
+    ]
     expect(not problems, listed(problems))
 
 

@@ -21,7 +21,7 @@ from conformance.runner import Result
 from simulator.cli import main
 from simulator.faults.schedule import Schedule
 from simulator.scenario import load_scenario, validate_file
-from simulator.testing import serve_in_thread
+from simulator.testing import free_ports, serve_in_thread
 
 FIXTURES = Path(__file__).parent / "fixtures" / "client-suite"
 INTEGRATION = str(FIXTURES / "integration.py")
@@ -30,6 +30,7 @@ SCENARIO = {
     "token": str(FIXTURES / "token.yaml"),
     "mllp": str(FIXTURES / "mllp.yaml"),
     "bulk": str(FIXTURES / "bulk.yaml"),
+    "listener": str(FIXTURES / "listener.yaml"),
 }
 
 
@@ -70,9 +71,12 @@ def test_well_behaved_http_integration_passes() -> None:
         "client_mllp_resend": "skipped",
         "client_mllp_no_flood": "skipped",
         "client_bulk_polling": "skipped",
+        "client_listener_acks": "skipped",
+        "client_listener_accepts": "skipped",
         "expect_patients-read": "passed",
     }
     assert "no MLLP message lost its ACK" in results["client_mllp_resend"].message
+    assert "no outbound feed delivered" in results["client_listener_acks"].message
     assert strict["client_backoff"].status == "failed"
     assert re.search(
         r"fault down: outage\).*gap 1 is [\d.]+ s, under 5\.0 s", strict["client_backoff"].message
@@ -134,7 +138,7 @@ def test_ignoring_retry_after_fails_through_the_cli_with_junit(
     assert "FAIL client_retry_after" in out
     suite = ET.parse(junit).getroot()
     assert suite.get("name") == "ehrsim-conformance-client"
-    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("10", "1", "0")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("12", "1", "0")
     cases = {case.get("name", "").split()[0]: case for case in suite.iter("testcase")}
     failure = cases["client_retry_after"].find("failure")
     assert failure is not None
@@ -195,6 +199,51 @@ def test_mllp_resends_without_a_pause_fail() -> None:
         "client_mllp_no_flood",
         r"MSH-10 'MSG1' was sent 2 times \(seqs \d+, \d+\): gap 1 is 0\.[0-4]\d* s, under 0\.5 s",
     )
+
+
+# -- the integration's own MLLP listener, fed by an outbound feed ----------------------------------
+@pytest.fixture
+def listen_port(monkeypatch: pytest.MonkeyPatch) -> int:
+    """The listener's port, as the scenario's feed target reads it ($EHRSIM_LISTEN_PORT)."""
+    (port,) = free_ports(1)
+    monkeypatch.setenv("EHRSIM_LISTEN_PORT", str(port))
+    return port
+
+
+def test_listener_that_acks_every_message_passes(listen_port: int) -> None:
+    results = integrate("listener", "good")
+    assert results["client_listener_acks"].status == "passed", results["client_listener_acks"]
+    assert results["client_listener_accepts"].status == "passed", results["client_listener_accepts"]
+    assert results["client_command"].status == "passed"
+
+
+@pytest.mark.parametrize(
+    ("mode", "failing", "pattern"),
+    [
+        (
+            "silent",
+            "client_listener_acks",
+            r"^seq \d+ \(feed adt delivery MSH-10 'ADT-000002' \(ORU\^R01, attempt \d\), [\d.]+ s\) got no ACK "
+            r"within 0\.5 s \(seq \d+\); [1-9] more time\(s\) for this message$",
+        ),
+        (
+            "wrong-id",
+            "client_listener_acks",
+            r"^seq \d+ \(feed adt delivery MSH-10 'ADT-000001' \(ADT\^A01, attempt \d\), [\d.]+ s\) got an ACK "
+            r"with MSA-2 'WRONG' \(seq \d+\); 1 more time\(s\) for this message$",
+        ),
+        (
+            "drop",
+            "client_listener_acks",
+            r"MSH-10 'ADT-000003' .* got the connection ended before an ACK \(EOFError: the listener closed",
+        ),
+        ("strict", "client_listener_accepts", r"was answered AE \(seq \d+\); its defects: z_segment"),
+    ],
+)
+def test_listener_breaking_a_rule_fails_its_check(
+    listen_port: int, mode: str, failing: str, pattern: str
+) -> None:
+    assert_only_failure(integrate("listener", mode), failing, pattern)
 
 
 # -- Bulk Data: status polls timed by Retry-After ---------------------------------------------------

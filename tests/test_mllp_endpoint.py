@@ -63,7 +63,7 @@ def test_application_error_gives_ae_with_err(site):
 def test_unsupported_message_type_gives_ar(site):
     _, port = site
     with client(port) as c:
-        ack = ack_fields(c.send(oru("AR-1").replace("ORU^R01^ORU_R01", "SIU^S12^SIU_S12")))
+        ack = ack_fields(c.send(oru("AR-1").replace("ORU^R01^ORU_R01", "ZZZ^Z99^ZZZ_Z99")))
     assert ack["code"] == "AR" and "|200^Unsupported message type^HL70357|" in ack["err"]
 
 

@@ -297,7 +297,7 @@ def test_real_samples_are_accepted_and_mapped(site, name):
 
 def test_unmapped_types_can_be_accepted_by_setting():
     with mllp_site({"accept_unmapped": True}) as (server, port):
-        ack = send(port, fixture("SIU-S12-01.hl7"))
+        ack = send(port, fixture("SIU_12.hl7"))  # an ADT^A60: not mapped
         assert ack["code"] == "AA"
         entry = journal(server, "mllp.message")[-1]
         assert entry["applied"] is False and "not mapped" in entry["warnings"][-1]

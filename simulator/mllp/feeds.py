@@ -51,6 +51,10 @@ DEFECTS = frozenset(
         "two_frames",
     }
 )
+# Defects that leave each message valid HL7 v2 (messy, not broken): a listener should accept these.
+# The others break the standard (segment separators, charset, truncated MSH, a required segment
+# missing) or the event order, where an AE/AR is a fair answer.
+VALID_DEFECTS = frozenset({"z_segment", "multi_id", "local_codes", "no_timezone", "large_obx", "two_frames"})
 EVENTS = frozenset({"adt", "lab", "vitals"})
 
 

@@ -202,9 +202,16 @@ class V2Mapper:
             name: [{"coding": [{"system": OBS_CATEGORY, "code": name, "display": display}]}]
             for name, display in (("vital-signs", "Vital Signs"), ("laboratory", "Laboratory"))
         }
-        from simulator.mllp.orders import OrderMapping  # orders.py builds on this module
+        # These modules build on this one, hence imported here.
+        from simulator.mllp.documents import DocumentMapping
+        from simulator.mllp.immunizations import ImmunizationMapping
+        from simulator.mllp.orders import OrderMapping
+        from simulator.mllp.scheduling import SchedulingMapping
 
         self.orders = OrderMapping(self)
+        self.documents = DocumentMapping(self)
+        self.immunizations = ImmunizationMapping(self)
+        self.scheduling = SchedulingMapping(self)
         self.handlers: dict[str, Callable[[Message, MappingResult], list[Write]]] = {
             "ADT^A01": self.admit,
             "ADT^A04": self.admit,
@@ -217,12 +224,34 @@ class V2Mapper:
             "ORU^R01": self.results,
             "ORM^O01": self.orders.apply,
             "OML^O21": self.orders.apply,
+            "MDM^T01": self.documents.apply,
+            "MDM^T02": self.documents.apply,
+            "MDM^T03": self.documents.apply,
+            "MDM^T04": self.documents.apply,
+            "MDM^T05": self.documents.apply,
+            "MDM^T06": self.documents.apply,
+            "MDM^T07": self.documents.apply,
+            "MDM^T08": self.documents.apply,
+            "MDM^T09": self.documents.apply,
+            "MDM^T10": self.documents.apply,
+            "MDM^T11": self.documents.apply,
+            "VXU^V04": self.immunizations.apply,
+            "SIU^S12": self.scheduling.apply,
+            "SIU^S13": self.scheduling.apply,
+            "SIU^S14": self.scheduling.apply,
+            "SIU^S15": self.scheduling.apply,
+            "SIU^S16": self.scheduling.apply,
+            "SIU^S17": self.scheduling.apply,
+            "SIU^S26": self.scheduling.apply,
         }
 
     def close(self) -> None:
         self.patients.close()
         self.encounters.close()
         self.orders.close()
+        self.documents.close()
+        self.immunizations.close()
+        self.scheduling.close()
 
     def reindex(self) -> None:
         """Rebuild the identifier indexes from the store (after the sandbox's reset)."""
@@ -230,6 +259,9 @@ class V2Mapper:
         self.patients = IdentifierIndex(self.service, "Patient")
         self.encounters = IdentifierIndex(self.service, "Encounter")
         self.orders.reindex()
+        self.documents.reindex()
+        self.immunizations.reindex()
+        self.scheduling.reindex()
 
     def supports(self, message: Message) -> bool:
         return message.message_type in self.handlers
@@ -957,3 +989,20 @@ def _uri_part(text: str) -> str:
 
 
 _NOT_URI = re.compile(r"[^A-Za-z0-9.\-_]+")
+
+
+def xcn_reference(seg: Segment, n: int, rep: int = 0) -> dict[str, Any] | None:
+    """A person in an XCN (or PPN) field as a Reference: `display` "given family", `identifier.value`
+    XCN-1; None when the repetition is empty."""
+    parts = seg.components(n, rep)
+    if not any(parts):
+        return None
+    parts = parts + [""] * 3
+    family = parts[1].split(seg.enc.subcomponent)[0]
+    reference: dict[str, Any] = {}
+    display = " ".join(p for p in (parts[2], family) if p)
+    if display:
+        reference["display"] = display
+    if parts[0]:
+        reference["identifier"] = {"value": parts[0]}
+    return reference or None

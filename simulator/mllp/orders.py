@@ -28,7 +28,15 @@ from simulator.mllp.er7 import (
     Segment,
 )
 from simulator.mllp.identifiers import IdentifierIndex
-from simulator.mllp.mapping import V2_0203, MappingResult, V2Mapper, _spaced, order_number_system, v2_datetime
+from simulator.mllp.mapping import (
+    V2_0203,
+    MappingResult,
+    V2Mapper,
+    _spaced,
+    order_number_system,
+    v2_datetime,
+    xcn_reference,
+)
 from simulator.store.base import Write
 
 # ORM^O01 order details other than OBR (supplies, medication, diet): not mapped, said so in the ERR.
@@ -455,20 +463,7 @@ class OrderMapping:
 
     def requester(self, orc: Segment, obr: Segment | None) -> dict[str, Any] | None:
         """ORC-12 ordering provider, else OBR-16: display "given family", identifier XCN-1."""
-        for seg, n in ((orc, 12), (obr, 16)):
-            parts = seg.components(n) if seg is not None else []
-            if not any(parts):
-                continue
-            parts = parts + [""] * 3
-            family = parts[1].split(seg.enc.subcomponent)[0]
-            reference: dict[str, Any] = {}
-            display = " ".join(p for p in (parts[2], family) if p)
-            if display:
-                reference["display"] = display
-            if parts[0]:
-                reference["identifier"] = {"value": parts[0]}
-            return reference
-        return None
+        return xcn_reference(orc, 12) or (xcn_reference(obr, 16) if obr is not None else None)
 
     def encounter(self, message: Message, warnings: list[str]) -> dict[str, str] | None:
         """The encounter PV1-19 names, when it is known (else a warning)."""

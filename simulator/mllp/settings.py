@@ -78,6 +78,14 @@ def check_site_section(data: dict[str, Any] | None, where: str) -> None:
     from simulator.mllp.feeds import FeedSpec
 
     settings = MllpSettings.from_mapping(data, where)
+    if settings.mapping:  # the packaged tables are checked by the tests; a site's overrides here
+        from simulator.mllp import documents, immunizations, scheduling
+        from simulator.mllp.mapping import mapping_tables
+
+        tables = mapping_tables(settings.mapping)
+        documents.check_tables(tables, f"{where}.mapping")
+        immunizations.check_tables(tables, f"{where}.mapping.immunization")
+        scheduling.check_scheduling_tables(tables, f"{where}.mapping")
     for index, feed in enumerate(settings.feeds):
         FeedSpec.from_mapping(feed, f"{where}.feeds[{index}]")
     if settings.tls:
