@@ -1,8 +1,10 @@
 """Bulk Data Access (FHIR Bulk Data IG v2.0.0) checks for any server that advertises `$export`.
 
 They run a small export (`_type=Patient`), follow it to its manifest, read its files, and cancel a
-second one. A server whose CapabilityStatement names no `export` operation skips them. Each
-docstring states the requirement; `spec` links to it.
+second one. A server whose CapabilityStatement names no `export` operation skips them; the
+`_typeFilter` check runs only for a server whose export operation's documentation names
+`_typeFilter` (the IG has no computable way to say so). Each docstring states the requirement;
+`spec` links to it.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ def export_path(target: Target) -> str:
     raise CheckSkipped("the CapabilityStatement advertises no $export operation")
 
 
-def kick_off(target: Target) -> httpx.Response:
-    return target.get(export_path(target), params={"_type": "Patient"}, headers=ASYNC)
+def kick_off(target: Target, params: dict[str, str] | None = None) -> httpx.Response:
+    return target.get(export_path(target), params=params or {"_type": "Patient"}, headers=ASYNC)
 
 
 def status_url(target: Target, response: httpx.Response) -> str:
@@ -46,12 +48,13 @@ def status_url(target: Target, response: httpx.Response) -> str:
     return urljoin(target.fhir_base.rstrip("/") + "/", location)
 
 
-def manifest(target: Target) -> dict[str, Any]:
-    """Follow one export to its completed status response (polled as Retry-After says, at most
-    every 5 s, for up to WAIT_SECONDS)."""
-    if "bulk:manifest" in target.cache:
-        return target.cache["bulk:manifest"]
-    url = status_url(target, kick_off(target))
+def manifest(target: Target, params: dict[str, str] | None = None) -> dict[str, Any]:
+    """Follow one export (`_type=Patient` unless `params` says otherwise) to its completed status
+    response (polled as Retry-After says, at most every 5 s, for up to WAIT_SECONDS)."""
+    key = f"bulk:manifest:{sorted((params or {}).items())}"
+    if key in target.cache:
+        return target.cache[key]
+    url = status_url(target, kick_off(target, params))
     deadline = time.monotonic() + WAIT_SECONDS
     while True:
         response = target.get(url, headers={"Accept": "application/json"})
@@ -64,8 +67,34 @@ def manifest(target: Target) -> dict[str, Any]:
         )
         time.sleep(wait)
     expect_status(response, 200, "status request of a completed export")
-    target.cache["bulk:manifest"] = found = response.json()
+    target.cache[key] = found = response.json()
     return found
+
+
+def ndjson(target: Target, item: dict[str, Any]) -> list[Any]:
+    """The parsed lines of one output file (200 or the check fails)."""
+    response = target.get(item["url"], headers={"Accept": "application/fhir+ndjson"})
+    expect_status(response, 200, f"GET {item['url']}")
+    out = []
+    for number, line in enumerate((line for line in response.text.splitlines() if line.strip()), 1):
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            raise CheckFailed(f"{item['url']} line {number} is not JSON: {line[:80]!r}") from None
+    return out
+
+
+def advertises_type_filter(target: Target) -> bool:
+    """Whether an export operation of the CapabilityStatement documents `_typeFilter`."""
+    for rest in target.capability().get("rest", []):
+        operations = list(rest.get("operation", []))
+        for entry in rest.get("resource", []):
+            operations += entry.get("operation", [])
+        if any(
+            op.get("name") == "export" and "_typeFilter" in op.get("documentation", "") for op in operations
+        ):
+            return True
+    return False
 
 
 @check("bulk-01", "$export kick-off answers 202 with the status URL", f"{BULK}#response---success", "bulk")
@@ -114,23 +143,17 @@ def ndjson_files(target: Target) -> None:
     outputs = found.get("output") or []
     if not outputs:
         raise CheckSkipped("the export produced no files (no Patient on the server?)")
-    headers = {"Accept": "application/fhir+ndjson"}
     for item in outputs:
-        response = target.get(item["url"], headers=headers)
-        expect_status(response, 200, f"GET {item['url']}")
-        lines = [line for line in response.text.splitlines() if line.strip()]
-        for number, line in enumerate(lines, 1):
-            try:
-                resource = json.loads(line)
-            except ValueError:
-                raise CheckFailed(f"{item['url']} line {number} is not JSON: {line[:80]!r}") from None
+        resources = ndjson(target, item)
+        for number, resource in enumerate(resources, 1):
             expect(
                 isinstance(resource, dict) and resource.get("resourceType") == item["type"],
-                f"{item['url']} line {number} is not a {item['type']}: {line[:80]!r}",
+                f"{item['url']} line {number} is not a {item['type']}: {json.dumps(resource)[:80]!r}",
             )
         if "count" in item:
             expect(
-                item["count"] == len(lines), f"{item['url']}: count {item['count']}, but {len(lines)} lines"
+                item["count"] == len(resources),
+                f"{item['url']}: count {item['count']}, but {len(resources)} lines",
             )
 
 
@@ -149,3 +172,29 @@ def delete_export(target: Target) -> None:
     )
     expect_status(deleted, 202, f"DELETE {url}")
     expect_status(target.get(url, headers={"Accept": "application/json"}), 404, f"GET {url} after DELETE")
+
+
+@check(
+    "bulk-05",
+    "A server that supports _typeFilter exports only what the filter matches",
+    f"{BULK}#_typefilter-experimental-query-parameter",
+    "bulk",
+)
+def type_filter(target: Target) -> None:
+    """_typeFilter: a server with support for the parameter and requested search queries SHALL
+    filter the data in the response to only include resources that meet the specified criteria.
+    Checked with `_type=Patient&_typeFilter=Patient?_id=[one Patient's id]`."""
+    if not advertises_type_filter(target):
+        raise CheckSkipped("no export operation in the CapabilityStatement documents _typeFilter")
+    chosen = target.any_id("Patient")
+    found = manifest(target, {"_type": "Patient", "_typeFilter": f"Patient?_id={chosen}"})
+    exported = [
+        resource.get("id") if isinstance(resource, dict) else resource
+        for item in found.get("output") or []
+        for resource in ndjson(target, item)
+    ]
+    expect(
+        exported == [chosen],
+        f"_typeFilter=Patient?_id={chosen}: expected exactly Patient {chosen}, got ids {exported[:5]!r}"
+        + (f" and {len(exported) - 5} more" if len(exported) > 5 else ""),
+    )

@@ -46,7 +46,13 @@ def broken_app() -> Starlette:
                         "resource": [
                             {"type": "Patient", "searchParam": [{"name": "name", "type": "string"}]}
                         ],
-                        "operation": [{"name": "export", "definition": "http://example.org/export"}],
+                        "operation": [
+                            {
+                                "name": "export",
+                                "definition": "http://example.org/export",
+                                "documentation": "Supports _type and _typeFilter",  # ignores both
+                            }
+                        ],
                     }
                 ],
             }

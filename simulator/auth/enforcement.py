@@ -119,5 +119,11 @@ class ScopePolicy:
         if resource is None or self.patient is None:
             return False
         if interaction in ("r", "s"):  # stored data: the index answers without evaluating it
-            return resource.get("id") in (self._compartment_ids(service, resource_type) or ())
+            rid = resource.get("id")
+            if rid in (self._compartment_ids(service, resource_type) or ()):
+                return True
+            if rid in service.site.store.current(resource_type):
+                return False
+            # Deleted, so out of the index: judge the version given (a bulk export lists a deletion
+            # by the version before it).
         return f"Patient/{self.patient}" in self._compartment_param(service, resource_type).values(resource)

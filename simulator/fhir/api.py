@@ -251,6 +251,8 @@ class FhirApi:
             header(request, "accept") or "",
             group_id,
             patients,
+            base_url=base,
+            lenient=_lenient(request),
         )
         status_url = f"{base}/{BULK_PATH}/{job.id}"
         outcome = information_outcome(f"Bulk export {job.id} accepted; poll {status_url}")
@@ -268,10 +270,17 @@ class FhirApi:
             progress = exports.progress(job)
             if progress is not None:
                 return Response(status_code=202, headers=progress)
-            return FhirResponse(dumps(exports.manifest(job, base)), status_code=200, media_type=MANIFEST)
+            return FhirResponse(
+                dumps(exports.manifest(job, base)),
+                status_code=200,
+                media_type=MANIFEST,
+                headers={"Expires": exports.expires(job)},
+            )
         if len(parts) == 2:
             _only(method, ("GET",), "a bulk export file")
-            return FhirResponse(exports.file(parts[0], parts[1]), status_code=200, media_type=NDJSON)
+            body = exports.file(parts[0], parts[1])
+            expires = exports.expires(exports.jobs[parts[0]])
+            return FhirResponse(body, status_code=200, media_type=NDJSON, headers={"Expires": expires})
         raise FHIRError.of(404, "not-found", f"No bulk export endpoint at '{BULK_PATH}/{'/'.join(parts)}'")
 
     async def _body(self, request: Request) -> Any:

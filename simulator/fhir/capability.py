@@ -12,6 +12,7 @@ from typing import Any
 
 from simulator import FHIR_VERSION, __version__
 from simulator.clock import fhir_instant
+from simulator.fhir.bulk import OPERATION_DOCUMENTATION as EXPORT_DOCUMENTATION
 from simulator.fhir.bulk import OPERATIONS as EXPORT_OPERATIONS
 from simulator.fhir.searchparams import RESULT_PARAMETERS
 from simulator.site import Site
@@ -91,7 +92,7 @@ def capability_statement(site: Site, base_url: str) -> dict[str, Any]:
             ],
         }
         if rtype in OPERATIONS:
-            entry["operation"] = [{"name": name, "definition": url} for name, url in OPERATIONS[rtype]]
+            entry["operation"] = [_operation(name, url) for name, url in OPERATIONS[rtype]]
         resources.append(entry)
     return {
         "resourceType": "CapabilityStatement",
@@ -115,7 +116,7 @@ def capability_statement(site: Site, base_url: str) -> dict[str, Any]:
                 **_security(site, base_url),
                 "resource": resources,
                 "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
-                "operation": [{"name": name, "definition": url} for name, url in SYSTEM_OPERATIONS],
+                "operation": [_operation(name, url) for name, url in SYSTEM_OPERATIONS],
                 "searchParam": [
                     {"name": name, "type": "special" if name != "_count" else "number", "documentation": doc}
                     for name, doc in _DOCS.items()
@@ -132,6 +133,13 @@ def site_interactions(site: Site, resource_type: str) -> tuple[str, ...]:
     if allowed is None:
         return INTERACTIONS
     return tuple(code for code in INTERACTIONS if code in allowed.get(resource_type, ()))
+
+
+def _operation(name: str, url: str) -> dict[str, Any]:
+    entry = {"name": name, "definition": url}
+    if name == "export":  # the IG's OperationDefinitions leave several parameters optional
+        entry["documentation"] = EXPORT_DOCUMENTATION
+    return entry
 
 
 def _param_entry(param: Any) -> dict[str, Any]:
