@@ -100,12 +100,12 @@ def judge(
 @contextlib.contextmanager
 def sandbox(scenario: str, seed: str | None = None) -> Iterator[str]:
     """The scenario served on free loopback ports; yields the origin (http://127.0.0.1:port)."""
-    from simulator.scenario import load_scenario
+    from simulator.scenario import load_scenario, parse_seed
     from simulator.testing import serve_in_thread
 
     loaded = load_scenario(scenario)
     if seed is not None:
-        loaded.seed = int(seed) if seed.isdigit() else seed
+        loaded.seed = parse_seed(seed)
     with serve_in_thread(loaded) as server:
         yield server.origin
 

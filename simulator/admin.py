@@ -25,6 +25,7 @@ from simulator.clock import fhir_instant
 from simulator.dashboard import ASSETS as DASHBOARD_ASSETS
 from simulator.dashboard import dashboard_routes
 from simulator.faults import FaultSpecError, parse_duration
+from simulator.fhir.values import ascii_int
 from simulator.sandbox import Sandbox
 from simulator.scenario import ScenarioError, load_scenario, scenario_from_mapping
 from simulator.verify import FILTER_KEYS, VerifyError, select, verify
@@ -264,16 +265,17 @@ class AdminApi:
         after = request.query_params.get("after")
         if after is None:
             return entries
-        if not after.isdigit():
+        seq = ascii_int(after)
+        if seq is None:
             raise BadRequest("after must be a journal seq (a non-negative integer)")
-        return entries[bisect.bisect_right(entries, int(after), key=lambda e: e["seq"]) :]
+        return entries[bisect.bisect_right(entries, seq, key=lambda e: e["seq"]) :]
 
     def _page(self, request: Request, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        offset, limit = request.query_params.get("offset", "0"), request.query_params.get("limit")
-        if not offset.isdigit() or (limit is not None and not limit.isdigit()):
+        limit = request.query_params.get("limit")
+        start, size = ascii_int(request.query_params.get("offset", "0")), ascii_int(limit) if limit is not None else 0
+        if start is None or size is None:
             raise BadRequest("offset and limit must be non-negative integers")
-        start = int(offset)
-        return entries[start : start + int(limit)] if limit is not None else entries[start:]
+        return entries[start : start + size] if limit is not None else entries[start:]
 
     async def journal(self, request: Request) -> Response:
         journal = self.sandbox.journal

@@ -374,7 +374,7 @@ def serve(args: argparse.Namespace) -> int:
 
     from simulator.app import create_app
     from simulator.sandbox import Sandbox
-    from simulator.scenario import ScenarioError, load_scenario
+    from simulator.scenario import ScenarioError, load_scenario, parse_seed
 
     started = time.monotonic()
     logging.basicConfig(
@@ -393,7 +393,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         scenario = load_scenario(args.scenario)
         if args.seed is not None:
-            scenario.seed = int(args.seed) if args.seed.isdigit() else args.seed
+            scenario.seed = parse_seed(args.seed)
         options = {"mllp_port": args.mllp_port, "host": args.host}
         if args.no_journal:
             options["journal"] = False
@@ -463,13 +463,13 @@ def generate(args: argparse.Namespace) -> int:
 
     from simulator.population.export import write_population
     from simulator.sandbox import Sandbox
-    from simulator.scenario import ScenarioError, load_scenario
+    from simulator.scenario import ScenarioError, load_scenario, parse_seed
 
     started = time.monotonic()
     try:
         scenario = load_scenario(args.scenario)
         if args.seed is not None:
-            scenario.seed = int(args.seed) if args.seed.isdigit() else args.seed
+            scenario.seed = parse_seed(args.seed)
         known = [s.id for s in scenario.sites]
         unknown = sorted(set(args.site or ()) - set(known))
         if unknown:

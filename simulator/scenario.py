@@ -478,3 +478,8 @@ def build_scenario(data: dict[str, Any], path: Path | None = None) -> Scenario:
         journal=dict(data.get("journal") or {}),
         clients=list(data.get("clients") or []),
     )
+
+
+def parse_seed(text: str) -> int | str:
+    """A seed given as text (CLI, conformance runs): a number when it is one, else the text."""
+    return int(text) if text.isascii() and text.isdigit() else text

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from simulator.fhir.values import ascii_int
+
 if TYPE_CHECKING:
     from simulator.faults import FaultEngine
     from simulator.journal import Journal
@@ -62,7 +64,7 @@ def _status_rule(value: Any) -> tuple[set[int], set[int]]:
         text = str(part).strip().lower()
         if re.fullmatch(r"[1-5]xx", text):
             classes.add(int(text[0]))
-        elif text.isdigit():
+        elif ascii_int(text) is not None:
             exact.add(int(text))
         else:
             raise VerifyError(f"status: '{part}' is not a status code or class such as 429 or 5xx")
@@ -230,9 +232,10 @@ def verify(journal: Journal, spec: Mapping[str, Any], faults: FaultEngine | None
         violations = []
         for index, entry in enumerate(chosen):
             header = dict(entry.get("response_headers") or ()).get("retry-after")
-            if header is None or not str(header).isdigit() or index + 1 >= len(chosen):
+            seconds = ascii_int(str(header)) if header is not None else None
+            if seconds is None or index + 1 >= len(chosen):
                 continue
-            allowed = _time(entry, clock) + int(header)
+            allowed = _time(entry, clock) + seconds
             following = chosen[index + 1]
             if _time(following, clock) < allowed - 1e-6:
                 violations.append(

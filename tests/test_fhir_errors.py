@@ -204,3 +204,22 @@ def test_odd_paths(fhir: httpx.Client, path: str) -> None:
     response = fhir.get(path)
     assert response.status_code in (400, 404)
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+# "²" and "١" pass str.isdigit(); int() refuses the first and reads the second as 1.
+@pytest.mark.parametrize("digits", ["²", "١", "٣٠"])
+def test_non_ascii_digits_are_not_numbers(fhir: httpx.Client, server, digits: str) -> None:
+    for path, params in (
+        ("/Observation", {"_count": digits}),
+        ("/Patient/_history", {"_count": digits}),
+        ("/Observation", {"_getpages": "x", "_getpagesoffset": digits}),
+    ):
+        response = fhir.get(path, params=params)
+        assert response.status_code == 400, (path, params, response.text)
+        assert "non-negative integer" in response.json()["issue"][0]["diagnostics"]
+    patient_id = fhir.get("/Patient", params={"_count": 1}).json()["entry"][0]["resource"]["id"]
+    assert fhir.get(f"/Patient/{patient_id}/_history/{digits}").status_code == 404
+    admin = server.admin
+    for params in ({"after": digits}, {"offset": digits}, {"limit": digits}):
+        response = httpx.get(admin + "/journal", params=params)
+        assert response.status_code == 400 and "non-negative integer" in response.json()["message"], params

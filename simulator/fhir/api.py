@@ -25,6 +25,7 @@ from simulator.fhir.jsonbody import dumps, parse_json
 from simulator.fhir.paging import paging_style
 from simulator.fhir.service import FhirService, Result, information_outcome
 from simulator.fhir.transaction import process_bundle
+from simulator.fhir.values import ascii_int
 from simulator.site import Site
 from simulator.store.base import StoredVersion
 
@@ -315,7 +316,7 @@ class FhirApi:
     async def _read_limited(self, request: Request) -> bytes:
         limit = self.site.settings.max_body_bytes
         declared = header(request, "content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
+        if declared and (ascii_int(declared) or 0) > limit:
             raise FHIRError.of(413, "too-costly", f"The request body is over the {limit}-byte limit")
         # The ASGI receive loop itself: Request.stream() adds an async generator per request.
         chunks, size = [], 0

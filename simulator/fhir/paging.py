@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode
 
 from simulator.fhir.bundles import SearchSnapshot, page_link, self_link
 from simulator.fhir.errors import FHIRError
+from simulator.fhir.values import ascii_int
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +74,12 @@ class GetPages:
         params = dict(items)
         if "_getpages" not in params:
             return None
-        offset = params.get("_getpagesoffset", "0")
+        offset = ascii_int(params.get("_getpagesoffset", "0"))
         count = params.get("_count")
-        if not offset.isdigit() or (count is not None and not count.isdigit()):
+        page_size = ascii_int(count) if count is not None else None
+        if offset is None or (count is not None and page_size is None):
             raise FHIRError.of(400, "invalid", "_getpagesoffset and _count must be non-negative integers")
-        return PageRequest(params["_getpages"], int(offset), int(count) if count else None)
+        return PageRequest(params["_getpages"], offset, page_size)
 
 
 class SessionId:

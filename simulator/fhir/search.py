@@ -22,7 +22,7 @@ from simulator.fhir.searchparams import (
     SearchParameter,
     SearchRegistry,
 )
-from simulator.fhir.values import BadValue, date_range, normalise_text
+from simulator.fhir.values import BadValue, ascii_int, date_range, normalise_text
 from simulator.store.base import Store
 
 SUMMARY_MODES = ("true", "false", "text", "data", "count")
@@ -220,9 +220,10 @@ class QueryParser:
         rtype = query.resource_type
         base, _, modifier = name.partition(":")
         if base == "_count":
-            if not value.isdigit():
+            count = ascii_int(value)
+            if count is None:
                 raise _bad(name, "_count must be a non-negative integer")
-            query.count = min(int(value), self.max_count)
+            query.count = min(count, self.max_count)
         elif base == "_sort":
             for key in _split_or(value):
                 desc = key.startswith("-")

@@ -20,7 +20,7 @@ from simulator.fhir.errors import FHIRError, not_found
 from simulator.fhir.paging import paging_style
 from simulator.fhir.search import QueryParser, SearchEngine, SearchQuery, ignored_outcome
 from simulator.fhir.validation import ID_PATTERN, validate_resource
-from simulator.fhir.values import BadValue, date_range
+from simulator.fhir.values import BadValue, ascii_int, date_range
 from simulator.site import Site
 from simulator.store.base import StoredVersion, Write, make_version
 
@@ -193,9 +193,10 @@ class FhirService:
     def vread(self, resource_type: str, resource_id: str, version_id: str) -> StoredVersion:
         self.check_type(resource_type)
         policy = self.guard(resource_type, "r")
-        if not version_id.isdigit():
+        number = ascii_int(version_id)
+        if number is None:
             raise not_found(resource_type, f"{resource_id}/_history/{version_id}")
-        version = self.site.store.vread(resource_type, resource_id, int(version_id))
+        version = self.site.store.vread(resource_type, resource_id, number)
         if version is None or (self.visible is not None and not self.visible(version)):
             raise not_found(resource_type, f"{resource_id}/_history/{version_id}")
         if version.deleted:
@@ -367,11 +368,12 @@ class FhirService:
         count, since, params = None, None, []
         for name, value in items:
             if name == "_count":
-                if not value.isdigit():
+                number = ascii_int(value)
+                if number is None:
                     raise FHIRError.of(
                         400, "invalid", "_count must be a non-negative integer", expression=["_count"]
                     )
-                count = min(int(value), self.site.settings.max_count)
+                count = min(number, self.site.settings.max_count)
                 params.append((name, value))
             elif name == "_since":
                 try:
@@ -405,7 +407,7 @@ class FhirService:
         types_filter: set[str] | None = None
         params = []
         for name, value in items:
-            if name == "_count" and value.isdigit():
+            if name == "_count" and ascii_int(value) is not None:
                 count = min(int(value), self.site.settings.max_count)
                 params.append((name, value))
             elif name == "_type":

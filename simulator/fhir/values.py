@@ -36,6 +36,12 @@ class BadValue(ValueError):
 _INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 
 
+def ascii_int(text: str) -> int | None:
+    """`text` as a non-negative integer when it is ASCII digits only, else None. (`str.isdigit`
+    alone also accepts "²" and other digits that `int` refuses or reads as other numbers.)"""
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def is_instant(text: str) -> bool:
     return _INSTANT.match(text) is not None
 

@@ -88,7 +88,7 @@ class FeedSpec:
         data = dict(data)
         target = os.path.expandvars(str(data.pop("target", "")))
         host, _, port = target.rpartition(":")
-        if not host or not port.isdigit():
+        if not host or not (port.isascii() and port.isdigit()):
             raise ValueError(f"{where}.target must be host:port (e.g. 127.0.0.1:6661), not '{target}'")
         events = frozenset(data.pop("events", EVENTS))
         if not events <= EVENTS:
