@@ -223,3 +223,12 @@ def test_non_ascii_digits_are_not_numbers(fhir: httpx.Client, server, digits: st
     for params in ({"after": digits}, {"offset": digits}, {"limit": digits}):
         response = httpx.get(admin + "/journal", params=params)
         assert response.status_code == 400 and "non-negative integer" in response.json()["message"], params
+
+
+@pytest.mark.parametrize("status", ["²", "٤٢٩"])
+def test_journal_verification_refuses_non_ascii_status_digits(server, status: str) -> None:
+    response = httpx.post(
+        server.admin + "/journal/verify", json={"check": "count", "filter": {"status": status}}
+    )
+    assert response.status_code == 400, response.text
+    assert f"status: '{status}' is not a status code" in response.json()["message"]
