@@ -241,10 +241,9 @@ class AdminApi:
         if value is None:
             raise BadRequest("give {'seconds': 60} or {'duration': '5m'}")
         try:
-            seconds = parse_duration(value, "duration")
+            self.sandbox.clock.advance(parse_duration(value, "duration"))
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        self.sandbox.clock.advance(seconds)
         return json_response(self._clock_state())
 
     # -- journal -----------------------------------------------------------------------------------
@@ -272,7 +271,10 @@ class AdminApi:
 
     def _page(self, request: Request, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         limit = request.query_params.get("limit")
-        start, size = ascii_int(request.query_params.get("offset", "0")), ascii_int(limit) if limit is not None else 0
+        start, size = (
+            ascii_int(request.query_params.get("offset", "0")),
+            ascii_int(limit) if limit is not None else 0,
+        )
         if start is None or size is None:
             raise BadRequest("offset and limit must be non-negative integers")
         return entries[start : start + size] if limit is not None else entries[start:]

@@ -43,6 +43,10 @@ class Clock:
     def advance(self, seconds: float) -> datetime:
         if seconds < 0:
             raise ValueError("the simulated clock only moves forward")
+        try:
+            self.at(self.elapsed() + seconds)
+        except OverflowError:
+            raise ValueError(f"advancing {seconds:g} seconds would move the clock past year 9999") from None
         self._offset += seconds
         return self.now()
 

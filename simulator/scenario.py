@@ -77,15 +77,24 @@ class Scenario:
     clients: list[Any] = field(default_factory=list)  # OAuth clients (SMART)
 
 
+def _is_file(path: Path) -> bool:
+    """Not `exists`: "" is Path("."), and a directory is no YAML file. A name too long for the
+    file system raises OSError from `is_file` instead of answering False."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def named_yaml(name_or_path: str, directory: Path, kind: str) -> Path:
     """A YAML file given by path, or by name in `directory` (scenarios, vendor profiles)."""
     candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
-        if not candidate.exists():
+    if candidate.suffix in (".yaml", ".yml") or _is_file(candidate):
+        if not _is_file(candidate):
             raise ScenarioError(f"{candidate}: no such {kind} file")
         return candidate
     path = directory / f"{name_or_path}.yaml"
-    if not path.exists():
+    if not _is_file(path):
         known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))
         raise ScenarioError(f"unknown {kind} '{name_or_path}' (known: {known})")
     return path
@@ -100,7 +109,10 @@ Sources = list[tuple[Path, Any]]
 
 
 def _read_yaml(path: Path) -> tuple[Any, Any]:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: cannot read it as a UTF-8 YAML file ({exc})") from None
     try:
         return yaml.safe_load(text), yaml.compose(text)
     except yaml.YAMLError as exc:

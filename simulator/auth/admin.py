@@ -43,6 +43,15 @@ async def _body(request: Request) -> dict[str, Any]:
         raise AdminError(exc.status, exc.error, str(exc)) from None
 
 
+def _text(body: dict[str, Any], key: str) -> str | None:
+    """`body[key]` when it is a string or absent; a JSON array, object or number there is a 400."""
+    value = body.get(key)
+    if value is not None and not isinstance(value, str):
+        kind = {dict: "an object", list: "an array", bool: "a boolean"}.get(type(value), "a number")
+        raise AdminError(400, "invalid_request", f"'{key}' must be a string, not {kind}")
+    return value
+
+
 def _server(sandbox: Sandbox, site_id: str | None) -> tuple[AuthorizationServer, Any]:
     """The authorization server of `site_id`, or of the first site with auth on."""
     runtimes = [sandbox.sites[site_id]] if site_id in sandbox.sites else []
@@ -77,7 +86,8 @@ def admin_routes(sandbox: Sandbox) -> list[Route]:
                     {"site": site.id, "clients": [c.metadata() for c in server.clients.clients.values()]}
                 )
             body = await _body(request)
-            server, site = _server(sandbox, body.pop("site", None))
+            server, site = _server(sandbox, _text(body, "site"))
+            body.pop("site", None)
             try:
                 client = server.register(body)  # the admin may choose the client_id
             except OAuthError as exc:
@@ -89,7 +99,7 @@ def admin_routes(sandbox: Sandbox) -> list[Route]:
     async def token(request: Request) -> Response:
         try:
             body = await _body(request)
-            server, site = _server(sandbox, body.get("site"))
+            server, site = _server(sandbox, _text(body, "site"))
             return json_response(mint(server, site_base_url(site, request), body), 200)
         except AdminError as exc:
             return exc.response()
@@ -97,8 +107,10 @@ def admin_routes(sandbox: Sandbox) -> list[Route]:
     async def launch(request: Request) -> Response:
         try:
             body = await _body(request)
-            server, site = _server(sandbox, body.pop("site", None))
-            app_url = body.pop("launch_url", None)
+            server, site = _server(sandbox, _text(body, "site"))
+            app_url = _text(body, "launch_url")
+            body.pop("site", None)
+            body.pop("launch_url", None)
             try:
                 launch_id = server.create_launch(body)
             except ValueError as exc:
@@ -121,6 +133,8 @@ def admin_routes(sandbox: Sandbox) -> list[Route]:
 
 
 def mint(server: AuthorizationServer, base: str, body: dict[str, Any]) -> dict[str, Any]:
+    for key in ("client_id", "scope", "patient", "encounter", "user"):
+        _text(body, key)
     if body.get("client_id"):
         client = server.clients.get(body["client_id"])
         if client is None:

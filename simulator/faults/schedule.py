@@ -10,14 +10,15 @@ Times are simulated seconds since the scenario's clock start, so `advance` on th
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*$")
-_DURATION = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)\s*)+$")
-_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
+_NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*$", re.ASCII)
+_DURATION = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)\s*)+$", re.ASCII)
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)", re.ASCII)
 
 
 def parse_duration(value: Any, where: str = "duration") -> float:
@@ -27,16 +28,22 @@ def parse_duration(value: Any, where: str = "duration") -> float:
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError(f"{where}: a duration cannot be negative")
-        return float(value)
-    text = str(value)
-    number = _NUMBER.match(text)
-    if number:
-        return float(number.group(1))
-    if not _DURATION.match(text):
-        raise ValueError(
-            f"{where}: '{value}' is not a duration; use a number of seconds or 500ms, 30s, 5m, 2h, 1d, 1h30m"
-        )
-    return sum(float(amount) * _UNITS[unit] for amount, unit in _PART.findall(text))
+        seconds = float(value) if abs(value) < 1e300 else math.inf
+    else:
+        text = str(value)
+        number = _NUMBER.match(text)
+        if number:
+            seconds = float(number.group(1))
+        elif _DURATION.match(text):
+            seconds = sum(float(amount) * _UNITS[unit] for amount, unit in _PART.findall(text))
+        else:
+            raise ValueError(
+                f"{where}: '{value}' is not a duration; use a number of seconds or 500ms, 30s, 5m, 2h, 1d, 1h30m"
+            )
+    # NaN, infinity and 400-digit numbers would poison every clock and window computed from them.
+    if not math.isfinite(seconds):
+        raise ValueError(f"{where}: {str(value)[:40]!r} is too large or not a finite number of seconds")
+    return seconds
 
 
 @dataclass(frozen=True, slots=True)

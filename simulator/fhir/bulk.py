@@ -507,8 +507,15 @@ def export_parameters(body: Any, level: str) -> tuple[list[tuple[str, str]], lis
         raise FHIRError.of(400, "invalid", "A POST $export needs a Parameters resource as its body")
     items: list[tuple[str, str]] = []
     patients: list[str] = []
-    for parameter in body.get("parameter") or []:
+    parameters = body.get("parameter") or []
+    if not isinstance(parameters, list):
+        raise FHIRError.of(400, "invalid", "Parameters.parameter must be an array", expression=["parameter"])
+    for parameter in parameters:
         name = parameter.get("name") if isinstance(parameter, dict) else None
+        if not isinstance(name, str):
+            raise FHIRError.of(
+                400, "invalid", f"each $export parameter needs a name (a string), not {name!r}"
+            )
         if name == "patient":
             if level == "system":
                 raise FHIRError.of(
@@ -517,8 +524,13 @@ def export_parameters(body: Any, level: str) -> tuple[list[tuple[str, str]], lis
                     "patient applies to Patient- and Group-level exports",
                     expression=["patient"],
                 )
-            reference = (parameter.get("valueReference") or {}).get("reference", "")
-            if not reference.startswith("Patient/") or not reference[len("Patient/") :]:
+            value = parameter.get("valueReference")
+            reference = value.get("reference") if isinstance(value, dict) else None
+            if (
+                not isinstance(reference, str)
+                or not reference.startswith("Patient/")
+                or reference == "Patient/"
+            ):
                 raise FHIRError.of(
                     400,
                     "invalid",
@@ -527,9 +539,7 @@ def export_parameters(body: Any, level: str) -> tuple[list[tuple[str, str]], lis
                 )
             patients.append(reference[len("Patient/") :])
             continue
-        values = (
-            [v for k, v in parameter.items() if k.startswith("value") and isinstance(v, str)] if name else []
-        )
+        values = [v for k, v in parameter.items() if k.startswith("value") and isinstance(v, str)]
         if len(values) != 1:
             raise FHIRError.of(
                 400, "invalid", f"$export parameter {name!r} needs one value (valueString, valueInstant, ...)"

@@ -1,0 +1,153 @@
+"""Bad input to the admin API gets `{error, message}` JSON with a 4xx, never a 5xx or a hang:
+generated JSON bodies and query strings for every route, against the real server over a socket.
+Each bug these found has a named regression test below."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from simulator.testing import RunningServer, serve_in_thread
+from simulator.verify import FILTER_KEYS
+from tests.fuzz_support import FUZZ, bodies, queries
+from tests.smart_support import TIMEOUT
+
+FAULT_KEYS = [
+    *["id", "match", "schedule", "action", "probability", "description", "enabled", "type", "status"],
+    *["delay", "fixed", "uniform", "lognormal", "median", "sigma", "max", "after", "for", "every"],
+    *["requests", "from", "to", "times", "protocol", "site", "method", "path", "headers", "resource_type"],
+]
+VERIFY_KEYS = [*FILTER_KEYS, "check", "filter", "at_least", "at_most", "count", "within", "sequence", "steps"]
+SCENARIO_KEYS = [
+    *["name", "definition", "extends", "sites", "seed", "clock", "faults", "start", "speed", "id"],
+    *["base_path", "population", "patients", "vendor", "auth", "rate_limits", "as_of"],
+]
+AUTH_KEYS = [
+    *["site", "client_id", "scope", "patient", "encounter", "user", "launch_url", "redirect_uris"],
+    *["grant_types", "jwks", "jwks_uri", "token_endpoint_auth_method", "client_name", "client_secret"],
+]
+ROUTES = [
+    ("POST", "/faults", FAULT_KEYS),
+    ("PATCH", "/faults/f", ["enabled", "id"]),
+    ("POST", "/journal/verify", VERIFY_KEYS),
+    ("POST", "/clock/advance", ["seconds", "duration"]),
+    ("PUT", "/scenario", SCENARIO_KEYS),
+]
+AUTH_ROUTES = [("POST", "/clients", AUTH_KEYS), ("POST", "/token", AUTH_KEYS), ("POST", "/launch", AUTH_KEYS)]
+
+
+@pytest.fixture(scope="module")
+def admin_server() -> Iterator[RunningServer]:
+    with serve_in_thread("default") as running:
+        httpx.post(
+            running.admin + "/faults", json={"id": "f", "action": "status", "match": {"path": "/none"}}
+        )
+        yield running
+
+
+def check(response: httpx.Response) -> None:
+    assert response.status_code < 500, (response.status_code, response.text[:300])
+    if response.status_code >= 400:
+        error = response.json()
+        assert error["error"] and error["message"], error
+
+
+def send(server: RunningServer, method: str, path: str, body: bytes) -> httpx.Response:
+    with httpx.Client(timeout=TIMEOUT) as http:
+        return http.request(
+            method, server.admin + path, content=body, headers={"content-type": "application/json"}
+        )
+
+
+@FUZZ
+@given(data=st.data(), route=st.sampled_from(ROUTES))
+def test_generated_bodies_get_admin_errors(admin_server: RunningServer, data: st.DataObject, route) -> None:
+    method, path, keys = route
+    check(send(admin_server, method, path, data.draw(bodies(keys))))
+
+
+@FUZZ
+@given(data=st.data(), route=st.sampled_from(AUTH_ROUTES))
+def test_generated_auth_admin_bodies_get_admin_errors(
+    smart: RunningServer, data: st.DataObject, route
+) -> None:
+    method, path, keys = route
+    check(send(smart, method, path, data.draw(bodies(keys))))
+
+
+@FUZZ
+@given(body=bodies(SCENARIO_KEYS).map(lambda b: b.replace(b'"', b"")))
+def test_generated_yaml_scenarios_get_admin_errors(admin_server: RunningServer, body: bytes) -> None:
+    with httpx.Client(timeout=TIMEOUT) as http:
+        check(http.put(admin_server.admin + "/scenario", content=body, headers={"content-type": "text/yaml"}))
+
+
+@FUZZ
+@given(
+    path=st.sampled_from(["/journal", "/journal/export", "/clients", "/faults/f", "/sites", "/clock"]),
+    query=queries([*FILTER_KEYS, "limit", "offset", "after", "x"], ["1", "500", "5xx", "GET", "2026-01-01"]),
+)
+def test_generated_queries_get_admin_errors(admin_server: RunningServer, path: str, query: str) -> None:
+    with httpx.Client(timeout=TIMEOUT) as http:
+        check(http.get(f"{admin_server.admin}{path}?{query}"))
+
+
+# -- regressions: each was a 500 -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        # timedelta overflows past year 9999
+        ({"seconds": 1.5e16}, "past year 9999"),
+        ({"duration": "99999999999999999d"}, "past year 9999"),
+        # float("9" * 400) is inf
+        ({"duration": "9" * 400}, "too large or not a finite number"),
+        # ARABIC-INDIC ONE matched \d and float() read it as 1 (not a 500, but a duration nobody wrote)
+        ({"duration": "\u0661m"}, "is not a duration"),
+    ],
+)
+def test_clock_advance_refuses_durations_the_clock_cannot_hold(
+    admin_server: RunningServer, body: dict, message: str
+) -> None:
+    before = httpx.get(admin_server.admin + "/clock").json()["now"]
+    response = httpx.post(admin_server.admin + "/clock/advance", json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request" and message in response.json()["message"]
+    assert httpx.get(admin_server.admin + "/clock").json()["now"][:10] == before[:10]
+
+
+@pytest.mark.parametrize("name", ["", ".", "scenarios", "/", "x" * 300])
+def test_scenario_names_that_are_no_files_are_unknown_scenarios(
+    admin_server: RunningServer, name: str
+) -> None:
+    # Path("") is "."; reading a directory raised IsADirectoryError, and a name longer than the file
+    # system allows raised OSError (ENAMETOOLONG) from Path.exists.
+    response = httpx.put(admin_server.admin + "/scenario", json={"name": name})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_scenario"
+    assert f"unknown scenario '{name}'" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "path, body, message",
+    [
+        ("/token", {"site": []}, "'site' must be a string, not an array"),
+        ("/clients", {"site": {}}, "'site' must be a string, not an object"),
+        ("/launch", {"site": [1]}, "'site' must be a string, not an array"),
+        ("/launch", {"launch_url": 5}, "'launch_url' must be a string, not a number"),
+        ("/token", {"scope": {"scope": None}}, "'scope' must be a string, not an object"),
+        ("/token", {"client_id": ["a"]}, "'client_id' must be a string, not an array"),
+        ("/token", {"patient": [True]}, "'patient' must be a string, not an array"),
+        ("/token", {"user": {}}, "'user' must be a string, not an object"),
+        ("/token", {"encounter": False}, "'encounter' must be a string, not a boolean"),
+    ],
+)
+def test_auth_admin_fields_must_be_strings(smart: RunningServer, path: str, body: dict, message: str) -> None:
+    response = httpx.post(smart.admin + path, json=body, timeout=TIMEOUT)
+    assert response.status_code == 400, response.text
+    assert response.json() == {"error": "invalid_request", "message": message}
