@@ -5,15 +5,19 @@ before. The tests send them to the real server over a socket."""
 from __future__ import annotations
 
 import json
+import os
 from urllib.parse import quote
 
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+# CI runs the same 80 examples each time; EHRSIM_FUZZ_EXAMPLES=2000 explores further with fresh
+# random examples (then add what it finds as a named regression test).
+EXPLORE = int(os.environ.get("EHRSIM_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(
-    max_examples=80,
+    max_examples=EXPLORE or 80,
     deadline=None,
-    derandomize=True,  # the same examples on every CI run; raise max_examples locally to explore
+    derandomize=not EXPLORE,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )

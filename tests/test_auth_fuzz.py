@@ -3,14 +3,20 @@ generated forms, query strings, headers and JSON against the real server."""
 
 from __future__ import annotations
 
+import base64
+import json
+import time
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simulator.testing import RunningServer
-from tests.smart_support import TIMEOUT
+from tests.fuzz_support import FUZZ, SCALARS
+from tests.smart_support import TIMEOUT, assertion, backend_form, new_key, public_jwks
 
 FIELDS = [
     "grant_type",
@@ -149,3 +155,90 @@ def test_generated_authorization_headers_on_fhir_requests(smart: RunningServer, 
     with httpx.Client(timeout=TIMEOUT) as http:
         response = http.get(smart.fhir_base + "/Patient", headers={"Authorization": authorization})
     assert response.status_code == 401, response.text
+
+
+# -- client assertions: signed JWTs with generated claims and headers, and broken JWTs -----------
+CLAIM_VALUES = st.one_of(
+    SCALARS,
+    st.lists(SCALARS, max_size=3),
+    st.dictionaries(st.text(max_size=4), SCALARS, max_size=2),
+    st.sampled_from(["backend", "AUD", "NOW"]),
+)
+
+
+@pytest.fixture(scope="module")
+def backend(smart: RunningServer) -> tuple[Any, str]:
+    """A private_key_jwt client with a fresh ES384 key: (key, client_id)."""
+    key = new_key("ES384")
+    response = httpx.post(
+        smart.fhir_base + "/auth/register",
+        json={
+            "grant_types": ["client_credentials"],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": public_jwks(key),
+        },
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 201, response.text
+    return key, response.json()["client_id"]
+
+
+def b64(data: Any) -> str:
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode("utf-8", "surrogatepass")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@FUZZ
+@given(
+    claims=st.dictionaries(st.sampled_from(["iss", "sub", "aud", "exp", "jti", "iat", "nbf"]), CLAIM_VALUES),
+    header=st.dictionaries(st.sampled_from(["alg", "kid", "typ", "jku", "crit"]), CLAIM_VALUES, max_size=3),
+    damage=st.sampled_from(["none", "header", "truncate", "segments", "payload"]),
+    raw=st.binary(max_size=30),
+)
+def test_generated_client_assertions_get_oauth_errors(
+    smart: RunningServer, backend: tuple[Any, str], claims: dict, header: dict, damage: str, raw: bytes
+) -> None:
+    key, client_id = backend
+    token_url = smart.fhir_base + "/auth/token"
+    symbolic = {"backend": client_id, "AUD": token_url, "NOW": int(time.time()) + 60}
+    claims = {k: symbolic.get(v, v) if isinstance(v, str) else v for k, v in claims.items()}
+    try:
+        signed = assertion(key, "ES384", client_id, token_url, **claims)
+    except UnicodeEncodeError:  # a lone surrogate: joserfc will not sign it, so send it unsigned
+        signed = f"{b64({'alg': 'ES384'})}.{b64(claims)}.{b64(raw)}"
+    head, payload, signature = signed.split(".")
+    if damage == "header":  # a generated header over a valid signature
+        head = b64({"alg": "ES384", "kid": key.kid, **header})
+    elif damage == "payload":
+        payload = b64(raw)
+    elif damage == "segments":
+        signature = f"{signature}.{b64(raw)}"
+    elif damage == "truncate":
+        signature = signature[: len(raw)]
+    check_token(smart, backend_form(f"{head}.{payload}.{signature}"))
+
+
+def check_token(smart: RunningServer, form: dict) -> None:
+    with httpx.Client(timeout=TIMEOUT) as http:
+        response = http.post(smart.fhir_base + "/auth/token", data=form)
+    check(response)
+    assert response.status_code in (200, 400, 401), response.text
+
+
+@pytest.mark.parametrize(
+    "header, named",
+    [({"crit": None}, "crit"), ({"crit": "exp"}, "crit"), ({"crit": []}, "crit"), ({"kid": 5}, "kid")],
+)
+def test_client_assertion_headers_of_the_wrong_type_are_invalid_client(
+    smart: RunningServer, backend: tuple[Any, str], header: dict, named: str
+) -> None:
+    # joserfc iterates `crit` without checking it: "crit": null was a TypeError and a 500.
+    key, client_id = backend
+    token_url = smart.fhir_base + "/auth/token"
+    _, payload, signature = assertion(key, "ES384", client_id, token_url).split(".")
+    head = b64({"alg": "ES384", "kid": key.kid, **header})
+    with httpx.Client(timeout=TIMEOUT) as http:
+        response = http.post(token_url, data=backend_form(f"{head}.{payload}.{signature}"))
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] == "invalid_client"
+    assert f"client_assertion header {named} has the wrong JSON type" in response.json()["error_description"]

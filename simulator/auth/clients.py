@@ -259,6 +259,17 @@ class ClientRegistry:
             raise invalid_client("client_assertion is not a signed JWT") from None
         if not isinstance(claims, dict):
             raise invalid_client("client_assertion's payload is not a JSON object")
+        malformed = [
+            name
+            for name, ok in (
+                ("kid", lambda v: isinstance(v, str)),
+                ("typ", lambda v: isinstance(v, str)),
+                ("crit", lambda v: isinstance(v, list) and v and all(isinstance(n, str) for n in v)),
+            )
+            if name in header and not ok(header[name])
+        ]
+        if malformed:  # RFC 7515 4.1: kid and typ are strings, crit a non-empty list of names
+            raise invalid_client(f"client_assertion header {', '.join(malformed)} has the wrong JSON type")
         alg = header.get("alg")
         if alg not in algorithms:
             raise invalid_client(
