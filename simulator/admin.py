@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import hmac
+import logging
 import secrets
 from typing import Any
 
@@ -18,7 +19,7 @@ import yaml
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route, Router
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from simulator import __version__
 from simulator.clock import fhir_instant
@@ -27,9 +28,10 @@ from simulator.dashboard import dashboard_routes
 from simulator.faults import FaultSpecError, parse_duration
 from simulator.fhir.values import ascii_int
 from simulator.sandbox import Sandbox
-from simulator.scenario import ScenarioError, load_scenario, scenario_from_mapping
+from simulator.scenario import ScenarioError, fault_problems, load_scenario, scenario_from_mapping
 from simulator.verify import FILTER_KEYS, VerifyError, select, verify
 
+log = logging.getLogger("ehrsim.admin")
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 # Served without the admin token: the health check and the dashboard's files (no data in them).
 PUBLIC_PATHS = frozenset({"/_admin/health", *DASHBOARD_ASSETS})
@@ -113,10 +115,24 @@ class AdminApi:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="ehrsim-admin"'
                 await response(scope, receive, send)
                 return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.router(scope, receive, send)
+            await self.router(scope, receive, tracked)
         except BadRequest as exc:
             await admin_error(exc.status, exc.error, str(exc))(scope, receive, send)
+        except Exception:  # a bug, not bad input: still answer in the admin API's shape, and log it
+            log.exception("unhandled error for %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            await admin_error(500, "internal_error", "Internal error in ehrsim; see the server log")(
+                scope, receive, send
+            )
 
     async def not_found(self, scope: Scope, receive: Receive, send: Send) -> None:
         await admin_error(
@@ -189,8 +205,12 @@ class AdminApi:
         engine = self.sandbox.faults
         if request.method == "GET":
             return json_response(engine.describe())
+        body = await json_body(request)
+        problems = fault_problems(body)
+        if problems:
+            raise BadRequest("; ".join(map(str, problems)), 422, "invalid_fault")
         try:
-            fault = engine.add(await json_body(request))
+            fault = engine.add(body)
         except FaultSpecError as exc:
             raise BadRequest(str(exc), 422, "invalid_fault") from None
         return json_response(fault.to_mapping(), 201)

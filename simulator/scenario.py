@@ -314,6 +314,29 @@ def schema_validator() -> Draft202012Validator:
 
 
 @functools.cache
+def _fault_validator() -> Draft202012Validator:
+    return Draft202012Validator(
+        {"$ref": "https://ehrsim.dev/schema/fault.schema.json"}, registry=schema_registry()
+    )
+
+
+def fault_problems(spec: dict[str, Any], where: str = "fault") -> list[Problem]:
+    """What the fault schema finds wrong with one fault added at run time (the admin API), as a
+    scenario file's faults are checked: the engine reads action settings only when the fault fires.
+    A runtime fault's id is free text and its action may be a bare type name."""
+    data = _plain(spec)
+    if isinstance(data.get("action"), str):
+        data["action"] = {"type": data["action"]}
+    errors = [
+        error
+        for error in _fault_validator().iter_errors(data)
+        if not (list(error.absolute_path) == ["id"] and error.validator == "pattern")
+    ]
+    errors.sort(key=lambda e: list(map(str, e.absolute_path)))
+    return [_problem(error, [], where) for error in errors]
+
+
+@functools.cache
 def schema_registry() -> Registry:
     """Every section schema (scenarios/schema/*.schema.json) by its $id, for cross-file $refs."""
     resources = []
@@ -395,6 +418,7 @@ def _problem(error: ValidationError, sources: Sources, where: str) -> Problem:
         from simulator.faults.http import HTTP_ACTIONS
 
         kind = error.instance.get("type") if isinstance(error.instance, dict) else None
+        kind = kind if isinstance(kind, str) else None  # `type: [status]` is no action name either
         branch = [e for e in error.context or () if e.relative_schema_path[0] == 0]
         if kind in HTTP_ACTIONS and branch:  # a known HTTP action with a bad setting: report that
             return _problem(branch[0], sources, where)

@@ -19,7 +19,9 @@ Filters' `since`/`until` take simulated seconds or an ISO 8601 instant of simula
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -57,6 +59,28 @@ class VerifyError(ValueError):
     """A query or check that cannot be run as given; the message says what to change."""
 
 
+def _number(value: Any, where: str) -> float:
+    """A finite number from a JSON number or a string of ASCII digits (float() alone also reads
+    "nan", "inf" and Arabic-Indic digits)."""
+    number = math.nan
+    readable = isinstance(value, str) and value.isascii()
+    if readable or (isinstance(value, int | float) and not isinstance(value, bool)):
+        with contextlib.suppress(ValueError, OverflowError):
+            number = float(value)
+    if not math.isfinite(number):
+        raise VerifyError(f"{where} must be a number, not {value!r}")
+    return number
+
+
+def _count(value: Any, where: str) -> int:
+    count = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, str):
+        count = ascii_int(value)
+    if count is None or count < 0:
+        raise VerifyError(f"{where} must be a non-negative integer, not {value!r}")
+    return count
+
+
 def _status_rule(value: Any) -> tuple[set[int], set[int]]:
     exact: set[int] = set()
     classes: set[int] = set()
@@ -82,6 +106,10 @@ class EntryFilter:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None, start: datetime | None = None) -> EntryFilter:
         """`start`: the clock's start, to turn ISO instants in since/until into simulated seconds."""
+        if data is not None and not isinstance(data, Mapping):
+            raise VerifyError(
+                f"a filter is a mapping of journal fields ({', '.join(FILTER_KEYS)}), not {data!r}"
+            )
         data = dict(data or {})
         unknown = sorted(set(data) - set(FILTER_KEYS))
         if unknown:
@@ -117,10 +145,8 @@ def _moment(value: Any, start: datetime | None) -> float | None:
     """Simulated seconds since the clock start, from seconds or an ISO instant."""
     if value in (None, ""):
         return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        pass
+    with contextlib.suppress(VerifyError):
+        return _number(value, "since/until")
     try:
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     except ValueError:
@@ -142,7 +168,7 @@ def select(
 
 
 def _bounds(spec: Mapping[str, Any], count: int) -> tuple[bool, dict[str, Any]]:
-    expected = {k: int(spec[k]) for k in ("at_least", "at_most", "exactly") if spec.get(k) is not None}
+    expected = {k: _count(spec[k], k) for k in ("at_least", "at_most", "exactly") if spec.get(k) is not None}
     ok = (
         count >= expected.get("at_least", count)
         and count <= expected.get("at_most", count)
@@ -215,17 +241,17 @@ def verify(journal: Journal, spec: Mapping[str, Any], faults: FaultEngine | None
         times = [_time(e, clock) for e in chosen]
         gaps = [round(b - a, 6) for a, b in itertools.pairwise(times)]
         problems = []
-        min_gap = spec.get("min_gap")
-        if min_gap is not None:
+        if spec.get("min_gap") is not None:
+            min_gap = _number(spec["min_gap"], "min_gap")
             problems += [
-                f"gap {i + 1} is {g} s, under {min_gap} s" for i, g in enumerate(gaps) if g < float(min_gap)
+                f"gap {i + 1} is {g} s, under {min_gap} s" for i, g in enumerate(gaps) if g < min_gap
             ]
-        factor = spec.get("backoff")
-        if factor is not None:
+        if spec.get("backoff") is not None:
+            factor = _number(spec["backoff"], "backoff")
             problems += [
                 f"gap {i + 2} is {b} s, less than {factor} x the previous {a} s"
                 for i, (a, b) in enumerate(itertools.pairwise(gaps))
-                if b < a * float(factor) - 1e-6
+                if b < a * factor - 1e-6
             ]
         result.update(ok=not problems, gaps=gaps, problems=problems, count=len(chosen))
     elif check == "retry_after":
@@ -248,7 +274,7 @@ def verify(journal: Journal, spec: Mapping[str, Any], faults: FaultEngine | None
         result.update(ok=not violations, violations=violations, count=len(chosen))
     elif check == "duplicates":
         key = spec.get("key")
-        if not key:
+        if not key or not isinstance(key, str):
             raise VerifyError("'duplicates' needs a 'key': a journal field (e.g. control_id) or 'identifier'")
         groups: dict[str, list[int]] = {}
         for entry in chosen:
@@ -260,6 +286,8 @@ def verify(journal: Journal, spec: Mapping[str, Any], faults: FaultEngine | None
         result.update(ok=not duplicates, duplicates=duplicates, count=len(chosen))
     elif check == "during":
         if spec.get("fault"):
+            if not isinstance(spec["fault"], str):
+                raise VerifyError(f"fault must be a fault id (a string), not {spec['fault']!r}")
             fault = faults.faults.get(spec["fault"]) if faults is not None else None
             if fault is None:
                 raise VerifyError(f"no fault with id '{spec['fault']}'")
@@ -267,8 +295,9 @@ def verify(journal: Journal, spec: Mapping[str, Any], faults: FaultEngine | None
                 raise VerifyError(f"fault '{fault.id}' has no time window (schedule after/for)")
             inside = [e for e in chosen if fault.schedule.open_at(e.get("sim", 0.0))]
         elif isinstance(spec.get("window"), Mapping):
-            low = float(spec["window"].get("from", 0))
-            high = float(spec["window"].get("to", float("inf")))
+            window = spec["window"]
+            low = _number(window.get("from", 0), "window.from")
+            high = _number(window["to"], "window.to") if window.get("to") is not None else math.inf
             inside = [e for e in chosen if low <= e.get("sim", 0.0) < high]
         else:
             raise VerifyError("'during' needs 'fault' (a timed fault's id) or 'window: {from, to}'")

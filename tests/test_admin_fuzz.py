@@ -4,7 +4,9 @@ Each bug these found has a named regression test below."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -12,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from simulator.testing import RunningServer, serve_in_thread
-from simulator.verify import FILTER_KEYS
-from tests.fuzz_support import FUZZ, bodies, queries
+from simulator.verify import CHECKS, FILTER_KEYS
+from tests.fuzz_support import FUZZ, SCALARS, bodies, json_values, queries
 from tests.smart_support import TIMEOUT
 
 FAULT_KEYS = [
@@ -21,7 +23,10 @@ FAULT_KEYS = [
     *["delay", "fixed", "uniform", "lognormal", "median", "sigma", "max", "after", "for", "every"],
     *["requests", "from", "to", "times", "protocol", "site", "method", "path", "headers", "resource_type"],
 ]
-VERIFY_KEYS = [*FILTER_KEYS, "check", "filter", "at_least", "at_most", "count", "within", "sequence", "steps"]
+VERIFY_KEYS = [
+    *[*FILTER_KEYS, "check", "filter", "at_least", "at_most", "exactly", "sequence", "min_gap", "backoff"],
+    *["key", "window", "clock"],
+]
 SCENARIO_KEYS = [
     *["name", "definition", "extends", "sites", "seed", "clock", "faults", "start", "speed", "id"],
     *["base_path", "population", "patients", "vendor", "auth", "rate_limits", "as_of"],
@@ -68,6 +73,67 @@ def send(server: RunningServer, method: str, path: str, body: bytes) -> httpx.Re
 def test_generated_bodies_get_admin_errors(admin_server: RunningServer, data: st.DataObject, route) -> None:
     method, path, keys = route
     check(send(admin_server, method, path, data.draw(bodies(keys))))
+
+
+ACTION_PARAMS = [
+    "status",
+    "code",
+    "diagnostics",
+    "headers",
+    "retry_after",
+    "delay",
+    "mode",
+    "fraction",
+    "body",
+]
+FAULTS = st.fixed_dictionaries(
+    {
+        "match": st.just({"resource_type": "Flag"}),  # only this module's own requests, below
+        "action": st.one_of(
+            SCALARS,
+            st.fixed_dictionaries(
+                {"type": st.sampled_from(["status", "throttle", "outage", "empty", "revoke_token", "x", ""])},
+                optional={
+                    **{name: SCALARS for name in ACTION_PARAMS},
+                    "headers": json_values(["Retry-After", "x"]),
+                },
+            ),
+        ),
+    },
+    optional={
+        "id": SCALARS,
+        "probability": SCALARS,
+        "schedule": json_values(["after", "for", "every", "requests", "from", "to", "times"]),
+    },
+)
+VERIFY = st.fixed_dictionaries(
+    {"check": st.sampled_from(CHECKS)},
+    optional={key: json_values([*VERIFY_KEYS, "from", "to"]) for key in VERIFY_KEYS if key != "check"},
+)
+
+
+@FUZZ
+@given(fault=FAULTS)
+def test_accepted_faults_answer_as_configured(admin_server: RunningServer, fault: dict) -> None:
+    """A fault the admin API accepts must work when it fires: nothing accepted may turn into an
+    internal error later."""
+    added = httpx.post(admin_server.admin + "/faults", json=fault)
+    check(added)
+    if added.status_code != 201:
+        return
+    try:
+        response = httpx.get(admin_server.fhir_base + "/Flag", timeout=TIMEOUT)
+        assert "Internal error" not in response.text, response.text
+    finally:
+        fault_id = quote(added.json()["id"], safe="")
+        assert httpx.post(f"{admin_server.admin}/faults/{fault_id}/disable").status_code == 200
+
+
+@FUZZ
+@given(spec=VERIFY)
+def test_generated_verify_specs_get_admin_errors(admin_server: RunningServer, spec: dict) -> None:
+    httpx.get(admin_server.fhir_base + "/metadata")  # something in the journal to check
+    check(httpx.post(admin_server.admin + "/journal/verify", content=json.dumps(spec).encode()))
 
 
 @FUZZ
@@ -151,3 +217,76 @@ def test_auth_admin_fields_must_be_strings(smart: RunningServer, path: str, body
     response = httpx.post(smart.admin + path, json=body, timeout=TIMEOUT)
     assert response.status_code == 400, response.text
     assert response.json() == {"error": "invalid_request", "message": message}
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"check": "count", "at_least": "x"}, "at_least must be a non-negative integer, not 'x'"),
+        ({"check": "count", "exactly": [1]}, "exactly must be a non-negative integer, not [1]"),
+        ({"check": "count", "at_most": "²"}, "at_most must be a non-negative integer, not '²'"),
+        ({"check": "gaps", "min_gap": "x"}, "min_gap must be a number, not 'x'"),
+        ({"check": "gaps", "backoff": "nan"}, "backoff must be a number, not 'nan'"),
+        ({"check": "during", "window": {"from": "x"}}, "window.from must be a number, not 'x'"),
+        ({"check": "during", "fault": ["a"]}, "fault must be a fault id (a string), not ['a']"),
+        ({"check": "duplicates", "key": ["a"]}, "'duplicates' needs a 'key'"),
+        ({"check": "count", "filter": [1]}, "a filter is a mapping of journal fields"),
+        ({"check": "order", "sequence": [1]}, "a filter is a mapping of journal fields"),
+        (
+            {"check": "count", "filter": {"since": "\u0661"}},
+            "since/until: '\u0661' is neither simulated seconds",
+        ),
+    ],
+)
+def test_verify_specs_of_the_wrong_type_are_a_400(
+    admin_server: RunningServer, spec: dict, message: str
+) -> None:
+    for _ in range(2):  # entries to look at, so every check runs its loop
+        httpx.get(admin_server.fhir_base + "/metadata")
+    response = httpx.post(admin_server.admin + "/journal/verify", json=spec)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request" and message in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        # each was accepted, then a 500 (or a dropped connection) on every matching FHIR request
+        ({"action": {"type": "status", "status": "abc"}}, "action.status: 'abc' is not of type 'integer'"),
+        (
+            {"action": {"type": "status", "status": 999}},
+            "action.status: 999 is greater than the maximum of 599",
+        ),
+        ({"action": {"type": "truncate", "fraction": "x"}}, "action.fraction: 'x' is not of type 'number'"),
+        ({"action": {"type": "status", "headers": []}}, "action.headers: [] is not of type 'object'"),
+        (
+            {"action": {"type": "throttle", "retry_after": "soon"}},
+            "action.retry_after: 'soon' is not valid here",
+        ),
+        ({"action": {"type": "slow_body", "chunk": "x"}}, "action.chunk: 'x' is not of type 'integer'"),
+        ({"action": {"type": "status", "code": {}}}, "action.code: {} is not of type 'string'"),
+        ({"id": ["a"], "action": "status"}, "id: ['a'] is not of type 'string'"),
+        # and these were a 500 when added
+        ({"action": "status", "probability": "x"}, "probability: 'x' is not of type 'number'"),
+        ({"action": "status", "match": "x"}, "match: 'x' is not of type 'object'"),
+        (
+            {"action": "status", "schedule": {"requests": "x"}},
+            "schedule.requests: 'x' is not of type 'object'",
+        ),
+        ({"action": {"type": ["status"]}}, "action: an action needs a 'type'"),
+        # "math domain error" before
+        (
+            {"action": {"type": "latency", "delay": {"lognormal": {"median": 0}}}},
+            "lognormal.median must be above 0",
+        ),
+    ],
+)
+def test_runtime_faults_are_checked_like_scenario_faults(
+    admin_server: RunningServer, spec: dict, message: str
+) -> None:
+    spec = {"id": "bad", "match": {"path": "/Patient"}, **spec}
+    response = httpx.post(admin_server.admin + "/faults", json=spec)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_fault" and message in response.json()["message"]
+    assert "bad" not in [fault["id"] for fault in httpx.get(admin_server.admin + "/faults").json()]
+    assert httpx.get(admin_server.fhir_base + "/Patient", params={"_count": 1}).status_code == 200

@@ -25,7 +25,7 @@ SEGMENTS = st.one_of(
         ]
     ),
     st.text(
-        st.characters(min_codepoint=33, max_codepoint=0x2000, exclude_characters="/?#%"),
+        st.characters(min_codepoint=33, max_codepoint=0x2000, exclude_characters="/?#%\x7f"),
         min_size=1,
         max_size=6,
     ),

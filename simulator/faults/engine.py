@@ -53,6 +53,8 @@ def draw_delay(spec: Any, rng: random.Random, where: str = "delay") -> float:
     if "lognormal" in spec:
         params = spec["lognormal"]
         median = parse_duration(params["median"], f"{where}.lognormal.median")
+        if median <= 0:  # log(0): "math domain error" says nothing about the spec
+            raise FaultSpecError(f"{where}.lognormal.median must be above 0")
         value = rng.lognormvariate(math.log(median), float(params.get("sigma", 0.5)))
         cap = params.get("max")
         return min(value, parse_duration(cap, f"{where}.lognormal.max")) if cap is not None else value
