@@ -28,7 +28,7 @@ from simulator.dashboard import dashboard_routes
 from simulator.faults import FaultSpecError, parse_duration
 from simulator.fhir.values import ascii_int
 from simulator.sandbox import Sandbox
-from simulator.scenario import ScenarioError, fault_problems, load_scenario, scenario_from_mapping
+from simulator.scenario import fault_problems, load_scenario, scenario_from_mapping
 from simulator.verify import FILTER_KEYS, VerifyError, select, verify
 
 log = logging.getLogger("ehrsim.admin")
@@ -191,9 +191,9 @@ class AdminApi:
                     scenario = scenario_from_mapping(body["definition"])
                 else:
                     raise BadRequest("give {'name': 'outage'} or {'definition': {...}} (or a YAML body)")
-        except ScenarioError as exc:
+            await self.sandbox.reload(scenario)
+        except ValueError as exc:  # a ScenarioError, or a feature refusing its part while building
             raise BadRequest(str(exc), 422, "invalid_scenario") from None
-        await self.sandbox.reload(scenario)
         return json_response({"status": "loaded", "scenario": scenario.name})
 
     async def reset(self, request: Request) -> Response:

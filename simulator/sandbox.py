@@ -89,7 +89,10 @@ class Sandbox:
         scenario = self.scenario
         self.faults = FaultEngine.from_specs(scenario.faults, self.clock, scenario.seed)
         self.rate_limits = RateLimiter.from_specs(scenario.rate_limits, self.clock)
-        settings = scenario.journal
+        self._configure_journal()
+
+    def _configure_journal(self) -> None:
+        settings = self.scenario.journal
         enabled = self.options.get("journal", settings.get("enabled", True))
         self.journal.configure(
             capacity=int(settings.get("capacity", 100_000)),
@@ -189,14 +192,26 @@ class Sandbox:
         gcpolicy.full_collection()  # under `ehrsim serve`: the dropped data is gone, the scan is short
 
     def load(self, scenario: Scenario) -> None:
-        """Replace the scenario (and so every site); like a restart with another file."""
-        self.close()
-        self.scenario = scenario
-        self.clock = Clock(scenario.clock_start, scenario.clock_speed)
+        """Replace the scenario (and so every site); like a restart with another file. The new sites
+        are built before the old ones close: when a feature refuses the scenario (ValueError, e.g. a
+        client with a bad redirect URI), the old scenario keeps serving with its data."""
+        previous = (self.scenario, self.clock, self.sites, self.faults, self.rate_limits)
+        self.scenario, self.clock, self.sites = (
+            scenario,
+            Clock(scenario.clock_start, scenario.clock_speed),
+            {},
+        )
+        try:
+            self._configure()
+            self._build()
+        except Exception:
+            self.close()
+            self.scenario, self.clock, self.sites, self.faults, self.rate_limits = previous
+            self._configure_journal()
+            raise
+        for runtime in previous[2].values():
+            runtime.site.store.close()
         self.journal.clear()
-        self.sites = {}
-        self._configure()
-        self._build()
         gcpolicy.full_collection()  # as after a reset
 
     def close(self) -> None:
@@ -216,8 +231,10 @@ class Sandbox:
     async def reload(self, scenario: Scenario) -> None:
         """Load another scenario while serving: services restart around the swap."""
         await self.stop_services()
-        self.load(scenario)
-        await self.start_services()
+        try:
+            self.load(scenario)
+        finally:
+            await self.start_services()  # the new scenario's, or the old one's again
 
     # -- lookup ----------------------------------------------------------------------------------
     def site_for_path(self, path: str) -> SiteRuntime | None:

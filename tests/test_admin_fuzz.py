@@ -290,3 +290,31 @@ def test_runtime_faults_are_checked_like_scenario_faults(
     assert response.json()["error"] == "invalid_fault" and message in response.json()["message"]
     assert "bad" not in [fault["id"] for fault in httpx.get(admin_server.admin + "/faults").json()]
     assert httpx.get(admin_server.fhir_base + "/Patient", params={"_count": 1}).status_code == 200
+
+
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
+def test_a_scenario_a_feature_refuses_leaves_the_old_one_serving(store: str, tmp_path) -> None:
+    # The auth layer refused the client while the sandbox was half rebuilt: a 500, no sites left,
+    # and the data written before it gone.
+    refused = {
+        "name": "refused",
+        "sites": [
+            {
+                "id": "other",
+                "base_path": "/other",
+                "population": {"patients": 1},
+                "auth": {"required": True, "clients": [{"client_id": "x", "redirect_uris": [""]}]},
+            }
+        ],
+    }
+    spec = "memory" if store == "memory" else f"sqlite:{tmp_path / 'ehrsim.db'}"
+    with serve_in_thread("default", store=spec) as server:
+        written = {"resourceType": "Patient", "name": [{"family": "Kept"}]}
+        assert httpx.post(server.fhir_base + "/Patient", json=written).status_code == 201
+        response = httpx.put(server.admin + "/scenario", json={"definition": refused})
+        assert response.status_code == 422, response.text
+        assert response.json()["error"] == "invalid_scenario"
+        assert "client 0 (x): invalid_redirect_uri" in response.json()["message"]
+        assert httpx.get(server.admin + "/health").json()["scenario"] == "default"
+        found = httpx.get(server.fhir_base + "/Patient", params={"family": "Kept"}).json()
+        assert found["total"] == 1
