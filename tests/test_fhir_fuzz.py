@@ -140,7 +140,11 @@ ENTRY = st.fixed_dictionaries(
         "request": st.one_of(
             json_values(FHIR_KEYS),
             st.fixed_dictionaries(
-                {"method": st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "X", ""])},
+                {
+                    "method": st.one_of(
+                        st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "X"]), SCALARS
+                    )
+                },
                 optional={
                     "url": st.one_of(SCALARS, st.sampled_from(REQUEST_URLS)),
                     **dict.fromkeys(["ifMatch", "ifNoneExist", "ifNoneMatch", "ifModifiedSince"], SCALARS),
@@ -256,3 +260,41 @@ def test_malformed_export_parameters_are_a_400(site: RunningServer, parameters: 
     )
     assert response.status_code == 400, response.text
     assert says in response.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize(
+    "request_fields, says",
+    [
+        ({"method": [], "url": "Patient"}, "Unsupported request.method []"),  # unhashable: a 500
+        (
+            {"method": "POST", "url": "Patient", "ifNoneExist": 5},
+            "request.ifNoneExist must be a string, not 5",
+        ),
+        (
+            {"method": "PUT", "url": "Patient/PATIENT_ID", "ifMatch": {}},
+            "request.ifMatch must be a string, not {}",
+        ),
+        (
+            {"method": "GET", "url": "Patient/PATIENT_ID", "ifNoneMatch": True},
+            "request.ifNoneMatch must be a string",
+        ),
+    ],
+)
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_bundle_requests_of_the_wrong_type_are_a_400(
+    site: RunningServer, patient_id: str, kind: str, request_fields: dict, says: str
+) -> None:
+    request = {
+        k: v.replace("PATIENT_ID", patient_id) if isinstance(v, str) else v for k, v in request_fields.items()
+    }
+    entry = {"resource": {"resourceType": "Patient", "id": patient_id}, "request": request}
+    response = send(site, "POST", "", **fhir_json({"resourceType": "Bundle", "type": kind, "entry": [entry]}))
+    if kind == "transaction":  # all or nothing: the whole bundle is refused
+        assert response.status_code == 400, response.text
+        outcome = response.json()
+    else:  # a batch answers the entry
+        assert response.status_code == 200, response.text
+        (answer,) = response.json()["entry"]
+        assert answer["response"]["status"].startswith("400"), answer
+        outcome = answer["response"]["outcome"]
+    assert says in outcome["issue"][0]["diagnostics"]

@@ -58,12 +58,21 @@ def _request(entry: Any, index: int) -> tuple[str, str, str]:
         raise FHIRError.of(400, "required", "Each entry needs a request", expression=[where])
     method = entry["request"].get("method")
     url = entry["request"].get("url")
-    if method not in _ORDER:
+    if not isinstance(method, str) or method not in _ORDER:  # a JSON array or object is unhashable
         raise FHIRError.of(
             400, "invalid", f"Unsupported request.method {method!r}", expression=[f"{where}.method"]
         )
     if not isinstance(url, str) or not url:
         raise FHIRError.of(400, "required", "request.url is required", expression=[f"{where}.url"])
+    for name in ("ifMatch", "ifNoneExist", "ifNoneMatch", "ifModifiedSince"):  # the headers, as strings
+        value = entry["request"].get(name)
+        if value is not None and not isinstance(value, str):
+            raise FHIRError.of(
+                400,
+                "invalid",
+                f"request.{name} must be a string, not {value!r}",
+                expression=[f"{where}.{name}"],
+            )
     return method, url, where
 
 
