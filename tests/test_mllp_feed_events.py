@@ -316,3 +316,19 @@ def test_site_to_site_round_trip_lands_every_kind_in_fhir():
             1 for o in sent if o.message_type == "ORU^R01" for s in segments(o) if s.startswith("OBX|")
         )
         assert len(search(b, "Patient")) == 3
+
+
+def test_scenario_files_accept_the_new_kinds_and_name_an_unknown_one(tmp_path):
+    from simulator.scenario import validate_file
+
+    def problems(events: str) -> list:
+        path = tmp_path / "feed.yaml"
+        path.write_text(
+            "sites:\n  - id: a\n    mllp:\n      feeds:\n"
+            f"        - {{name: f, target: '127.0.0.1:6661', events: {events}}}\n"
+        )
+        return validate_file(str(path))
+
+    assert problems("[adt, scheduling, documents, immunizations]") == []
+    (problem,) = problems("[adt, billing]")
+    assert problem.path.startswith("sites[0].mllp.feeds[0].events")
