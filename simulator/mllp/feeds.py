@@ -19,6 +19,7 @@ import contextlib
 import functools
 import os
 import random
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -58,6 +59,7 @@ DEFECTS = frozenset(
 VALID_DEFECTS = frozenset({"z_segment", "multi_id", "local_codes", "no_timezone", "large_obx", "two_frames"})
 # The kinds feed_events.py builds around each visit.
 VISIT_KINDS = frozenset({"scheduling", "documents", "immunizations"})
+_DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
 EVENTS = frozenset({"adt", "lab", "vitals", *VISIT_KINDS})
 # A feed that names no events sends what feeds sent before the other kinds existed, message for message.
 DEFAULT_EVENTS = frozenset({"adt", "lab", "vitals"})
@@ -66,6 +68,14 @@ DEFAULT_EVENTS = frozenset({"adt", "lab", "vitals"})
 @functools.cache
 def feed_tables() -> dict[str, Any]:
     return yaml.safe_load((Path(__file__).parent / "data" / "feeds.yaml").read_text(encoding="utf-8"))
+
+
+def expand_environment(text: str) -> str:
+    """`$VAR` and `${VAR}` from the environment (left as written when unset), and `${VAR:-default}`
+    (the default when VAR is unset or empty), so a shipped scenario can aim its feed at
+    `127.0.0.1:${EHRSIM_LISTEN_PORT:-2576}`."""
+    text = _DEFAULTED.sub(lambda m: os.environ.get(m[1]) or m[2], text)
+    return os.path.expandvars(text)
 
 
 @dataclass
@@ -91,7 +101,7 @@ class FeedSpec:
     @classmethod
     def from_mapping(cls, data: dict[str, Any], where: str) -> FeedSpec:
         data = dict(data)
-        target = os.path.expandvars(str(data.pop("target", "")))
+        target = expand_environment(str(data.pop("target", "")))
         host, _, port = target.rpartition(":")
         if not host or not (port.isascii() and port.isdigit()):
             raise ValueError(f"{where}.target must be host:port (e.g. 127.0.0.1:6661), not '{target}'")
