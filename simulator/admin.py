@@ -291,10 +291,8 @@ class AdminApi:
 
     def _page(self, request: Request, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
         limit = request.query_params.get("limit")
-        start, size = (
-            ascii_int(request.query_params.get("offset", "0")),
-            ascii_int(limit) if limit is not None else 0,
-        )
+        start = ascii_int(request.query_params.get("offset", "0"))
+        size = ascii_int(limit) if limit is not None else 0
         if start is None or size is None:
             raise BadRequest("offset and limit must be non-negative integers")
         return entries[start : start + size] if limit is not None else entries[start:]

@@ -7,7 +7,11 @@ import httpx
 import pytest
 
 from simulator.admin_client import AdminClient
+from simulator.integration_env import integration_env
+from simulator.mllp.feeds import FeedSpec
+from simulator.scenario import load_scenario
 from simulator.testing import RunningServer, heart_rate, serve_in_thread
+from tests.mllp_support import IntegrationListener
 
 
 def serve_frozen(name: str) -> RunningServer:
@@ -124,3 +128,44 @@ def test_default_scenario_journals_everything_with_no_faults() -> None:
         admin = AdminClient(server.origin)
         assert [e["status"] for e in admin.journal()] == [200, 404]
         assert admin.faults() == [] and admin.rate_limits() == []
+
+
+def test_hl7_feeds_pushes_every_kind_to_the_listen_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    listener = IntegrationListener()
+    monkeypatch.setenv("EHRSIM_LISTEN_PORT", str(listener.port))
+    scenario = load_scenario("hl7-feeds")
+    scenario.clock_speed = 1000.0  # 2 simulated seconds between messages: 2 ms here
+    try:
+        with serve_in_thread(scenario) as server:
+            listener.wait_for(120)
+            env = integration_env(AdminClient(server.origin))
+            acks = [
+                e for e in server.sandbox.journal if e.get("protocol") == "outbound" and e["kind"] == "ack"
+            ]
+    finally:
+        listener.close()
+    assert env["EHRSIM_LISTEN_PORT"] == str(listener.port)
+    kinds = {
+        payload.replace(b"\n", b"\r").split(b"\r")[0].split(b"|")[8].split(b"^")[0]
+        for payload in listener.received
+    }
+    assert kinds == {b"ADT", b"ORU", b"SIU", b"MDM", b"VXU"}, kinds
+    assert acks and all(e["outcome"] == "accepted" for e in acks)
+
+
+@pytest.mark.parametrize(
+    ("environment", "port"),
+    [({}, 2576), ({"EHRSIM_LISTEN_PORT": ""}, 2576), ({"EHRSIM_LISTEN_PORT": "7001"}, 7001)],
+)
+def test_feed_targets_take_a_default_port(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], port: int
+) -> None:
+    monkeypatch.delenv("EHRSIM_LISTEN_PORT", raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    spec = FeedSpec.from_mapping({"name": "f", "target": "127.0.0.1:${EHRSIM_LISTEN_PORT:-2576}"}, "feed")
+    assert (spec.host, spec.port) == ("127.0.0.1", port)
+    with pytest.raises(
+        ValueError, match=r"feed.target must be host:port .*not '127.0.0.1:\$NOT_SET_ANYWHERE'"
+    ):
+        FeedSpec.from_mapping({"name": "f", "target": "127.0.0.1:$NOT_SET_ANYWHERE"}, "feed")

@@ -1,4 +1,5 @@
-"""Outbound feeds: ehrsim pushes ADT events and ORU results to an integration's MLLP listener.
+"""Outbound feeds: ehrsim pushes ADT events and ORU results (and, when asked, scheduling, documents
+and immunizations: feed_events.py) to an integration's MLLP listener.
 
 A feed (a site's `mllp: feeds:` entry) walks the site's patients through admit -> results and
 vitals -> transfer -> discharge at a cadence of simulated time, and can make its messages messy the
@@ -18,6 +19,7 @@ import contextlib
 import functools
 import os
 import random
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -55,7 +57,12 @@ DEFECTS = frozenset(
 # The others break the standard (segment separators, charset, truncated MSH, a required segment
 # missing) or the event order, where an AE/AR is a fair answer.
 VALID_DEFECTS = frozenset({"z_segment", "multi_id", "local_codes", "no_timezone", "large_obx", "two_frames"})
-EVENTS = frozenset({"adt", "lab", "vitals"})
+# The kinds feed_events.py builds around each visit.
+VISIT_KINDS = frozenset({"scheduling", "documents", "immunizations"})
+_DEFAULTED = re.compile(r"\$\{(\w+):-([^}]*)\}")
+EVENTS = frozenset({"adt", "lab", "vitals", *VISIT_KINDS})
+# A feed that names no events sends what feeds sent before the other kinds existed, message for message.
+DEFAULT_EVENTS = frozenset({"adt", "lab", "vitals"})
 
 
 @functools.cache
@@ -63,12 +70,20 @@ def feed_tables() -> dict[str, Any]:
     return yaml.safe_load((Path(__file__).parent / "data" / "feeds.yaml").read_text(encoding="utf-8"))
 
 
+def expand_environment(text: str) -> str:
+    """`$VAR` and `${VAR}` from the environment (left as written when unset), and `${VAR:-default}`
+    (the default when VAR is unset or empty), so a shipped scenario can aim its feed at
+    `127.0.0.1:${EHRSIM_LISTEN_PORT:-2576}`."""
+    text = _DEFAULTED.sub(lambda m: os.environ.get(m[1]) or m[2], text)
+    return os.path.expandvars(text)
+
+
 @dataclass
 class FeedSpec:
     name: str
     host: str
     port: int
-    events: frozenset[str] = EVENTS
+    events: frozenset[str] = DEFAULT_EVENTS
     interval: float = 60.0  # simulated seconds between messages
     count: int | None = None  # stop after this many messages
     ack_timeout: float = 5.0  # real seconds
@@ -86,14 +101,14 @@ class FeedSpec:
     @classmethod
     def from_mapping(cls, data: dict[str, Any], where: str) -> FeedSpec:
         data = dict(data)
-        target = os.path.expandvars(str(data.pop("target", "")))
+        target = expand_environment(str(data.pop("target", "")))
         host, _, port = target.rpartition(":")
         if not host or not (port.isascii() and port.isdigit()):
             raise ValueError(f"{where}.target must be host:port (e.g. 127.0.0.1:6661), not '{target}'")
-        events = frozenset(data.pop("events", EVENTS))
+        events = frozenset(data.pop("events", DEFAULT_EVENTS))
         if not events <= EVENTS:
             raise ValueError(
-                f"{where}.events: unknown {', '.join(sorted(events - EVENTS))} (known: adt, lab, vitals)"
+                f"{where}.events: unknown {', '.join(sorted(events - EVENTS))} (known: {', '.join(sorted(EVENTS))})"
             )
         messy = {str(k): float(v) for k, v in (data.pop("messy", None) or {}).items()}
         if not set(messy) <= DEFECTS:
@@ -129,7 +144,8 @@ class FeedMessages:
     def __init__(self, spec: FeedSpec, runtime: SiteRuntime, seed: int | str) -> None:
         self.spec = spec
         self.site = runtime.site
-        self.rng = random.Random(f"{seed}/{self.site.id}/feed/{spec.name}")
+        self.key = f"{seed}/{self.site.id}/feed/{spec.name}"
+        self.rng = random.Random(self.key)
         self.tables = feed_tables()
         self._n = 0
 
@@ -147,11 +163,17 @@ class FeedMessages:
         if not patients:
             return
         spec = self.spec
+        # The other kinds draw from RNGs of their own: ADT and ORU content is the same with them or without.
+        from simulator.mllp.feed_events import VisitEvents  # it builds on this module
+
+        care = VisitEvents(self) if spec.events & VISIT_KINDS else None
         visit = 0
         while True:
             for patient in patients:
                 visit += 1
                 visit_no = f"V{visit:06d}"
+                if care is not None:
+                    yield from care.due(visit)  # what happens later to earlier visits' bookings and reports
                 ward = self.rng.choice(self.tables["wards"])
                 if "adt" in spec.events:
                     yield self.adt("A01", patient, visit_no, ward)
@@ -160,24 +182,32 @@ class FeedMessages:
                         yield self.oru(patient, visit_no, vitals=True)
                     if "lab" in spec.events:
                         yield self.oru(patient, visit_no, vitals=False)
+                if care is not None:
+                    yield from care.during_stay(patient, visit, visit_no, ward)
                 if "adt" in spec.events:
                     yield self.adt("A02", patient, visit_no, self.rng.choice(self.tables["wards"]))
                     yield self.adt("A03", patient, visit_no, ward)
+                if care is not None:
+                    yield from care.at_discharge(patient, visit)
 
     # -- building --------------------------------------------------------------------------------
-    def _defects(self) -> list[str]:
-        return [d for d, p in sorted(self.spec.messy.items()) if p > 0 and self.rng.random() < p]
+    def draw_defects(self, rng: random.Random | None = None, kinds: frozenset[str] = DEFECTS) -> list[str]:
+        """The defects of the next message, drawn from `rng` (the ADT/ORU one by default)."""
+        rng = rng or self.rng
+        return [d for d, p in sorted(self.spec.messy.items()) if p > 0 and d in kinds and rng.random() < p]
 
-    def _stamp(self, defects: list[str], offset: float = 0.0) -> str:
-        moment: datetime = self.site.clock.now() + timedelta(seconds=offset)
-        text = moment.strftime("%Y%m%d%H%M%S")
-        return text if "no_timezone" in defects else text + "+0000"
+    def stamp(self, defects: list[str], offset: float = 0.0) -> str:
+        return v2_stamp(self.site.clock.now() + timedelta(seconds=offset), defects)
 
-    def _msh(self, message_type: str, structure: str, defects: list[str]) -> tuple[str, str]:
+    def header(
+        self, message_type: str, structure: str, defects: list[str], rng: random.Random | None = None
+    ) -> tuple[str, str]:
+        """(MSH-10, the MSH segment) of the next message."""
+        rng = rng or self.rng
         self._n += 1
         control_id = f"{self.spec.name.upper()}-{self._n:06d}"
         spec = self.spec
-        charset = "" if "latin1" in defects and self.rng.random() < 0.5 else "UNICODE UTF-8"
+        charset = "" if "latin1" in defects and rng.random() < 0.5 else "UNICODE UTF-8"
         fields = [
             "MSH",
             "^~\\&",
@@ -185,7 +215,7 @@ class FeedMessages:
             spec.sending_facility,
             spec.receiving_application,
             spec.receiving_facility,
-            self._stamp(defects),
+            self.stamp(defects),
             "",
             f"{message_type}^{structure}",
             control_id,
@@ -204,7 +234,8 @@ class FeedMessages:
             fields.pop()
         return control_id, "|".join(fields)
 
-    def _pid(self, patient: dict[str, Any], defects: list[str]) -> str:
+    def pid(self, patient: dict[str, Any], defects: list[str], rng: random.Random | None = None) -> str:
+        rng = rng or self.rng
         mrn = next(
             (i["value"] for i in patient.get("identifier", []) if i.get("system") == MRN_SYSTEM),
             patient["id"],
@@ -212,8 +243,8 @@ class FeedMessages:
         ids = [f"{escape(mrn)}^^^EHRSIM^MR"]
         if "multi_id" in defects:
             ids += [
-                f"{self.rng.randint(100000000, 999999999)}^^^SSA^SS",
-                f"X{self.rng.randint(1000, 9999)}^^^OTHERHOSP&2.16.840.1.113883.19.5&ISO^MR",
+                f"{rng.randint(100000000, 999999999)}^^^SSA^SS",
+                f"X{rng.randint(1000, 9999)}^^^OTHERHOSP&2.16.840.1.113883.19.5&ISO^MR",
             ]
         name = (patient.get("name") or [{}])[0]
         family = escape(name.get("family", ""))
@@ -224,35 +255,41 @@ class FeedMessages:
         birth = patient.get("birthDate", "").replace("-", "")
         return f"PID|1||{'~'.join(ids)}||{family}^{given}||{birth}|{sex}"
 
-    def _finish(
-        self, message_type: str, control_id: str, segments: list[str], defects: list[str]
+    def finish(
+        self,
+        message_type: str,
+        control_id: str,
+        segments: list[str],
+        defects: list[str],
+        rng: random.Random | None = None,
     ) -> Outbound:
+        """The message of `segments`, with the defects that shape the whole of it."""
         if "z_segment" in defects:
-            segments.append(f"ZEH|1|{self.site.id}|{self.rng.randint(1, 99999)}")
+            segments.append(f"ZEH|1|{self.site.id}|{(rng or self.rng).randint(1, 99999)}")
         separator = "\r\n" if "crlf" in defects else ("\n" if "lf" in defects else "\r")
         return Outbound(control_id, message_type, separator.join(segments) + separator, defects)
 
     def adt(self, trigger: str, patient: dict[str, Any], visit_no: str, ward: str) -> Outbound:
-        defects = self._defects()
-        control_id, msh = self._msh(f"ADT^{trigger}", f"ADT_{trigger}", defects)
-        stamp = self._stamp(defects)
-        pv1 = _pv1(ward=ward, visit=visit_no)
+        defects = self.draw_defects()
+        control_id, msh = self.header(f"ADT^{trigger}", f"ADT_{trigger}", defects)
+        stamp = self.stamp(defects)
+        visit = pv1(ward=ward, visit=visit_no)
         if trigger == "A01":
-            pv1 = _pv1(ward=ward, visit=visit_no, admitted=stamp)
+            visit = pv1(ward=ward, visit=visit_no, admitted=stamp)
         elif trigger == "A03":
-            pv1 = _pv1(ward=ward, visit=visit_no, discharged=stamp)
-        segments = [msh, f"EVN|{trigger}|{stamp}", self._pid(patient, defects), pv1]
+            visit = pv1(ward=ward, visit=visit_no, discharged=stamp)
+        segments = [msh, f"EVN|{trigger}|{stamp}", self.pid(patient, defects), visit]
         if "missing_segment" in defects:
-            segments.remove(pv1)
-        return self._finish(f"ADT^{trigger}", control_id, segments, defects)
+            segments.remove(visit)
+        return self.finish(f"ADT^{trigger}", control_id, segments, defects)
 
     def oru(self, patient: dict[str, Any], visit_no: str, vitals: bool) -> Outbound:
-        defects = self._defects()
-        control_id, msh = self._msh("ORU^R01", "ORU_R01", defects)
+        defects = self.draw_defects()
+        control_id, msh = self.header("ORU^R01", "ORU_R01", defects)
         tables = self.tables
         panel = tables["vitals_panel" if vitals else "panel"]
         tests = tables["vitals"] if vitals else self.rng.sample(tables["labs"], k=3)
-        stamp = self._stamp(defects)
+        stamp = self.stamp(defects)
         local = "local_codes" in defects
 
         def code(entry: dict[str, Any]) -> str:
@@ -262,8 +299,8 @@ class FeedMessages:
                 else f"{entry['code']}^{entry['display']}^LN"
             )
 
-        pid = self._pid(patient, defects)
-        segments = [msh, pid, _pv1(ward="", visit=visit_no)]
+        pid = self.pid(patient, defects)
+        segments = [msh, pid, pv1(ward="", visit=visit_no)]
         segments.append(f"OBR|1||{control_id}^EHRSIM|{code(panel)}|||{stamp}||||||||||||||||||F")
         for i, test in enumerate(tests, start=1):
             low, high = float(test["low"]), float(test["high"])
@@ -281,10 +318,16 @@ class FeedMessages:
             )
         if "missing_segment" in defects:
             segments.remove(pid)
-        return self._finish("ORU^R01", control_id, segments, defects)
+        return self.finish("ORU^R01", control_id, segments, defects)
 
 
-def _pv1(ward: str, visit: str, admitted: str = "", discharged: str = "") -> str:
+def v2_stamp(moment: datetime, defects: list[str]) -> str:
+    """A v2 timestamp of a UTC instant (without its zone when the message has `no_timezone`)."""
+    text = moment.strftime("%Y%m%d%H%M%S")
+    return text if "no_timezone" in defects else text + "+0000"
+
+
+def pv1(ward: str, visit: str, admitted: str = "", discharged: str = "") -> str:
     fields = ["PV1", "1", "I", ward] + [""] * 42
     fields[7] = "1234^ATTEND^ALLISON" if ward else ""
     fields[10] = "MED" if ward else ""
