@@ -35,6 +35,7 @@ SEARCH_NAMES = [
     *["_include", "_revinclude", "_summary", "_total", "_has:Observation:patient:code", "identifier"],
     *["name", "birthdate", "code", "date", "subject", "subject:Patient", "_getpages", "_getpagesoffset"],
     *["_format", "_contained", "_text", "_content", "family", "value-quantity", "_tag", "_filter", "patient"],
+    *["start", "end", "_outputFormat", "includeAssociatedData", "_until"],
 ]
 SEARCH_VALUES = [
     *["Patient", "Observation,Patient", "Patient?gender=male", "2026-01-01T00:00:00Z", "gt2020", "true"],
@@ -54,7 +55,9 @@ HEADERS = st.dictionaries(
     ),
     st.one_of(
         # any legal field value (uvicorn itself answers text/plain 400 to control characters)
-        st.text(st.characters(min_codepoint=32, max_codepoint=255, exclude_characters="\x7f"), max_size=20),
+        st.text(
+            st.characters(min_codepoint=32, max_codepoint=255, exclude_characters="\x7f"), max_size=20
+        ).map(str.strip),
         st.sampled_from(
             [
                 *["respond-async", "return=minimal", "return=OperationOutcome", "handling=strict"],
@@ -124,6 +127,37 @@ def test_generated_requests_get_operation_outcomes(
     path = "/" + "/".join(patient_id if s == "PATIENT_ID" else s for s in segments)
     headers = {name: value.encode("latin-1") for name, value in headers.items()}
     check(send(site, method, f"{path}?{query}", headers=headers, content=body))
+
+
+@FUZZ
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]),
+    path=st.sampled_from(
+        [
+            *["/Patient/PATIENT_ID", "/Patient/PATIENT_ID/_history", "/Patient/PATIENT_ID/_history/1"],
+            *["/Patient/PATIENT_ID/$everything", "/Patient/_history", "/_history", "/Observation/_search"],
+            *["/Patient", "/Observation", "/$export", "/Patient/$export", "/metadata"],
+        ]
+    ),
+    query=queries(SEARCH_NAMES, SEARCH_VALUES),
+    headers=HEADERS,
+)
+def test_generated_queries_on_known_paths_get_operation_outcomes(
+    site: RunningServer, patient_id: str, method: str, path: str, query: str, headers: dict
+) -> None:
+    """Conditional update and delete (PUT/DELETE [type]?query), history, $everything and _search
+    with generated parameters and headers; the body, when one is needed, is a valid Patient."""
+    headers = {name: value.encode("latin-1") for name, value in headers.items()}
+    body = (
+        json.dumps({"resourceType": "Patient", "id": patient_id}).encode()
+        if method in ("POST", "PUT")
+        else None
+    )
+    if path.endswith("_search") and method == "POST":
+        headers, body = {"Content-Type": b"application/x-www-form-urlencoded"}, query.encode()
+    check(
+        send(site, method, f"{path.replace('PATIENT_ID', patient_id)}?{query}", headers=headers, content=body)
+    )
 
 
 ENTRY = st.fixed_dictionaries(
