@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from simulator.testing import RunningServer
@@ -79,7 +79,7 @@ def check(response: httpx.Response) -> None:
         assert "error" in response.json()
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FUZZ
 @given(
     path=st.sampled_from(
         ["/auth/token", "/auth/introspect", "/auth/revoke", "/auth/authorize", "/auth/authorize/decision"]
@@ -97,14 +97,14 @@ def test_generated_forms_get_oauth_errors(
         check(http.post(smart.fhir_base + path, content=urlencode(form).encode(), headers=headers))
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FUZZ
 @given(query=FORMS)
 def test_generated_authorize_queries_get_oauth_errors(smart: RunningServer, query: dict) -> None:
     with httpx.Client(timeout=TIMEOUT) as http:
         check(http.get(smart.fhir_base + "/auth/authorize?" + urlencode(query)))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FUZZ
 @given(
     body=st.one_of(
         st.binary(max_size=200),
@@ -141,7 +141,7 @@ def test_generated_registrations_get_oauth_errors(smart: RunningServer, body: by
         )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@FUZZ
 @given(
     authorization=st.tuples(
         st.sampled_from(["", "Bearer ", "bearer ", "Basic ", "Bearer  "]),
