@@ -4,8 +4,10 @@ Each bug these found has a named regression test below."""
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -13,6 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from simulator.scenario import load_raw
 from simulator.testing import RunningServer, serve_in_thread
 from simulator.verify import CHECKS, FILTER_KEYS
 from tests.fuzz_support import FUZZ, SCALARS, bodies, json_values, queries
@@ -160,6 +163,60 @@ def test_generated_yaml_scenarios_get_admin_errors(admin_server: RunningServer, 
 def test_generated_queries_get_admin_errors(admin_server: RunningServer, path: str, query: str) -> None:
     with httpx.Client(timeout=TIMEOUT) as http:
         check(http.get(f"{admin_server.admin}{path}?{query}"))
+
+
+def mutated(definition: Any, data: st.DataObject) -> Any:
+    """`definition` with one or two of its values (at any depth) replaced by generated JSON."""
+    definition = copy.deepcopy(definition)
+    for _ in range(data.draw(st.integers(1, 2))):
+        node = definition
+        while True:  # down to a value, or stop at a container on the way
+            key = data.draw(st.sampled_from(list(node) if isinstance(node, dict) else range(len(node))))
+            child = node[key]
+            if not isinstance(child, dict | list) or not child or data.draw(st.booleans()):
+                break
+            node = child
+        node[key] = data.draw(json_values(SCENARIO_KEYS))
+    return definition
+
+
+def small(definition: Any) -> Any:
+    """Populations of at most 5 patients, so that a mutation that still loads loads fast."""
+    if isinstance(definition, dict):
+        return {
+            k: min(v, 5) if k == "patients" and type(v) is int else small(v) for k, v in definition.items()
+        }
+    return [small(v) for v in definition] if isinstance(definition, list) else definition
+
+
+SHIPPED = ["default", "token-expiry", "outage", "rate-limited", "two-hospitals", "epic", "messy-data"]
+
+
+@pytest.fixture(scope="module")
+def reload_server() -> Iterator[RunningServer]:
+    with serve_in_thread("default") as running:
+        yield running
+
+
+@FUZZ
+@given(name=st.sampled_from(SHIPPED), data=st.data())
+def test_near_valid_scenarios_load_or_get_admin_errors(
+    reload_server: RunningServer, name: str, data: st.DataObject
+) -> None:
+    """Shipped scenarios with a value or two replaced: either they load and serve, or the answer
+    is a 4xx and the scenario before keeps serving."""
+    definition = small(mutated({k: v for k, v in load_raw(name)[0].items() if k != "extends"}, data))
+    before = httpx.get(reload_server.admin + "/health").json()["scenario"]
+    response = httpx.put(
+        reload_server.admin + "/scenario",
+        content=json.dumps({"definition": definition}, default=str).encode(),
+        headers={"content-type": "application/json"},
+        timeout=TIMEOUT,
+    )
+    check(response)
+    health = httpx.get(reload_server.admin + "/health").json()
+    assert health["scenario"] == (response.json()["scenario"] if response.status_code == 200 else before)
+    assert health["sites"] >= 1 or response.status_code == 200
 
 
 # -- regressions: each was a 500 -----------------------------------------------------------------
