@@ -26,6 +26,7 @@ from simulator.clock import fhir_instant
 from simulator.dashboard import ASSETS as DASHBOARD_ASSETS
 from simulator.dashboard import dashboard_routes
 from simulator.faults import FaultSpecError, parse_duration
+from simulator.fhir.jsonbody import MAX_DEPTH, too_deep
 from simulator.fhir.values import ascii_int
 from simulator.sandbox import Sandbox
 from simulator.scenario import fault_problems, load_scenario, scenario_from_mapping
@@ -61,6 +62,8 @@ async def json_body(request: Request) -> dict[str, Any]:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    if too_deep(data, raw):
+        raise BadRequest(f"the JSON is nested deeper than {MAX_DEPTH} levels")
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
     return data
@@ -180,6 +183,10 @@ class AdminApi:
                     data = yaml.safe_load(await request.body())
                 except yaml.YAMLError as exc:
                     raise BadRequest(f"the body is not valid YAML: {exc}") from None
+                except RecursionError:  # PyYAML's composer recurses once per level
+                    raise BadRequest(f"the YAML is nested deeper than {MAX_DEPTH} levels") from None
+                if too_deep(data):
+                    raise BadRequest(f"the YAML is nested deeper than {MAX_DEPTH} levels")
                 if not isinstance(data, dict):
                     raise BadRequest("a scenario must be a mapping at the top level")
                 scenario = scenario_from_mapping(data)

@@ -115,6 +115,8 @@ def _read_yaml(path: Path) -> tuple[Any, Any]:
         raise ScenarioError(f"{path}: cannot read it as a UTF-8 YAML file ({exc})") from None
     try:
         return yaml.safe_load(text), yaml.compose(text)
+    except RecursionError:  # PyYAML recurses once per nesting level
+        raise ScenarioError(f"{path}: the YAML is nested too deeply to read") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

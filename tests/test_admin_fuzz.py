@@ -375,3 +375,26 @@ def test_a_scenario_a_feature_refuses_leaves_the_old_one_serving(store: str, tmp
         assert httpx.get(server.admin + "/health").json()["scenario"] == "default"
         found = httpx.get(server.fhir_base + "/Patient", params={"family": "Kept"}).json()
         assert found["total"] == 1
+
+
+@pytest.mark.parametrize(
+    "path, method, body, content_type",
+    [
+        # the schema validator recursed once per level: RecursionError at ~500 levels
+        ("/scenario", "PUT", '{"definition": {"name": "d", "sites": %s}}' % ("[" * 500 + "]" * 500), "json"),
+        ("/faults", "POST", '{"action": "status", "match": %s}' % ("[" * 500 + "]" * 500), "json"),
+        # PyYAML's composer recursed out of the stack
+        ("/scenario", "PUT", "a: " + "[" * 5000 + "]" * 5000, "yaml"),
+    ],
+)
+def test_deeply_nested_admin_bodies_are_a_400(
+    admin_server: RunningServer, path: str, method: str, body: str, content_type: str
+) -> None:
+    response = httpx.request(
+        method,
+        admin_server.admin + path,
+        content=body.encode(),
+        headers={"content-type": f"application/{content_type}"},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["message"] == f"the {content_type.upper()} is nested deeper than 64 levels"

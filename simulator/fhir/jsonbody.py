@@ -26,10 +26,18 @@ def parse_json(body: bytes) -> Any:
                 400, "structure", f"The request body is not valid UTF-8 (byte {bad.start}: {bad.reason})"
             ) from None
         raise FHIRError.of(400, "structure", f"The request body is not valid JSON: {exc}") from None
-    # Nesting cannot be deeper than the number of brackets: most bodies skip the walk.
-    if body.count(b"{") + body.count(b"[") > MAX_DEPTH and _depth(data) > MAX_DEPTH:
+    if too_deep(data, body):
         raise FHIRError.of(400, "structure", f"The JSON is nested deeper than {MAX_DEPTH} levels")
     return data
+
+
+def too_deep(data: Any, body: bytes | None = None) -> bool:
+    """Whether `data` nests deeper than MAX_DEPTH (the admin API and scenario YAML use it too: the
+    schema validator recurses). With the raw JSON `body`, most bodies skip the walk: nesting cannot
+    be deeper than the number of brackets."""
+    if body is not None and body.count(b"{") + body.count(b"[") <= MAX_DEPTH:
+        return False
+    return _depth(data) > MAX_DEPTH
 
 
 def _depth(value: Any) -> int:
