@@ -40,6 +40,8 @@ SEARCH_NAMES = [
 SEARCH_VALUES = [
     *["Patient", "Observation,Patient", "Patient?gender=male", "2026-01-01T00:00:00Z", "gt2020", "true"],
     *["Observation:subject", "*", "Patient:link", "http://loinc.org|", "|x", "a,b,,c"],
+    *["9999-12-31", "sa9999", "0000", "0001-01-01T00:00:00-14:00", "2026-01-01T00:00:00+99:00"],
+    *["1e999999999", "gt0e-999999", "5.4|http://unitsofmeasure.org|mg"],
 ]
 HEADERS = st.dictionaries(
     st.sampled_from(
@@ -332,3 +334,37 @@ def test_bundle_requests_of_the_wrong_type_are_a_400(
         assert answer["response"]["status"].startswith("400"), answer
         outcome = answer["response"]["outcome"]
     assert says in outcome["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize(
+    "path, params, status, says",
+    [
+        # the end of 9999-12-31 (or 9999, or 9999-12) is past datetime.max: OverflowError, a 500
+        ("/Patient", {"birthdate": "9999-12-31"}, 200, None),
+        ("/Patient", {"birthdate": "sa9999-12-31"}, 200, None),
+        ("/Observation", {"date": "9999"}, 200, None),
+        ("/Observation", {"date": "9999-12"}, 200, None),
+        ("/Patient", {"birthdate": "0000"}, 400, "year 0 does not exist"),
+        ("/Observation", {"date": "2026-01-01T00:00:00+99:00"}, 400, "offset"),
+        # "\d" read Arabic-Indic digits as 2026 (not a 500, but a date nobody wrote)
+        ("/Patient", {"birthdate": "\u0662\u0660\u0662\u0666"}, 400, "is not a FHIR date"),
+        # Decimal arithmetic overflowed on the exponent
+        ("/Observation", {"value-quantity": "1e999999999"}, 400, "out of range (exponent beyond 400)"),
+        ("/Observation", {"value-quantity": "gt0e-999999999"}, 400, "out of range (exponent beyond 400)"),
+    ],
+)
+def test_search_values_at_the_edges_of_dates_and_numbers(
+    site: RunningServer, path: str, params: dict, status: int, says: str | None
+) -> None:
+    response = send(site, "GET", path, params=params)
+    assert response.status_code == status, response.text
+    if says:
+        assert says in response.json()["issue"][0]["diagnostics"]
+
+
+def test_a_birth_date_in_year_9999_is_stored_and_found(site: RunningServer) -> None:
+    patient = {"resourceType": "Patient", "birthDate": "9999-12-31", "name": [{"family": "Farfuture"}]}
+    created = send(site, "POST", "/Patient", **fhir_json(patient))
+    assert created.status_code == 201, created.text
+    found = send(site, "GET", "/Patient", params={"birthdate": "9999-12-31", "family": "Farfuture"})
+    assert [e["resource"]["id"] for e in found.json()["entry"]] == [created.json()["id"]]

@@ -210,11 +210,15 @@ class QueryParser:
             _, rest = split_prefix(value)
             number = rest.split("|", 1)[0]
             try:
-                finite = Decimal(number).is_finite()
+                parsed: Decimal | None = Decimal(number)
             except InvalidOperation:
-                finite = False
-            if not finite:  # NaN and Infinity parse as Decimals but compare with nothing
+                parsed = None
+            if parsed is None or not parsed.is_finite():  # NaN and Infinity compare with nothing
                 raise _bad(name, f"'{number}' is not a number") from None
+            # Resources hold JSON numbers within float range; an exponent of 1e999999999 would
+            # overflow the decimal arithmetic of the comparison.
+            if not all(-400 <= e <= 400 for e in (parsed.adjusted(), parsed.as_tuple().exponent)):
+                raise _bad(name, f"'{number}' is out of range (exponent beyond 400)") from None
 
     def _result_parameter(self, query: SearchQuery, name: str, value: str) -> None:
         rtype = query.resource_type

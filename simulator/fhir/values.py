@@ -24,7 +24,8 @@ INFINITY = float("inf")
 
 _DATE = re.compile(
     r"^(?P<y>\d{4})(?:-(?P<m>\d{2})(?:-(?P<d>\d{2})"
-    r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?P<f>\.\d+)?)?(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
+    r"(?:T(?P<H>\d{2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?P<f>\.\d+)?)?(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$",
+    re.ASCII,  # "\d" alone also matches Arabic-Indic digits, which int() reads as numbers
 )
 
 
@@ -33,7 +34,7 @@ class BadValue(ValueError):
 
 
 # A FHIR `instant`: to the second at least, with a zone (what `receivedTime` and `_since` need).
-_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+_INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", re.ASCII)
 
 
 def ascii_int(text: str) -> int | None:
@@ -58,27 +59,29 @@ def date_range(text: str) -> DateRange:
     if not m:
         raise BadValue(f"'{text}' is not a FHIR date or dateTime")
     y = int(m["y"])
+    if y == 0:
+        raise BadValue(f"'{text}': year 0 does not exist (years run from 0001)")
+    # Ends are counted in seconds from the start: datetime stops at 9999-12-31, so the end of that
+    # day (or month, or year) is not a datetime.
     if m["m"] is None:
-        low = datetime(y, 1, 1, tzinfo=UTC)
-        return low.timestamp(), datetime(y + 1, 1, 1, tzinfo=UTC).timestamp()
+        days = 366 if calendar.isleap(y) else 365
+        return _span(datetime(y, 1, 1, tzinfo=UTC), days)
     month = int(m["m"])
     if not 1 <= month <= 12:
         raise BadValue(f"'{text}' has month {month}")
     if m["d"] is None:
-        low = datetime(y, month, 1, tzinfo=UTC)
-        days = calendar.monthrange(y, month)[1]
-        return low.timestamp(), (low + timedelta(days=days)).timestamp()
+        return _span(datetime(y, month, 1, tzinfo=UTC), calendar.monthrange(y, month)[1])
     try:
         day = datetime(y, month, int(m["d"]), tzinfo=UTC)
     except ValueError as exc:
         raise BadValue(f"'{text}': {exc}") from None
     if m["H"] is None:
-        return day.timestamp(), (day + timedelta(days=1)).timestamp()
+        return _span(day, 1)
     tz = UTC
-    if m["tz"] and m["tz"] != "Z":
-        sign = 1 if m["tz"][0] == "+" else -1
-        tz = timezone(sign * timedelta(hours=int(m["tz"][1:3]), minutes=int(m["tz"][4:6])))
     try:
+        if m["tz"] and m["tz"] != "Z":  # timezone() refuses offsets of a day or more (+99:00)
+            sign = 1 if m["tz"][0] == "+" else -1
+            tz = timezone(sign * timedelta(hours=int(m["tz"][1:3]), minutes=int(m["tz"][4:6])))
         moment = day.replace(hour=int(m["H"]), minute=int(m["M"]), tzinfo=tz)
     except ValueError as exc:
         raise BadValue(f"'{text}': {exc}") from None
@@ -93,6 +96,10 @@ def date_range(text: str) -> DateRange:
     start = round(moment.timestamp() + seconds + (float(frac) if frac else 0.0), 6)
     width = 10.0 ** -(len(frac) - 1) if frac else 1.0
     return start, round(start + width, 6)
+
+
+def _span(start: datetime, days: int) -> DateRange:
+    return start.timestamp(), start.timestamp() + days * 86400
 
 
 def dates_of(value: Any) -> list[DateRange]:
