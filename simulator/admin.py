@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import yaml
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route, Router
@@ -126,9 +127,23 @@ class AdminApi:
             await send(message)
 
         try:
-            await self.router(scope, receive, tracked)
+            # With "app" in the scope a route raises HTTPException for a wrong method instead of
+            # answering plain text, so the 405 below takes the admin API's shape.
+            await self.router({**scope, "app": self}, receive, tracked)
         except BadRequest as exc:
             await admin_error(exc.status, exc.error, str(exc))(scope, receive, send)
+        except HTTPException as exc:  # a wrong method (405), or Starlette refusing a request body
+            if exc.status_code != 405:
+                await admin_error(exc.status_code, "invalid_request", str(exc.detail))(scope, receive, send)
+                return
+            allowed = ", ".join(sorted((exc.headers or {}).get("Allow", "").split(", ")))  # a set: sort it
+            response = admin_error(
+                405,
+                "method_not_allowed",
+                f"{scope['method']} is not allowed on {scope['path']}; use {allowed}",
+            )
+            response.headers["Allow"] = allowed
+            await response(scope, receive, send)
         except Exception:  # a bug, not bad input: still answer in the admin API's shape, and log it
             log.exception("unhandled error for %s %s", scope.get("method"), scope.get("path"))
             if started:

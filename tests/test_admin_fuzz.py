@@ -157,12 +157,15 @@ def test_generated_yaml_scenarios_get_admin_errors(admin_server: RunningServer, 
 
 @FUZZ
 @given(
-    path=st.sampled_from(["/journal", "/journal/export", "/clients", "/faults/f", "/sites", "/clock"]),
+    method=st.sampled_from(["GET", "GET", "GET", "PUT", "OPTIONS", "TRACE"]),
+    path=st.sampled_from(["/journal", "/journal/export", "/clients", "/faults/f", "/sites", "/clock", "/x"]),
     query=queries([*FILTER_KEYS, "limit", "offset", "after", "x"], ["1", "500", "5xx", "GET", "2026-01-01"]),
 )
-def test_generated_queries_get_admin_errors(admin_server: RunningServer, path: str, query: str) -> None:
+def test_generated_queries_get_admin_errors(
+    admin_server: RunningServer, method: str, path: str, query: str
+) -> None:
     with httpx.Client(timeout=TIMEOUT) as http:
-        check(http.get(f"{admin_server.admin}{path}?{query}"))
+        check(http.request(method, f"{admin_server.admin}{path}?{query}"))
 
 
 def mutated(definition: Any, data: st.DataObject) -> Any:
@@ -217,6 +220,22 @@ def test_near_valid_scenarios_load_or_get_admin_errors(
     health = httpx.get(reload_server.admin + "/health").json()
     assert health["scenario"] == (response.json()["scenario"] if response.status_code == 200 else before)
     assert health["sites"] >= 1 or response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "method, path, allowed",
+    [("DELETE", "/clock", "GET, HEAD"), ("GET", "/reset", "POST"), ("OPTIONS", "/faults", "GET, HEAD, POST")],
+)
+def test_a_wrong_method_is_a_405_in_the_admin_shape(
+    admin_server: RunningServer, method: str, path: str, allowed: str
+) -> None:
+    # Starlette answered plain text "Method Not Allowed"
+    response = httpx.request(method, admin_server.admin + path)
+    assert response.status_code == 405 and response.headers["allow"] == allowed
+    assert response.json() == {
+        "error": "method_not_allowed",
+        "message": f"{method} is not allowed on /_admin{path}; use {allowed}",
+    }
 
 
 # -- regressions: each was a 500 -----------------------------------------------------------------
