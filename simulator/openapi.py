@@ -119,7 +119,8 @@ def openapi_document(extra_routes: Iterable[BaseRoute] = ()) -> dict[str, Any]:
             "/_admin/scenario": {
                 "get": _op("The loaded scenario (resolved definition)", {"200": _ok("scenario")}),
                 "put": _op(
-                    "Load another scenario (resets everything): {name} of a shipped one, {definition}, or a YAML body",
+                    "Load another scenario (resets everything): {name} of a shipped one or a .yaml file path "
+                    "the server can read, {definition}, or a YAML body",
                     {
                         "200": _ok("loaded"),
                         "422": _ok("The scenario is invalid; every problem is listed", _ERROR),

@@ -87,16 +87,20 @@ def _is_file(path: Path) -> bool:
 
 
 def named_yaml(name_or_path: str, directory: Path, kind: str) -> Path:
-    """A YAML file given by path, or by name in `directory` (scenarios, vendor profiles)."""
+    """A YAML file given by path (ending in .yaml or .yml), or by name in `directory` (scenarios,
+    vendor profiles). Only YAML files: the admin API reads a path a client names, and its errors
+    quote what they read, so any other file (/etc/passwd) must not be read at all."""
     candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") or _is_file(candidate):
+    if candidate.suffix in (".yaml", ".yml"):
         if not _is_file(candidate):
             raise ScenarioError(f"{candidate}: no such {kind} file")
         return candidate
     path = directory / f"{name_or_path}.yaml"
-    if not _is_file(path):
+    if "/" in name_or_path or "\\" in name_or_path or not _is_file(path):
         known = ", ".join(sorted(p.stem for p in directory.glob("*.yaml")))
-        raise ScenarioError(f"unknown {kind} '{name_or_path}' (known: {known})")
+        raise ScenarioError(
+            f"unknown {kind} '{name_or_path}' (known: {known}; a {kind} file's name ends in .yaml)"
+        )
     return path
 
 

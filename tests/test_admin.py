@@ -330,3 +330,17 @@ def test_feature_routes_are_served_and_documented(monkeypatch: pytest.MonkeyPatc
         assert httpx.post(server.admin + "/clients").json() == {"registered": True}
         document = httpx.get(server.admin + "/openapi.json").json()
         assert document["paths"]["/_admin/clients"]["post"]["summary"] == "Register an OAuth client."
+
+
+@pytest.mark.parametrize(
+    "name", ["/etc/passwd", "../../../../etc/passwd", "/etc/hostname", "scenarios/outage"]
+)
+def test_scenario_by_name_reads_only_yaml_files(admin_server: RunningServer, name: str) -> None:
+    """The server reads the path a client names: nothing but a .yaml/.yml file, so an error message
+    cannot quote another file's lines."""
+    response = httpx.put(admin_server.admin + "/scenario", json={"name": name})
+    assert response.status_code == 422, response.text
+    message = response.json()["message"]
+    assert message.startswith(f"unknown scenario '{name}' (known: ") and "ends in .yaml" in message
+    assert "root:" not in message
+    assert httpx.get(admin_server.admin + "/scenario").json()["name"] == "default"  # still serving
