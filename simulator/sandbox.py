@@ -28,7 +28,7 @@ from simulator.ratelimit import RateLimiter
 from simulator.scenario import Scenario, SiteSpec
 from simulator.site import Site, SiteSettings
 from simulator.store import open_store
-from simulator.store.base import Write
+from simulator.store.base import Store, Write
 from simulator.vendors.population import prepare_population
 
 log = logging.getLogger("ehrsim")
@@ -105,26 +105,34 @@ class Sandbox:
     # -- lifecycle -------------------------------------------------------------------------------
     def _build(self) -> None:
         for spec in self.scenario.sites:
-            site = Site(
-                id=spec.id,
-                base_path=spec.base_path,
-                store=open_store(self.store_spec, site_id=spec.id),
-                clock=self.clock,
-                journal=self.journal,
-                seed=self.scenario.seed,
-                settings=SiteSettings.from_mapping(spec.settings),
-                description=spec.description,
-            )
-            service = FhirService(site)
-            if site.store.count() == 0:
-                self._populate(service, spec)
-            else:
-                # A persistent store that already holds this site's data: keep it, and continue
-                # the id sequence past what the earlier run used so new ids do not collide.
-                log.info("site %s: %d resources loaded from %s", spec.id, site.store.count(), self.store_spec)
-                self._skip_used_ids(site)
-            self._apply_data_latency(service)
-            self.sites[spec.id] = SiteRuntime(site, service, self._wrap(site, service))
+            store = open_store(self.store_spec, site_id=spec.id)
+            try:
+                self._build_site(spec, store)
+            except BaseException:
+                store.close()  # not in self.sites yet, so `close()` would not reach it
+                raise
+
+    def _build_site(self, spec: SiteSpec, store: Store) -> None:
+        site = Site(
+            id=spec.id,
+            base_path=spec.base_path,
+            store=store,
+            clock=self.clock,
+            journal=self.journal,
+            seed=self.scenario.seed,
+            settings=SiteSettings.from_mapping(spec.settings),
+            description=spec.description,
+        )
+        service = FhirService(site)
+        if site.store.count() == 0:
+            self._populate(service, spec)
+        else:
+            # A persistent store that already holds this site's data: keep it, and continue
+            # the id sequence past what the earlier run used so new ids do not collide.
+            log.info("site %s: %d resources loaded from %s", spec.id, site.store.count(), self.store_spec)
+            self._skip_used_ids(site)
+        self._apply_data_latency(service)
+        self.sites[spec.id] = SiteRuntime(site, service, self._wrap(site, service))
 
     def _apply_data_latency(self, service: FhirService) -> None:
         """Writes after the starting data become visible per the scenario's `data_latency`."""
