@@ -561,15 +561,6 @@ def test_reset_forgets_documents(samples):
     assert fhir(server, "/DocumentReference", identifier=f"{DOCS}|DN-RESET")["total"] == 1
 
 
-def test_site_without_document_reference_answers_ae_and_stores_nothing():
-    adt_and_oru_only = {"resource_types": ["Patient", "Encounter", "Observation"]}
-    with mllp_site(patients=1, settings=adt_and_oru_only) as (server, port):
-        ack = send(port, mdm("T01", "DOC-NODR", "DN-NODR", mrn="DOC-NODR"))
-        assert ack["code"] == "AE", ack
-        assert "|MSH^1^9|207^" in ack["err"] and "does not offer DocumentReference" in ack["err"]
-        assert fhir(server, "/Patient", identifier="DOC-NODR")["total"] == 0
-
-
 @pytest.fixture(scope="module")
 def fuzz_site():
     with mllp_site({"duplicate_window": 0}) as running:

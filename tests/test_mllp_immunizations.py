@@ -486,15 +486,6 @@ def test_sample_resent_after_a_reset_index_is_fresh(samples):
     ]  # no stale index hit after the reset
 
 
-def test_site_without_immunization_answers_ae_and_stores_nothing():
-    adt_and_oru_only = {"resource_types": ["Patient", "Encounter", "Observation"]}
-    with mllp_site(patients=1, settings=adt_and_oru_only) as (server, port):
-        ack = send(port, vxu("IZ-NOIMM", filler="F-NOIMM", mrn="IZ-P-NOIMM"))
-        assert ack["code"] == "AE", ack
-        assert "|MSH^1^9|207^" in ack["err"] and "does not offer Immunization" in ack["err"]
-        assert fhir(server, "/Patient", identifier=f"{PATIENTS}|IZ-P-NOIMM")["total"] == 0
-
-
 def test_immunization_tables_are_overridable_per_site():
     # A registry that files "not administered" as entered in error, and reads 999 as a real amount.
     mapping = {

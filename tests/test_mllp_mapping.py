@@ -6,7 +6,10 @@ import httpx
 import pytest
 
 from simulator.fhir.validation import validate_resource
-from tests.mllp_support import adt, fhir, fixture, journal, mllp_site, one, oru, send
+from tests.mllp_support import adt, fhir, fixture, journal, mllp_site, one, orm, oru, send
+from tests.test_mllp_documents import mdm
+from tests.test_mllp_immunizations import vxu
+from tests.test_mllp_scheduling import siu
 
 
 @pytest.fixture(scope="module")
@@ -301,3 +304,23 @@ def test_unmapped_types_can_be_accepted_by_setting():
         assert ack["code"] == "AA"
         entry = journal(server, "mllp.message")[-1]
         assert entry["applied"] is False and "not mapped" in entry["warnings"][-1]
+
+
+@pytest.mark.parametrize(
+    ("message", "resource_type", "mrn"),
+    [
+        (orm("ORD-NOSR", placer="PL-NOSR", mrn="NO-TYPE-1"), "ServiceRequest", "NO-TYPE-1"),
+        (mdm("T01", "DOC-NODR", "DN-NODR", mrn="NO-TYPE-2"), "DocumentReference", "NO-TYPE-2"),
+        (vxu("IZ-NOIMM", filler="F-NOIMM", mrn="NO-TYPE-3"), "Immunization", "NO-TYPE-3"),
+        (siu("S12", "NO-APPT", placer="PL-NOAPPT", mrn="NO-TYPE-4"), "Appointment", "NO-TYPE-4"),
+    ],
+)
+def test_a_site_without_the_family_type_answers_ae_207_and_stores_nothing(message, resource_type, mrn):
+    """Orders, documents, immunizations, scheduling (mapping.IndexedHandler): a site whose
+    resource_types leave the family's type out refuses the message and creates no patient."""
+    adt_and_oru_only = {"resource_types": ["Patient", "Encounter", "Observation"]}
+    with mllp_site(patients=1, settings=adt_and_oru_only) as (server, port):
+        ack = send(port, message)
+        assert ack["code"] == "AE", ack
+        assert "|MSH^1^9|207^" in ack["err"] and f"does not offer {resource_type}" in ack["err"]
+        assert fhir(server, "/Patient", identifier=mrn)["total"] == 0

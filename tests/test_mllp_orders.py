@@ -434,15 +434,6 @@ def test_reset_forgets_orders(samples):
     assert fhir(server, "/ServiceRequest", identifier=f"{PLACER}|PL-RESET")["total"] == 1
 
 
-def test_site_without_service_request_answers_ae_and_stores_nothing():
-    adt_and_oru_only = {"resource_types": ["Patient", "Encounter", "Observation"]}
-    with mllp_site(patients=1, settings=adt_and_oru_only) as (server, port):
-        ack = send(port, orm("ORD-NOSR", placer="PL-NOSR", mrn="ORD-NOSR"))
-        assert ack["code"] == "AE", ack
-        assert "|MSH^1^9|207^" in ack["err"] and "does not offer ServiceRequest" in ack["err"]
-        assert fhir(server, "/Patient", identifier="ORD-NOSR")["total"] == 0
-
-
 def test_order_tables_are_overridable_per_site():
     # A hospital whose discontinue means "done": data in the scenario, not code.
     mapping = {

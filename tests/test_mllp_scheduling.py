@@ -542,15 +542,6 @@ def test_reset_forgets_appointments(samples):
     assert fhir(server, "/Appointment", identifier=f"{PLACER}|PL-RESET")["total"] == 1
 
 
-def test_site_without_appointment_answers_ae_and_stores_nothing():
-    adt_and_oru_only = {"resource_types": ["Patient", "Encounter", "Observation"]}
-    with mllp_site(patients=1, settings=adt_and_oru_only) as (server, port):
-        ack = send(port, siu("S12", "NO-APPT", placer="PL-NOAPPT", mrn="SIU-NOAPPT"))
-        assert ack["code"] == "AE", ack
-        assert "|MSH^1^9|207^" in ack["err"] and "does not offer Appointment" in ack["err"]
-        assert fhir(server, "/Patient", identifier="SIU-NOAPPT")["total"] == 0
-
-
 def test_scheduling_tables_are_overridable_per_site():
     # A hospital whose discontinuation means "done", and which books blocked slots: data, not code.
     mapping = {
