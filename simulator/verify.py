@@ -10,7 +10,9 @@ Checks (each returns a dict with `ok` and what was found, so a failure message c
   least `backoff` times the previous: exponential backoff).
 - `retry_after`: no matching request before the time a `Retry-After` answer advertised.
 - `duplicates`: entries sharing a `key` (a journal field such as `control_id`, or `identifier`: the
-  request body's identifiers, system|value, for creates).
+  business identifiers, Type:system|value, of the resources an entry created: a create answered
+  201, or each POST entry a transaction or batch answered 201); `identified` counts the entries
+  that had a value for the key.
 - `during`: matching entries inside a fault's time windows (`fault: id`) or a `window: {from, to}`,
   with the count bounds of `count`.
 Times are simulated seconds since the clock start (`sim`); `clock: wall` uses the monotonic clock.
@@ -182,13 +184,45 @@ def _time(entry: Mapping[str, Any], clock: str) -> float:
 
 
 def _identifiers(entry: Mapping[str, Any]) -> list[str]:
-    body = entry.get("request_body")
+    """The business identifiers (`Type:system|value`) of what an entry created: the resource of a
+    create answered 201, or of each POST entry a transaction or batch answered 201 (the response
+    Bundle's entries follow the request's)."""
+    interaction = entry.get("interaction")
+    if interaction == "create":
+        return _resource_identifiers(_json(entry.get("request_body"))) if entry.get("status") == 201 else []
+    if interaction != "batch":
+        return []
+    sent, answered = _json(entry.get("request_body")), _json(entry.get("response_body"))
+    if not isinstance(sent, dict) or not isinstance(answered, dict):
+        return []
+    found = []
+    for request, response in zip(_dicts(sent.get("entry")), _dicts(answered.get("entry")), strict=False):
+        method = _dict(request.get("request")).get("method")
+        status = str(_dict(response.get("response")).get("status", ""))
+        if method == "POST" and status.startswith("201"):
+            found += _resource_identifiers(request.get("resource"))
+    return found
+
+
+def _json(body: Any) -> Any:
     if not body:
-        return []
+        return None
     try:
-        resource = orjson.loads(body)
+        return orjson.loads(body)
     except orjson.JSONDecodeError:
-        return []
+        return None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    # Not-a-dict entries stay in place (as {}) so request and response entries keep their pairing.
+    return [_dict(v) for v in value] if isinstance(value, list) else []
+
+
+def _resource_identifiers(resource: Any) -> list[str]:
     if not isinstance(resource, dict):
         return []
     found = resource.get("identifier") or []
@@ -277,13 +311,16 @@ def verify(journal: Journal, spec: Mapping[str, Any], faults: FaultEngine | None
         if not key or not isinstance(key, str):
             raise VerifyError("'duplicates' needs a 'key': a journal field (e.g. control_id) or 'identifier'")
         groups: dict[str, list[int]] = {}
+        identified = 0
         for entry in chosen:
-            values = _identifiers(entry) if key == "identifier" else [entry.get(key)]
+            values = [
+                v for v in (_identifiers(entry) if key == "identifier" else [entry.get(key)]) if v is not None
+            ]
+            identified += bool(values)
             for value in values:
-                if value is not None:
-                    groups.setdefault(str(value), []).append(entry["seq"])
+                groups.setdefault(str(value), []).append(entry["seq"])
         duplicates = {k: seqs for k, seqs in groups.items() if len(seqs) > 1}
-        result.update(ok=not duplicates, duplicates=duplicates, count=len(chosen))
+        result.update(ok=not duplicates, duplicates=duplicates, count=len(chosen), identified=identified)
     elif check == "during":
         if spec.get("fault"):
             if not isinstance(spec["fault"], str):

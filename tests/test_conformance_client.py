@@ -458,3 +458,60 @@ def test_mllp_refuse_window_without_a_victim_is_not_judged() -> None:
         assert any(e.get("kind") == "listener" for e in server.sandbox.journal)
         results = {r.check.id: r for r in run_client_checks(server.origin)}
     assert results["client_recovers"].status == "skipped", results["client_recovers"]
+
+
+def reading_bundle(kind: str, conditional: bool) -> dict:
+    """A transaction or batch creating one device reading (and, conditionally, only if absent)."""
+    request = {"method": "POST", "url": "Observation"}
+    if conditional:
+        request["ifNoneExist"] = "identifier=urn:example:device-readings|bundle-1"
+    reading = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "identifier": [{"system": "urn:example:device-readings", "value": "bundle-1"}],
+        "valueQuantity": {"value": 72, "unit": "/min"},
+    }
+    other = {
+        "resourceType": "Patient",
+        "id": f"{kind}-1",
+        "identifier": [{"system": "urn:example:mrn", "value": f"{kind}-1"}],
+    }
+    return {
+        "resourceType": "Bundle",
+        "type": kind,
+        "entry": [
+            {"resource": other, "request": {"method": "PUT", "url": f"Patient/{kind}-1"}},
+            {"resource": reading, "request": request},
+        ],
+    }
+
+
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_duplicates_created_inside_bundles_are_caught(kind: str) -> None:
+    with serve_in_thread("default") as server:
+        for _ in range(2):  # a retried bundle without ifNoneExist: the reading is created twice
+            response = httpx.post(server.fhir_base, json=reading_bundle(kind, conditional=False))
+            assert response.status_code == 200, response.text
+        results = {r.check.id: r for r in run_client_checks(server.origin)}
+    check = results["client_no_duplicate_writes"]
+    assert check.status == "failed", check
+    assert re.fullmatch(
+        r"Observation:urn:example:device-readings\|bundle-1 was created 2 times: "
+        r"seq \d+ \(POST \[base\] -> 200, [\d.]+ s\), seq \d+ \(POST \[base\] -> 200, [\d.]+ s\)",
+        check.message,
+    ), check.message
+    assert "Patient:" not in check.message  # PUT entries update the same resource: no duplicate
+
+
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_bundles_retried_with_if_none_exist_pass(kind: str) -> None:
+    with serve_in_thread("default") as server:
+        statuses = []
+        for _ in range(2):
+            response = httpx.post(server.fhir_base, json=reading_bundle(kind, conditional=True))
+            assert response.status_code == 200, response.text
+            statuses.append(response.json()["entry"][1]["response"]["status"])
+        results = {r.check.id: r for r in run_client_checks(server.origin)}
+    assert [s.split()[0] for s in statuses] == ["201", "200"]
+    assert results["client_no_duplicate_writes"].status == "passed", results["client_no_duplicate_writes"]
