@@ -154,8 +154,8 @@ class ImmunizationMapping(IndexedHandler):
             encounter = self.encounter(message, warnings, "Immunization.encounter")
         touched: dict[Key, dict[str, Any]] = {}  # Immunizations this message already writes
         for administration, action in zip(administrations, actions, strict=True):
-            numbers = self.numbers(administration.orc, message)
-            existing = self.find(numbers, touched)
+            numbers = self.typed_identifiers(administration.orc, NUMBERS, message)
+            existing, _ = self.find(numbers, touched)
             if action != "add" or existing is not None:
                 self.check_known(administration, action, numbers, existing, warnings)
             if action == "delete":
@@ -206,28 +206,6 @@ class ImmunizationMapping(IndexedHandler):
                 field=21,
             )
         return action
-
-    def numbers(self, orc: Segment | None, message: Message) -> list[tuple[dict[str, Any], int]]:
-        """ORC-3 filler and ORC-2 placer numbers as typed identifiers (system as for orders: EI-2,
-        else the sending facility) with the field each came from."""
-        out = []
-        if orc is None:
-            return out
-        for n, type_code, kind in NUMBERS:
-            ident = self.typed_identifier(orc, n, type_code, kind, message)
-            if ident is not None:
-                out.append((ident, n))
-        return out
-
-    def find(
-        self, numbers: list[tuple[dict[str, Any], int]], touched: dict[Key, dict[str, Any]]
-    ) -> dict[str, Any] | None:
-        for ident, _ in numbers:
-            key = (ident["system"], ident["value"])
-            found = touched.get(key) or self.index.find(*key)
-            if found is not None:
-                return found
-        return None
 
     def check_known(
         self,

@@ -14,10 +14,10 @@ import copy
 import functools
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import yaml
 
@@ -992,6 +992,9 @@ def _uri_part(text: str) -> str:
 _NOT_URI = re.compile(r"[^A-Za-z0-9.\-_]+")
 
 
+IdentifiedT = TypeVar("IdentifiedT", bound=tuple[Any, ...])  # (identifier, ...) as a family keeps it
+
+
 class IndexedHandler:
     """A message family's handler on one site's `V2Mapper` (orders, documents, immunizations,
     scheduling) with an identifier index of the resource type it writes and finds again. The index
@@ -1035,6 +1038,32 @@ class IndexedHandler:
             "system": order_number_system(kind, namespace),
             "value": value,
         }
+
+    def typed_identifiers(
+        self, seg: Segment | None, fields: tuple[tuple[int, str, str], ...], message: Message
+    ) -> list[tuple[dict[str, Any], int]]:
+        """`typed_identifier` of each (field, type code, kind) of `fields` that `seg` values, with
+        the field it came from."""
+        found = []
+        for n, type_code, kind in fields if seg is not None else ():
+            ident = self.typed_identifier(seg, n, type_code, kind, message)
+            if ident is not None:
+                found.append((ident, n))
+        return found
+
+    def find(
+        self, numbered: Sequence[IdentifiedT], touched: Mapping[tuple[str, str], dict[str, Any]] | None = None
+    ) -> tuple[dict[str, Any] | None, IdentifiedT | None]:
+        """The resource one of these identifiers (each the first item of its tuple) names: one this
+        message already writes (`touched`, by system and value), else a stored one (not a copy);
+        with the tuple that found it. (None, None) when none does."""
+        for item in numbered:
+            ident = item[0]
+            key = (ident["system"], ident["value"])
+            found = (touched.get(key) if touched else None) or self.index.find(*key)
+            if found is not None:
+                return found, item
+        return None, None
 
     def encounter(self, message: Message, warnings: list[str], element: str) -> dict[str, str] | None:
         """A reference to the encounter PV1-19 names, when it is known; else a warning that

@@ -329,19 +329,6 @@ class OrderMapping(IndexedHandler):
                 out.append((ident, seg, n))
         return out
 
-    def find(
-        self, numbers: list[Numbered], touched: dict[tuple[str, str], dict[str, Any]]
-    ) -> tuple[dict[str, Any] | None, Numbered | None]:
-        """The order with any of these numbers (one this message already writes, else a stored
-        one) and the number that found it."""
-        for number in numbers:
-            ident = number[0]
-            key = (ident["system"], ident["value"])
-            found = touched.get(key) or self.index.find(*key)
-            if found is not None:
-                return found, number
-        return None, None
-
     def based_on(self, obr: Segment, message: Message) -> list[dict[str, str]] | None:
         """The order an ORU's OBR answers, found by OBR-2 (placer) or OBR-3 (filler number), as
         `basedOn`: None while the site holds no ServiceRequest (results-only feeds pay one check)

@@ -165,7 +165,7 @@ class SchedulingMapping(IndexedHandler):
                 component=2,
             )
         action = event["action"]
-        ids = self.ids(sch, message)
+        ids = self.typed_identifiers(sch, APPOINTMENT_IDS, message)
         if not ids:
             raise HL7Error(
                 REQUIRED_FIELD_MISSING,
@@ -174,11 +174,11 @@ class SchedulingMapping(IndexedHandler):
                 field=2,
             )
         status = self.status(sch) or event.get("status")
-        found = self.find(ids)
+        existing, found_by = self.find(ids)
         writes: list[Write] = []
         if action == "new":
-            if found is not None:
-                existing, ident, n = found
+            if existing is not None and found_by is not None:
+                ident, n = found_by
                 raise HL7Error(
                     DUPLICATE_KEY,
                     f"appointment id {ident['value']} ({ident['system']}) is already booked as "
@@ -188,7 +188,7 @@ class SchedulingMapping(IndexedHandler):
                 )
             appointment: dict[str, Any] = {"resourceType": "Appointment", "identifier": [i for i, _ in ids]}
         else:
-            if found is None:
+            if existing is None:
                 ident, n = next(((i, n) for i, n in ids if n == 2), ids[0])  # SCH-2 when valued
                 raise HL7Error(
                     UNKNOWN_KEY,
@@ -197,7 +197,7 @@ class SchedulingMapping(IndexedHandler):
                     "SCH",
                     field=n,
                 )
-            appointment = copy.deepcopy(found[0])
+            appointment = copy.deepcopy(existing)
             # An id the appointment did not have yet (e.g. the filler's, assigned later) joins it.
             known = {(i.get("system"), i.get("value")) for i in appointment.get("identifier", [])}
             appointment["identifier"] = appointment.get("identifier", []) + [
@@ -215,26 +215,6 @@ class SchedulingMapping(IndexedHandler):
             appointment["cancelationReason"] = self.mapper.concept(sch, 6, message)
         self.mapper._put(appointment, writes)
         return writes
-
-    def ids(self, sch: Segment, message: Message) -> list[tuple[dict[str, Any], int]]:
-        """SCH-1 and SCH-2 as typed identifiers; an id without a namespace (EI-2) is MSH-4's."""
-        out = []
-        for n, type_code, kind in APPOINTMENT_IDS:
-            ident = self.typed_identifier(sch, n, type_code, kind, message)
-            if ident is not None:
-                out.append((ident, n))
-        return out
-
-    def find(
-        self, ids: list[tuple[dict[str, Any], int]]
-    ) -> tuple[dict[str, Any], dict[str, Any], int] | None:
-        """The stored appointment with any of these ids (not a copy), the id that found it and its
-        SCH field; None when no appointment has them."""
-        for ident, n in ids:
-            found = self.index.find(ident["system"], ident["value"])
-            if found is not None:
-                return found, ident, n
-        return None
 
     def status(self, sch: Segment) -> str | None:
         """SCH-25 filler status through `appointment_status` (None when empty: the event decides)."""
