@@ -219,6 +219,9 @@ def test_non_ascii_digits_are_not_numbers(fhir: httpx.Client, server, digits: st
         assert "non-negative integer" in response.json()["issue"][0]["diagnostics"]
     patient_id = fhir.get("/Patient", params={"_count": 1}).json()["entry"][0]["resource"]["id"]
     assert fhir.get(f"/Patient/{patient_id}/_history/{digits}").status_code == 404
+    everything = fhir.get(f"/Patient/{patient_id}/$everything", params={"_count": digits})
+    assert everything.status_code == 400, everything.text  # was silently ignored
+    assert "non-negative integer" in everything.json()["issue"][0]["diagnostics"]
     admin = server.admin
     for params in ({"after": digits}, {"offset": digits}, {"limit": digits}):
         response = httpx.get(admin + "/journal", params=params)

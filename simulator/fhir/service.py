@@ -368,12 +368,7 @@ class FhirService:
         count, since, params = None, None, []
         for name, value in items:
             if name == "_count":
-                number = ascii_int(value)
-                if number is None:
-                    raise FHIRError.of(
-                        400, "invalid", "_count must be a non-negative integer", expression=["_count"]
-                    )
-                count = min(number, self.site.settings.max_count)
+                count = self._page_size(value)
                 params.append((name, value))
             elif name == "_since":
                 try:
@@ -399,6 +394,14 @@ class FhirService:
         )
         return self.render_page(snapshot, base_url, offset=0, count=count)
 
+    def _page_size(self, value: str) -> int:
+        """A `_count` of history or $everything, capped by the site's max_count (a 400 when it is
+        not a number)."""
+        number = ascii_int(value)
+        if number is None:
+            raise FHIRError.of(400, "invalid", "_count must be a non-negative integer", expression=["_count"])
+        return min(number, self.site.settings.max_count)
+
     def everything(
         self, patient_id: str, base_url: str, items: Iterable[tuple[str, str]] = ()
     ) -> dict[str, Any]:
@@ -407,8 +410,8 @@ class FhirService:
         types_filter: set[str] | None = None
         params = []
         for name, value in items:
-            if name == "_count" and ascii_int(value) is not None:
-                count = min(int(value), self.site.settings.max_count)
+            if name == "_count":
+                count = self._page_size(value)
                 params.append((name, value))
             elif name == "_type":
                 types_filter = set(value.split(","))
